@@ -1,0 +1,113 @@
+"""Settings, read live from ``settings.DJANGO_TASKQUEUE``.
+
+Every key is optional. The values are looked up on each access, never cached at
+import time, so ``override_settings`` and settings changed in tests just work.
+System checks (:mod:`django_taskqueue.checks`) validate the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+
+#: Substrings of argument names whose values are replaced before args and
+#: kwargs are stored (matched case-insensitively).
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "credential",
+    "private_key",
+    "session",
+    "cookie",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "ENABLED": True,
+    "TASK_TYPES": {},
+    "ALLOWED_FILE_ROOTS": [],
+    "STORE_ARGS": True,
+    "REDACT_KEYS": DEFAULT_REDACT_KEYS,
+    "REDACTED_VALUE": "********",
+    "PROGRESS_MIN_INTERVAL": 0.5,
+    "PROGRESS_HISTORY_STEP": 5.0,
+    "RESULT_MAX_BYTES": 65_536,
+    "TRACEBACK_MAX_CHARS": 20_000,
+}
+
+
+class TaskQueueSettings:
+    """Typed, live view of ``settings.DJANGO_TASKQUEUE``.
+
+    Use the module-level instance :data:`conf`::
+
+        from django_taskqueue.conf import conf
+
+        if conf.ENABLED:
+            ...
+    """
+
+    def _get(self, name: str) -> Any:
+        user = getattr(settings, "DJANGO_TASKQUEUE", None) or {}
+        if isinstance(user, Mapping) and name in user:
+            return user[name]
+        return DEFAULTS[name]
+
+    @property
+    def ENABLED(self) -> bool:  # noqa: N802 (setting names are upper case)
+        """Record tasks at all. ``False`` makes TrackedTask behave like a plain task."""
+        return bool(self._get("ENABLED"))
+
+    @property
+    def TASK_TYPES(self) -> Mapping[str, str]:  # noqa: N802
+        """Task types that may be started over HTTP, mapped to Celery task names."""
+        value: Mapping[str, str] = self._get("TASK_TYPES")
+        return value
+
+    @property
+    def ALLOWED_FILE_ROOTS(self) -> Sequence[str]:  # noqa: N802
+        """Directories that file paths given over HTTP must resolve inside."""
+        return [str(root) for root in self._get("ALLOWED_FILE_ROOTS")]
+
+    @property
+    def STORE_ARGS(self) -> bool:  # noqa: N802
+        """Store the task's args and kwargs (redacted) on the TaskLog."""
+        return bool(self._get("STORE_ARGS"))
+
+    @property
+    def REDACT_KEYS(self) -> tuple[str, ...]:  # noqa: N802
+        """Lower-cased substrings of keys whose values are redacted."""
+        return tuple(str(key).lower() for key in self._get("REDACT_KEYS"))
+
+    @property
+    def REDACTED_VALUE(self) -> str:  # noqa: N802
+        """What a redacted value is replaced with."""
+        return str(self._get("REDACTED_VALUE"))
+
+    @property
+    def PROGRESS_MIN_INTERVAL(self) -> float:  # noqa: N802
+        """Seconds between two progress writes of one task; calls in between are buffered."""
+        return float(self._get("PROGRESS_MIN_INTERVAL"))
+
+    @property
+    def PROGRESS_HISTORY_STEP(self) -> float:  # noqa: N802
+        """Percentage points the progress must move before a new history row is written."""
+        return float(self._get("PROGRESS_HISTORY_STEP"))
+
+    @property
+    def RESULT_MAX_BYTES(self) -> int:  # noqa: N802
+        """Largest JSON result stored as is; a larger one is stored as a truncated repr."""
+        return int(self._get("RESULT_MAX_BYTES"))
+
+    @property
+    def TRACEBACK_MAX_CHARS(self) -> int:  # noqa: N802
+        """Longest traceback stored; the end of a longer one is kept."""
+        return int(self._get("TRACEBACK_MAX_CHARS"))
+
+conf = TaskQueueSettings()

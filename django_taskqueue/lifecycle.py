@@ -1,0 +1,713 @@
+"""Every write of a tracked task's life, in one place.
+
+Plain functions over the three models: the task base class, the API, the admin,
+the management commands and the housekeeping tasks all call these, and they can
+be tested without Celery.
+
+Each state change is a single conditional ``UPDATE ... WHERE status IN (...)``
+(see :data:`~django_taskqueue.status.ALLOWED_FROM`), written together with its
+event in one transaction. A late or repeated call (a ``started`` after
+``completed``, a second delivery of the same message, a cancel racing the
+completion) therefore changes nothing but an ``ignored`` event: there is one
+final state, and a trace of every attempt.
+
+These functions raise on database errors; :class:`~django_taskqueue.TrackedTask`
+wraps its calls so that a failure to record never fails the user's task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from django_taskqueue.conf import conf
+from django_taskqueue.exceptions import TransitionRefused
+from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
+from django_taskqueue.serialization import redact, to_json
+from django_taskqueue.signals import task_progress, task_status_changed
+from django_taskqueue.status import ALLOWED_FROM, EventType, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a lifecycle call did.
+
+    Attributes:
+        applied: the change was written.
+        status: the task's status afterwards; ``None`` when there is no row.
+        pk: the TaskLog's primary key, when there is a row.
+    """
+
+    applied: bool
+    status: str | None
+    pk: uuid.UUID | None = None
+
+
+# --- progress throttling (pure) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgressWrite:
+    """One progress value to write, and whether it also gets a history row."""
+
+    progress: int
+    message: str
+    data: Any
+    history: bool
+
+
+@dataclass
+class ProgressBuffer:
+    """Decides which ``update_progress`` calls reach the database.
+
+    A value is written when ``min_interval`` seconds have passed since the last
+    write; calls in between only replace the buffered value, so a task calling
+    ``update_progress`` thousands of times a second causes at most one write per
+    interval. A written value gets a history row when the percentage moved by
+    ``step`` or more since the last history row, or the message changed.
+    :meth:`flush` hands over the newest buffered value so it always lands.
+    """
+
+    min_interval: float
+    step: float
+    _last_write: float = -math.inf
+    _history_percent: float | None = None
+    _history_message: str | None = None
+    _pending: tuple[float, str, Any] | None = field(default=None, repr=False)
+
+    def offer(self, percent: float, message: str, data: Any, now: float | None = None) -> ProgressWrite | None:
+        """Buffer a value; return the write to make now, if one is due."""
+        self._pending = (percent, message, data)
+        now = time.monotonic() if now is None else now
+        if now - self._last_write < self.min_interval:
+            return None
+        self._last_write = now
+        return self._take()
+
+    def flush(self) -> ProgressWrite | None:
+        """Return the newest value not yet written, if any."""
+        return self._take()
+
+    def _take(self) -> ProgressWrite | None:
+        if self._pending is None:
+            return None
+        percent, message, data = self._pending
+        self._pending = None
+        history = (
+            self._history_percent is None
+            or abs(percent - self._history_percent) >= self.step
+            or message != self._history_message
+        )
+        if history:
+            self._history_percent = percent
+            self._history_message = message
+        return ProgressWrite(int(percent), message, data, history)
+
+
+def percent_from(percent: float | None, current: float | None, total: float | None) -> float:
+    """Normalise ``update_progress`` arguments to a percentage in [0, 100].
+
+    Raises:
+        ValueError: neither a percentage nor a usable ``current``/``total`` pair.
+    """
+    if percent is None:
+        if current is None or total is None:
+            raise ValueError("give a percentage, or both current= and total=")
+        if total <= 0:
+            raise ValueError(f"total must be positive, got {total!r}")
+        percent = 100.0 * current / total
+    value = float(percent)
+    if math.isnan(value):
+        raise ValueError("progress is NaN")
+    return min(100.0, max(0.0, value))
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _events(pk: uuid.UUID, *events: tuple[str, str, Mapping[str, Any] | None]) -> None:
+    rows = [
+        TaskEventLog(task_id=pk, event_type=kind, message=message[:10_000], metadata=to_json(meta or {}))
+        for kind, message, meta in events
+    ]
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+    else:
+        TaskEventLog.objects.bulk_create(rows)
+
+
+def _announce(outcome: Outcome, event_type: str, previous_status: str | None = None) -> None:
+    """Send :data:`task_status_changed` once the transaction commits, if anyone listens."""
+    if not outcome.applied or outcome.pk is None or not task_status_changed.has_listeners(TaskLog):
+        return
+    pk, status = outcome.pk, outcome.status
+
+    def send() -> None:
+        task_log = TaskLog.objects.filter(pk=pk).first()
+        if task_log is not None:
+            task_status_changed.send(
+                sender=TaskLog,
+                task_log=task_log,
+                status=status,
+                previous_status=previous_status,
+                event_type=event_type,
+            )
+
+    transaction.on_commit(send)
+
+
+def _rows(celery_task_id: str | None, pk: uuid.UUID | None) -> models.QuerySet[TaskLog]:
+    if pk is not None:
+        return TaskLog.objects.filter(pk=pk)
+    if celery_task_id is None:
+        raise ValueError("need a celery_task_id or a pk")
+    return TaskLog.objects.filter(celery_task_id=celery_task_id)
+
+
+def _transition(
+    target: str,
+    *,
+    celery_task_id: str | None = None,
+    pk: uuid.UUID | None = None,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    guard: Q | None = None,
+    before: Callable[[uuid.UUID], None] | None = None,
+) -> Outcome:
+    """Move one task to ``target`` if its status allows it, with its event.
+
+    ``before`` runs in the same transaction when the change applies (it writes
+    the last buffered progress, so that lands with the final status).
+    """
+    qs = _rows(celery_task_id, pk)
+    allowed = Q(status__in=ALLOWED_FROM[target])
+    if guard is not None:
+        allowed &= guard
+    with transaction.atomic():
+        changed = qs.filter(allowed).update(status=target, **updates)
+        if changed:
+            if pk is None:
+                pk = qs.values_list("pk", flat=True).get()
+            if before is not None:
+                before(pk)
+            _events(pk, event)
+            outcome = Outcome(True, target, pk)
+        else:
+            row = qs.values_list("pk", "status").first()
+            if row is None:
+                return Outcome(False, None, None)
+            pk, status = row
+            kind, message, meta = event
+            _events(
+                pk,
+                (
+                    EventType.IGNORED,
+                    f"{kind} ignored: the task is {status}",
+                    {"attempted": kind, "status": status, "message": message, **(meta or {})},
+                ),
+            )
+            outcome = Outcome(False, status, pk)
+    _announce(outcome, event[0])
+    return outcome
+
+
+def _progress_writer(write: ProgressWrite | None) -> Callable[[uuid.UUID], None] | None:
+    if write is None:
+        return None
+
+    def run(pk: uuid.UUID) -> None:
+        _write_progress_rows(pk, write)
+
+    return run
+
+
+def _write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
+    if not write.history:
+        return
+    data = to_json(write.data)
+    TaskProgress.objects.create(task_id=pk, progress=write.progress, message=write.message[:255], data=data)
+    _events(pk, (EventType.PROGRESS, write.message, {"progress": write.progress}))
+
+
+# --- creating ----------------------------------------------------------------------
+
+
+def stored_arguments(args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any], bool]:
+    """Args and kwargs as stored: JSON-safe, secrets redacted (per settings).
+
+    Returns:
+        ``(args, kwargs, redacted)``; empty when ``STORE_ARGS`` is off.
+    """
+    if not conf.STORE_ARGS:
+        return [], {}, False
+    keys, replacement = conf.REDACT_KEYS, conf.REDACTED_VALUE
+    safe_args, args_changed = redact(to_json(list(args or ())), keys, replacement)
+    safe_kwargs, kwargs_changed = redact(to_json(dict(kwargs or {})), keys, replacement)
+    return safe_args, safe_kwargs, args_changed or kwargs_changed
+
+
+def create_task_log(
+    celery_task_id: str,
+    *,
+    task_name: str = "",
+    status: str = TaskStatus.PENDING,
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    event_message: str = "",
+    event_metadata: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> TaskLog:
+    """Record a task about to be published, with its ``created`` event.
+
+    Args:
+        celery_task_id: the id the message will carry.
+        task_name: the Celery task name.
+        status: ``pending``, or ``retrying`` for a run started again.
+        args: positional arguments (stored JSON-safe and redacted).
+        kwargs: keyword arguments (likewise).
+        event_message: the message of the ``created`` event.
+        event_metadata: the metadata of the ``created`` event.
+        **fields: other :class:`~django_taskqueue.models.TaskLog` fields
+            (``owner``, ``task_type``, ``tags``, ``metadata``, ``file_*``,
+            ``parent``, ``retry_of``, ``retry_count``, ``max_retries``, ``queue``).
+    """
+    stored_args, stored_kwargs, redacted = stored_arguments(args, kwargs)
+    metadata = dict(event_metadata or {})
+    if redacted:
+        metadata["redacted"] = True
+    with transaction.atomic():
+        log = TaskLog(
+            celery_task_id=celery_task_id,
+            task_name=task_name,
+            status=status,
+            args=stored_args,
+            kwargs=stored_kwargs,
+            args_redacted=redacted,
+            **fields,
+        )
+        log.save(force_insert=True)
+        _events(log.pk, (EventType.CREATED, event_message, metadata))
+    return log
+
+
+# --- the worker side ----------------------------------------------------------------
+
+
+def mark_started(
+    celery_task_id: str,
+    *,
+    attempt: int = 0,
+    worker: str = "",
+    defaults: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """Record that a worker started running the task (attempt ``attempt``).
+
+    When no row exists yet (the task was sent without TrackedTask, or the
+    producer's transaction has not committed), the row is created here from
+    ``defaults``; on PostgreSQL the insert waits for the producer's
+    transaction, and when that commits first the normal transition applies.
+
+    A start for an older attempt than the newest recorded, or for a task
+    already running or finished, changes nothing and leaves an ``ignored``
+    event. A cancelled task reports ``status == "cancelled"``: the caller
+    must not run it.
+    """
+    now = timezone.now()
+    updates = {
+        "started_at": Coalesce(F("started_at"), Value(now), output_field=models.DateTimeField()),
+        "heartbeat_at": now,
+        "worker": worker[:255],
+        "attempt": attempt,
+        "next_retry_at": None,
+    }
+    event = (EventType.STARTED, f"started on {worker}" if worker else "started", {"attempt": attempt, "worker": worker})
+    transition = {
+        "celery_task_id": celery_task_id,
+        "updates": updates,
+        "event": event,
+        "guard": Q(attempt__lte=attempt),
+    }
+    outcome = _transition(TaskStatus.PROCESSING, **transition)  # type: ignore[arg-type]
+    if outcome.status is not None:
+        return outcome
+    values = dict(defaults or {})
+    stored_args, stored_kwargs, redacted = stored_arguments(values.pop("args", None), values.pop("kwargs", None))
+    try:
+        with transaction.atomic():
+            log = TaskLog(
+                celery_task_id=celery_task_id,
+                status=TaskStatus.PROCESSING,
+                started_at=now,
+                heartbeat_at=now,
+                worker=worker[:255],
+                attempt=attempt,
+                args=stored_args,
+                kwargs=stored_kwargs,
+                args_redacted=redacted,
+                **values,
+            )
+            log.save(force_insert=True)
+            _events(
+                log.pk,
+                (EventType.CREATED, "recorded by the worker: the task was sent untracked or not yet committed", {"source": "worker"}),
+                event,
+            )
+    except IntegrityError:
+        # The producer's row appeared (committed) meanwhile: apply the transition to it.
+        return _transition(TaskStatus.PROCESSING, **transition)  # type: ignore[arg-type]
+    outcome = Outcome(True, TaskStatus.PROCESSING, log.pk)
+    _announce(outcome, EventType.STARTED)
+    return outcome
+
+
+def record_progress(
+    write: ProgressWrite,
+    *,
+    celery_task_id: str | None = None,
+    pk: uuid.UUID | None = None,
+) -> Outcome:
+    """Write a progress value (and its history row when ``write.history``).
+
+    Refreshes the heartbeat. Writes only while the task is active; for a
+    cancelled task it returns ``status == "cancelled"`` so the caller can stop.
+    """
+    qs = _rows(celery_task_id, pk)
+    now = timezone.now()
+    with transaction.atomic():
+        changed = qs.filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED]).update(
+            progress=write.progress, progress_message=write.message[:255], heartbeat_at=now
+        )
+        if not changed:
+            row = qs.values_list("pk", "status").first()
+            return Outcome(False, None, None) if row is None else Outcome(False, row[1], row[0])
+        if pk is None:
+            pk = qs.values_list("pk", flat=True).get()
+        _write_progress_rows(pk, write)
+    if task_progress.has_listeners(TaskLog):
+        task_log_id, cid = pk, celery_task_id
+
+        def send() -> None:
+            task_progress.send(
+                sender=TaskLog,
+                task_log_id=task_log_id,
+                celery_task_id=cid,
+                progress=write.progress,
+                message=write.message,
+                data=write.data,
+            )
+
+        transaction.on_commit(send)
+    return Outcome(True, None, pk)
+
+
+def status_of(*, celery_task_id: str | None = None, pk: uuid.UUID | None = None) -> str | None:
+    """The task's current status (one ``SELECT``), or ``None`` when there is no row."""
+    status: str | None = _rows(celery_task_id, pk).values_list("status", flat=True).first()
+    return status
+
+
+def record_event(
+    event_type: str,
+    message: str = "",
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    celery_task_id: str | None = None,
+    pk: uuid.UUID | None = None,
+) -> bool:
+    """Add an event without changing the status; ``False`` when there is no row."""
+    if pk is None:
+        pk = _rows(celery_task_id, None).values_list("pk", flat=True).first()
+        if pk is None:
+            return False
+    _events(pk, (event_type, message, metadata))
+    return True
+
+
+def touch(*, celery_task_id: str | None = None, pk: uuid.UUID | None = None) -> bool:
+    """Refresh the heartbeat of a running task (one ``UPDATE``); ``True`` if it is still active."""
+    qs = _rows(celery_task_id, pk).filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED])
+    return bool(qs.update(heartbeat_at=timezone.now()))
+
+
+def mark_retrying(
+    celery_task_id: str,
+    *,
+    pk: uuid.UUID | None = None,
+    next_attempt: int,
+    reason: str = "",
+    error_code: str = "",
+    eta: datetime | None = None,
+    progress: ProgressWrite | None = None,
+) -> Outcome:
+    """Record that attempt ``next_attempt`` (Celery's ``retries``) was scheduled."""
+    now = timezone.now()
+    updates = {
+        "retry_count": F("retry_count") + 1,
+        "attempt": next_attempt,
+        "next_retry_at": eta,
+        "error_message": reason,
+        "error_code": error_code[:128],
+        "heartbeat_at": now,
+    }
+    meta = {"attempt": next_attempt, "reason": reason, "error_code": error_code, "eta": eta}
+    return _transition(
+        TaskStatus.RETRYING,
+        celery_task_id=celery_task_id,
+        pk=pk,
+        updates=updates,
+        event=(EventType.RETRIED, reason or "retry scheduled", meta),
+        guard=Q(attempt__lt=next_attempt),
+        before=_progress_writer(progress),
+    )
+
+
+def mark_completed(
+    celery_task_id: str,
+    *,
+    pk: uuid.UUID | None = None,
+    result: Any = None,
+    progress: ProgressWrite | None = None,
+) -> Outcome:
+    """Record success; ``result`` must already be JSON-safe (see :func:`~django_taskqueue.serialization.encode_result`)."""
+    now = timezone.now()
+    updates = {
+        "completed_at": now,
+        "heartbeat_at": now,
+        "progress": 100,
+        "result": result,
+        "next_retry_at": None,
+        "error_message": "",
+        "error_code": "",
+    }
+    if progress is not None:
+        updates["progress_message"] = progress.message[:255]
+    return _transition(
+        TaskStatus.COMPLETED,
+        celery_task_id=celery_task_id,
+        pk=pk,
+        updates=updates,
+        event=(EventType.COMPLETED, "completed", None),
+        before=_progress_writer(progress),
+    )
+
+
+def mark_failed(
+    celery_task_id: str | None = None,
+    *,
+    pk: uuid.UUID | None = None,
+    error_message: str,
+    error_code: str = "",
+    traceback: str = "",
+    progress: ProgressWrite | None = None,
+    event_type: str = EventType.FAILED,
+    metadata: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """Record failure, with the error's message, code (exception class) and traceback."""
+    now = timezone.now()
+    updates = {
+        "completed_at": now,
+        "error_message": error_message,
+        "error_code": error_code[:128],
+        "traceback": traceback,
+        "next_retry_at": None,
+    }
+    meta = {"error_code": error_code, **(metadata or {})}
+    return _transition(
+        TaskStatus.FAILED,
+        celery_task_id=celery_task_id,
+        pk=pk,
+        updates=updates,
+        event=(event_type, error_message, meta),
+        before=_progress_writer(progress),
+    )
+
+
+def mark_cancelled(
+    celery_task_id: str | None = None,
+    *,
+    pk: uuid.UUID | None = None,
+    reason: str = "",
+    event_type: str = EventType.CANCELLED,
+    metadata: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """Record that the task was cancelled, and why."""
+    updates = {
+        "cancelled_at": timezone.now(),
+        "error_message": reason,
+        "error_code": "cancelled",
+        "next_retry_at": None,
+    }
+    return _transition(
+        TaskStatus.CANCELLED,
+        celery_task_id=celery_task_id,
+        pk=pk,
+        updates=updates,
+        event=(event_type, reason or "cancelled", {"reason": reason, **(metadata or {})}),
+    )
+
+
+def record_revoked(celery_task_id: str, *, terminated: bool, expired: bool, signum: Any = None) -> Outcome:
+    """Record a revoke the worker carried out (the ``task_revoked`` signal).
+
+    An expired message fails the task (``error_code="expired"``); any other
+    revoke cancels it. When the task was already cancelled through
+    :func:`cancel`, only the worker's confirmation is added as an event.
+    """
+    meta = {"terminated": terminated, "expired": expired, "signum": str(signum) if signum else None}
+    if expired:
+        return mark_failed(
+            celery_task_id,
+            error_message="the message expired before a worker ran it",
+            error_code="expired",
+            event_type=EventType.REVOKED,
+            metadata=meta,
+        )
+    qs = TaskLog.objects.filter(celery_task_id=celery_task_id)
+    row = qs.values_list("pk", "status").first()
+    if row is not None and row[1] == TaskStatus.CANCELLED:
+        message = "the worker terminated the task" if terminated else "the worker discarded the message"
+        _events(row[0], (EventType.REVOKED, message, meta))
+        return Outcome(False, row[1], row[0])
+    reason = "terminated by a revoke" if terminated else "revoked"
+    return mark_cancelled(celery_task_id, reason=reason, event_type=EventType.REVOKED, metadata=meta)
+
+
+# --- what people ask for (API, admin, commands) ----------------------------------------
+
+
+def _actor(user: Any) -> dict[str, Any]:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return {}
+    return {"by_user_id": user.pk, "by_username": user.get_username()}
+
+
+def cancel(
+    task_log: TaskLog,
+    *,
+    reason: str = "",
+    user: Any = None,
+    terminate: bool = False,
+    revoke: bool = True,
+) -> Outcome:
+    """Cancel a task: record it at once, then revoke the Celery id.
+
+    The ``cancelled`` status is written before the revoke is sent, so the
+    record is right even when the broker is unreachable; a worker that
+    later receives the message skips it (TrackedTask checks the row before
+    running), and a running task stops at its next progress or cancel check.
+
+    Args:
+        task_log: the task.
+        reason: why; stored as the error message and in the event.
+        user: who asked (recorded in the event).
+        terminate: also kill a running task's process (Celery's
+            ``revoke(terminate=True)``; prefork pool only).
+        revoke: send Celery's revoke (off in tests of the record alone).
+
+    Raises:
+        TransitionRefused: the task already finished.
+    """
+    outcome = mark_cancelled(pk=task_log.pk, reason=reason, metadata={**_actor(user), "terminate": terminate})
+    if not outcome.applied:
+        raise TransitionRefused(
+            f"the task is already {outcome.status} and cannot be cancelled",
+            status=outcome.status or "",
+        )
+    if revoke:
+        celery_task_id = task_log.celery_task_id
+        transaction.on_commit(lambda: send_revoke(celery_task_id, terminate=terminate))
+    task_log.refresh_from_db()
+    return outcome
+
+
+def send_revoke(celery_task_id: str, *, terminate: bool = False) -> bool:
+    """Broadcast Celery's revoke for one id; log (don't raise) when the broker is unreachable."""
+    from celery import current_app
+
+    try:
+        current_app.control.revoke(celery_task_id, terminate=terminate)
+    except Exception:
+        logger.warning("Could not send the revoke for task %s", celery_task_id, exc_info=True)
+        return False
+    return True
+
+
+def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLog:
+    """Run a failed or cancelled task again, with the same arguments.
+
+    The new run is a new TaskLog (a new Celery id: a revoked id stays revoked
+    in the workers) that starts in ``retrying``, points at the original through
+    ``retry_of`` and counts ``retry_count = original.retry_count + 1``. The
+    original keeps its final status; both rows get a ``rerun`` event.
+
+    Args:
+        task_log: the task to run again.
+        force: also allow a task that is still ``pending``, ``processing`` or
+            ``retrying`` (stuck after its worker died): it is first marked
+            failed with ``error_code="superseded"``.
+        user: who asked (recorded in the events).
+
+    Raises:
+        TransitionRefused: the task completed, is active without ``force``, its
+            arguments were redacted or not stored, or its Celery task is not
+            a registered TrackedTask in this process.
+    """
+    from celery import current_app
+
+    from django_taskqueue.tracked import TrackedTask
+
+    status = task_log.status
+    if status == TaskStatus.COMPLETED:
+        raise TransitionRefused("the task completed; only failed or cancelled tasks can be retried", status=status)
+    if status not in (TaskStatus.FAILED, TaskStatus.CANCELLED) and not force:
+        raise TransitionRefused(
+            f"the task is {status}; pass force to retry a task that is stuck", status=status
+        )
+    if task_log.args_redacted:
+        raise TransitionRefused(
+            "the task's arguments were redacted when stored, so it cannot be run again with them", status=status
+        )
+    task = current_app.tasks.get(task_log.task_name)
+    if not isinstance(task, TrackedTask):
+        raise TransitionRefused(
+            f"the task {task_log.task_name!r} is not a registered TrackedTask here", status=status
+        )
+    actor = _actor(user)
+    if status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        outcome = mark_failed(
+            pk=task_log.pk,
+            error_message="superseded: run again by force",
+            error_code="superseded",
+            metadata=actor,
+        )
+        if not outcome.applied and outcome.status == TaskStatus.COMPLETED:
+            raise TransitionRefused("the task completed meanwhile", status=TaskStatus.COMPLETED)
+    new_log = task.submit(
+        args=task_log.args,
+        kwargs=task_log.kwargs,
+        owner=task_log.owner,
+        task_type=task_log.task_type,
+        tags=task_log.tags,
+        metadata=task_log.metadata,
+        file_path=task_log.file_path,
+        file_name=task_log.file_name,
+        file_size=task_log.file_size,
+        parent=task_log.parent,
+        _rerun_of=task_log,
+        _event_metadata=actor,
+    )
+    _events(task_log.pk, (EventType.RERUN, f"run again as {new_log.celery_task_id}", {"rerun_id": new_log.pk, **actor}))
+    return new_log

@@ -1,0 +1,63 @@
+"""The status and event vocabulary, and which status may follow which.
+
+This module imports nothing but Django's ``models.TextChoices`` so the
+lifecycle rules can be read (and tested) in one place.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class TaskStatus(models.TextChoices):
+    """The status of a tracked task, as stored and as the API reports it."""
+
+    PENDING = "pending", _("Pending")
+    PROCESSING = "processing", _("Processing")
+    RETRYING = "retrying", _("Retrying")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class EventType(models.TextChoices):
+    """The kind of a :class:`~django_taskqueue.models.TaskEventLog` row."""
+
+    CREATED = "created", _("Created")
+    STARTED = "started", _("Started")
+    PROGRESS = "progress", _("Progress")
+    RETRIED = "retried", _("Retried")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+    REVOKED = "revoked", _("Revoked by the worker")
+    RERUN = "rerun", _("Run again")
+    REQUEUED = "requeued", _("Re-queued")
+    STALE = "stale", _("Stale")
+    IGNORED = "ignored", _("Ignored (late or duplicate)")
+
+
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+)
+ACTIVE_STATUSES: frozenset[str] = frozenset(
+    {TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.RETRYING}
+)
+
+#: For each target status, the statuses a task may be in to move there. Every
+#: write in :mod:`django_taskqueue.lifecycle` is ``UPDATE ... WHERE status IN
+#: (ALLOWED_FROM[target])``, so a late or duplicated signal cannot move a task
+#: backwards and a terminal status, once written, stays.
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    TaskStatus.PROCESSING: frozenset({TaskStatus.PENDING, TaskStatus.RETRYING}),
+    TaskStatus.RETRYING: frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING}),
+    TaskStatus.COMPLETED: ACTIVE_STATUSES,
+    TaskStatus.FAILED: ACTIVE_STATUSES,
+    TaskStatus.CANCELLED: ACTIVE_STATUSES,
+}
+
+
+def can_move(current: str, target: str) -> bool:
+    """Return whether a task in ``current`` may move to ``target``."""
+    return current in ALLOWED_FROM.get(target, frozenset())

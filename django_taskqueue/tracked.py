@@ -1,0 +1,502 @@
+"""TrackedTask: the Celery base class that records a task's life.
+
+The class is thin on purpose: it decides *when* to record and hands every
+write to :mod:`django_taskqueue.lifecycle`. Whatever goes wrong while
+recording is logged and swallowed, so tracking never fails the user's task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from celery import _state as celery_state
+from celery.contrib.django.task import DjangoTask
+from celery.exceptions import Ignore, TimeLimitExceeded
+from celery.result import AsyncResult
+from celery.utils import uuid as celery_uuid
+from django.utils import timezone
+
+from django_taskqueue import lifecycle
+from django_taskqueue.conf import conf
+from django_taskqueue.exceptions import TaskCancelled
+from django_taskqueue.serialization import (
+    bound_traceback,
+    encode_result,
+    error_code_for,
+    error_message_for,
+    safe_repr,
+)
+from django_taskqueue.status import TERMINAL_STATUSES, EventType, TaskStatus
+
+if TYPE_CHECKING:
+    from billiard.einfo import ExceptionInfo
+
+    from django_taskqueue.models import TaskLog
+
+logger = logging.getLogger("django_taskqueue")
+
+_T = TypeVar("_T")
+
+# Attribute of Celery's request context that holds this run's tracking state.
+_STATE_ATTR = "_taskqueue_run"
+
+
+def record_safely(what: str, task_id: str | None, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+    """Call a lifecycle function; log and swallow any error.
+
+    The database being down, a serialization bug or a constraint violation
+    must never fail the task being recorded.
+    """
+    try:
+        return func(*args, **kwargs)
+    except Exception:
+        logger.exception("django_taskqueue could not record %s for task %s", what, task_id)
+        return None
+
+
+@dataclass
+class _RunState:
+    """What one run of a task remembers between its hooks."""
+
+    buffer: lifecycle.ProgressBuffer
+    pk: uuid.UUID | None = None
+    retry_recorded: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TrackedTask(DjangoTask):  # type: ignore[misc]
+    """Celery task base class that records the task's life in a :class:`~django_taskqueue.models.TaskLog`.
+
+    Use it as a base for decorated tasks::
+
+        @shared_task(base=TrackedTask, bind=True, task_type="image")
+        def process_image(self, file_path, **options):
+            self.update_progress(40, message="resized")
+            return {"width": 800}
+
+    or subclass it (the subclass is registered with Celery automatically)::
+
+        class ImportCSV(TrackedTask):
+            name = "imports.csv"
+            task_type = "document"
+
+            def run(self, file_path):
+                ...
+
+    A plain ``.delay()`` / ``.apply_async()`` is tracked; :meth:`submit` also
+    records the owner, tags, metadata and file fields and returns the TaskLog.
+    On the worker it records the start, progress, retries (count, reason,
+    next ETA), success (the result as JSON), failure (message, exception class,
+    traceback), revokes, time limits and the worker's hostname.
+
+    Attributes:
+        task_type: the type recorded on the TaskLog (``TASK_TYPES`` maps types
+            to task names for the HTTP API).
+        track: set to ``False`` to turn tracking off for one task class.
+    """
+
+    task_type: str = ""
+    track: bool = True
+    # Records hard time limits and lost workers, which happen in the worker's
+    # main process where the task's own hooks never run.
+    Request = "django_taskqueue.worker_request:TrackedRequest"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Classes made by @shared_task / @app.task carry ``_decorated`` and are
+        # registered by Celery; a hand-written subclass with its own ``run`` is
+        # registered here, the way @shared_task registers functions: with every
+        # app, now for apps already finalized, later for the others.
+        if "run" not in cls.__dict__ or cls.__dict__.get("_decorated"):
+            return
+        celery_state.connect_on_app_finalize(lambda app: app.register_task(cls))
+        for app in celery_state._get_active_apps():
+            if app.finalized:
+                app.register_task(cls)
+
+    # --- the producer side ------------------------------------------------------
+
+    def _tracking(self) -> bool:
+        return bool(self.track) and conf.ENABLED
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Record the task as ``pending``, then publish it (see :meth:`celery.app.task.Task.apply_async`).
+
+        A retry's re-publish (``retries`` > 0) keeps the existing row. If the
+        row cannot be written the task is still published and the worker
+        records it when it starts.
+        """
+        if not self._tracking() or options.get("retries"):
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+        task_id = task_id or celery_uuid()
+        log = record_safely(
+            "creation",
+            task_id,
+            lifecycle.create_task_log,
+            task_id,
+            task_name=self.name,
+            args=args,
+            kwargs=kwargs,
+            task_type=self.task_type,
+            max_retries=self.max_retries,
+            queue=str(options.get("queue") or ""),
+        )
+        return self._publish(log, args, kwargs, task_id, producer, link, link_error, shadow, options)
+
+    def submit(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        owner: Any = None,
+        task_type: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        file_path: str = "",
+        file_name: str | None = None,
+        file_size: int | None = None,
+        parent: TaskLog | None = None,
+        task_id: str | None = None,
+        _rerun_of: TaskLog | None = None,
+        _event_metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> TaskLog:
+        """Publish the task and return its :class:`~django_taskqueue.models.TaskLog`.
+
+        Unlike :meth:`apply_async`, this records who started the task and why,
+        and it raises when the row cannot be written (nothing is published then).
+
+        Args:
+            args: positional arguments for the task.
+            kwargs: keyword arguments for the task.
+            owner: the user the task belongs to (``None`` for system tasks).
+            task_type: overrides the class's :attr:`task_type`.
+            tags: short labels to filter by.
+            metadata: any JSON object to keep with the task.
+            file_path: the file the task works on; ``file_name`` and
+                ``file_size`` are taken from it unless given.
+            file_name: the file's display name.
+            file_size: the file's size in bytes.
+            parent: the TaskLog this one belongs to (bulk, group or chain).
+            task_id: the Celery id to use (a new UUID by default).
+            **options: passed to :meth:`apply_async` (``countdown``, ``queue``, ...).
+
+        Returns:
+            The TaskLog, already ``pending`` (or ``failed`` with
+            ``error_code="publish_failed"`` if publishing raised, in which case
+            the error propagates).
+
+        Example::
+
+            log = process_image.submit(
+                args=(path,), owner=request.user, tags=["upload"], metadata={"quality": "high"}
+            )
+            return redirect("task-detail", log.pk)
+        """
+        task_id = task_id or celery_uuid()
+        if file_path and file_name is None:
+            file_name = os.path.basename(file_path)
+        if file_path and file_size is None:
+            try:
+                file_size = os.stat(file_path).st_size
+            except OSError:
+                file_size = None
+        fields: dict[str, Any] = {
+            "owner": owner,
+            "task_type": self.task_type if task_type is None else task_type,
+            "tags": list(tags or []),
+            "metadata": dict(metadata or {}),
+            "file_path": file_path,
+            "file_name": file_name or "",
+            "file_size": file_size,
+            "parent": parent,
+            "max_retries": self.max_retries,
+            "queue": str(options.get("queue") or ""),
+        }
+        status = TaskStatus.PENDING
+        if _rerun_of is not None:
+            status = TaskStatus.RETRYING
+            fields["retry_of"] = _rerun_of
+            fields["retry_count"] = _rerun_of.retry_count + 1
+        log = lifecycle.create_task_log(
+            task_id,
+            task_name=self.name,
+            status=status,
+            args=args,
+            kwargs=kwargs,
+            event_message="run again" if _rerun_of is not None else "",
+            event_metadata={
+                **({"rerun_of": _rerun_of.pk} if _rerun_of is not None else {}),
+                **(_event_metadata or {}),
+            },
+            **fields,
+        )
+        self._publish(log, args, kwargs, task_id, None, None, None, None, options)
+        return log
+
+    def _publish(
+        self,
+        log: TaskLog | None,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        task_id: str,
+        producer: Any,
+        link: Any,
+        link_error: Any,
+        shadow: str | None,
+        options: dict[str, Any],
+    ) -> AsyncResult:
+        try:
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+        except Exception as exc:
+            if log is not None:
+                # Nothing will run: say so instead of leaving the row pending.
+                record_safely(
+                    "publish failure",
+                    task_id,
+                    lifecycle.mark_failed,
+                    pk=log.pk,
+                    error_message=f"could not publish the task: {error_message_for(exc)}",
+                    error_code="publish_failed",
+                )
+                log.status = TaskStatus.FAILED
+                log.error_code = "publish_failed"
+            raise
+
+    # --- the worker side -----------------------------------------------------------
+
+    def _run_state(self) -> _RunState | None:
+        state: _RunState | None = getattr(self.request, _STATE_ATTR, None)
+        return state
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Record the start; skip the run when the task was cancelled or already finished."""
+        super().before_start(task_id, args, kwargs)
+        if not self._tracking():
+            return
+        state = _RunState(
+            buffer=lifecycle.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
+        )
+        setattr(self.request, _STATE_ATTR, state)
+        delivery = self.request.delivery_info or {}
+        outcome = record_safely(
+            "start",
+            task_id,
+            lifecycle.mark_started,
+            task_id,
+            attempt=int(self.request.retries or 0),
+            worker=str(self.request.hostname or ""),
+            defaults={
+                "task_name": self.name,
+                "task_type": self.task_type,
+                "args": args,
+                "kwargs": kwargs,
+                "max_retries": self.max_retries,
+                "queue": str(delivery.get("routing_key") or ""),
+            },
+        )
+        if outcome is None:
+            return
+        state.pk = outcome.pk
+        if not outcome.applied and outcome.status in TERMINAL_STATUSES:
+            # Cancelled before a worker got it (a revoke the worker missed, or
+            # one sent while the broker was down), or a duplicate of a message
+            # whose task already finished: don't run it again.
+            logger.info("Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status)
+            raise Ignore()
+
+    def update_progress(
+        self,
+        percent: float | None = None,
+        *,
+        current: float | None = None,
+        total: float | None = None,
+        message: str = "",
+        data: Any = None,
+    ) -> None:
+        """Report how far the task has come.
+
+        Give a percentage, or ``current`` and ``total``. Calls are cheap:
+        values are written at most once per ``PROGRESS_MIN_INTERVAL`` seconds
+        (the newest one always lands by the end of the run), and a history
+        row is added when the percentage moves by ``PROGRESS_HISTORY_STEP`` or
+        the message changes. Bad arguments are logged, never raised.
+
+        Args:
+            percent: 0 to 100 (clamped).
+            current: units done, with ``total``.
+            total: units in all, with ``current``.
+            message: a short human-readable note ("resized", "page 3 of 10").
+            data: any JSON-compatible details to keep with the history row.
+
+        Raises:
+            TaskCancelled: the task was cancelled; let it propagate.
+        """
+        state = self._run_state()
+        if state is None or not self._tracking():
+            return
+        try:
+            value = lifecycle.percent_from(percent, current, total)
+        except (TypeError, ValueError) as exc:
+            logger.warning("Ignoring update_progress(%s) for task %s: %s", safe_repr(percent, 50), self.request.id, exc)
+            return
+        write = state.buffer.offer(value, str(message), data)
+        if write is None:
+            return
+        outcome = record_safely(
+            "progress", self.request.id, lifecycle.record_progress, write, celery_task_id=self.request.id, pk=state.pk
+        )
+        if outcome is not None:
+            state.pk = outcome.pk or state.pk
+            if outcome.status == TaskStatus.CANCELLED:
+                self._stop_cancelled(state)
+
+    def is_cancelled(self) -> bool:
+        """Whether this task's TaskLog was cancelled (one ``SELECT``)."""
+        state = self._run_state()
+        if state is None or not self._tracking():
+            return False
+        status = record_safely(
+            "cancel check", self.request.id, lifecycle.status_of, celery_task_id=self.request.id, pk=state.pk
+        )
+        return status == TaskStatus.CANCELLED
+
+    def check_cancelled(self) -> None:
+        """Stop here if the task was cancelled: a cooperative cancel point.
+
+        Call it between units of work in a long task that reports no progress.
+
+        Raises:
+            TaskCancelled: the task was cancelled; let it propagate.
+        """
+        state = self._run_state()
+        if state is not None and self.is_cancelled():
+            self._stop_cancelled(state)
+
+    def _stop_cancelled(self, state: _RunState) -> None:
+        record_safely(
+            "cancel acknowledgement",
+            self.request.id,
+            lifecycle.record_event,
+            EventType.REVOKED,
+            "the running task stopped at a cancel check",
+            {"worker": self.request.hostname},
+            celery_task_id=self.request.id,
+            pk=state.pk,
+        )
+        raise TaskCancelled(f"task {self.request.id} was cancelled")
+
+    def retry(  # type: ignore[override]
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Record the retry (count, reason, next ETA), then let Celery schedule it.
+
+        The record is written before the new message is published, so the next
+        attempt can never start before its retry is on file.
+        """
+        state = self._run_state()
+        limit = self.max_retries if max_retries is None else max_retries
+        retries = int(self.request.retries or 0)
+        if (
+            state is not None
+            and self._tracking()
+            and not self.request.called_directly
+            and (limit is None or retries < limit)
+        ):
+            if eta is None:
+                delay = self.default_retry_delay if countdown is None else countdown
+                eta = timezone.now() + timedelta(seconds=float(delay or 0))
+            elif isinstance(eta, datetime) and timezone.is_naive(eta):
+                eta = timezone.make_aware(eta)
+            outcome = record_safely(
+                "retry",
+                self.request.id,
+                lifecycle.mark_retrying,
+                self.request.id,
+                pk=state.pk,
+                next_attempt=retries + 1,
+                reason=error_message_for(exc) if exc is not None else "retry requested",
+                error_code=error_code_for(exc) if exc is not None else "",
+                eta=eta if isinstance(eta, datetime) else None,
+                progress=state.buffer.flush(),
+            )
+            state.retry_recorded = outcome is not None
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
+        """Record a retry that :meth:`retry` did not record (e.g. its write failed)."""
+        super().on_retry(exc, task_id, args, kwargs, einfo)
+        state = self._run_state()
+        if state is None or state.retry_recorded or not self._tracking():
+            return
+        record_safely(
+            "retry",
+            task_id,
+            lifecycle.mark_retrying,
+            task_id,
+            pk=state.pk,
+            next_attempt=int(self.request.retries or 0) + 1,
+            reason=error_message_for(exc),
+            error_code=error_code_for(exc),
+        )
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Record success, the result as JSON (or a marked repr) and the last progress."""
+        super().on_success(retval, task_id, args, kwargs)
+        if not self._tracking():
+            return
+        state = self._run_state()
+        record_safely(
+            "success",
+            task_id,
+            lifecycle.mark_completed,
+            task_id,
+            pk=state.pk if state else None,
+            result=encode_result(retval, conf.RESULT_MAX_BYTES),
+            progress=state.buffer.flush() if state else None,
+        )
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
+        """Record failure: message, error code (the exception class) and traceback."""
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        if not self._tracking() or isinstance(exc, TimeLimitExceeded):
+            # A hard time limit is recorded by TrackedRequest.on_timeout in the
+            # worker's main process (newer Celery also calls on_failure there).
+            return
+        state = self._run_state()
+        text = getattr(einfo, "traceback", "") or ""
+        record_safely(
+            "failure",
+            task_id,
+            lifecycle.mark_failed,
+            task_id,
+            pk=state.pk if state else None,
+            error_message=error_message_for(exc),
+            error_code=error_code_for(exc),
+            traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
+            progress=state.buffer.flush() if state else None,
+        )

@@ -1,0 +1,114 @@
+"""Settings for the test suite.
+
+``TASKQUEUE_TEST_DB=postgres`` switches to PostgreSQL (the integration tier);
+``TASKQUEUE_TEST_BROKER`` sets the broker of the worker processes it starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+HAS_DRF = importlib.util.find_spec("rest_framework") is not None
+HAS_BEAT = importlib.util.find_spec("django_celery_beat") is not None
+HAS_RESULTS = importlib.util.find_spec("django_celery_results") is not None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_taskqueue",
+    "tests",
+]
+if HAS_DRF:
+    INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "django_filters", "drf_spectacular"]
+if HAS_BEAT:
+    INSTALLED_APPS += ["django_celery_beat"]
+if HAS_RESULTS:
+    INSTALLED_APPS += ["django_celery_results"]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+if os.environ.get("TASKQUEUE_TEST_DB") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PGDATABASE", "test"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            # A worker process started by a test points NAME at the test database.
+            "TEST": {"NAME": os.environ.get("TASKQUEUE_TEST_DB_NAME", "test_django_taskqueue")},
+        }
+    }
+    if os.environ.get("TASKQUEUE_WORKER_DB_NAME"):
+        DATABASES["default"]["NAME"] = os.environ["TASKQUEUE_WORKER_DB_NAME"]
+else:
+    # A file, not :memory:, so an in-process worker thread sees the test data.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(BASE_DIR / "db.sqlite3"),
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            "TEST": {"NAME": os.environ.get("TASKQUEUE_TEST_SQLITE", str(BASE_DIR / "test-db.sqlite3"))},
+        }
+    }
+
+CELERY_BROKER_URL = os.environ.get("TASKQUEUE_TEST_BROKER", "memory://")
+CELERY_RESULT_BACKEND = os.environ.get("TASKQUEUE_TEST_RESULT_BACKEND", "cache+memory://")
+CELERY_DB_REUSE_MAX = 100
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+DJANGO_TASKQUEUE = {
+    "TASK_TYPES": {"sample": "tests.add"},
+    "ALLOWED_FILE_ROOTS": [str(BASE_DIR)],
+    # Tests flip these with override_settings; the defaults are exercised too.
+    "PROGRESS_MIN_INTERVAL": 0.0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_taskqueue": {"handlers": ["console"], "level": "WARNING"}},
+}

@@ -1,0 +1,114 @@
+"""Sample tasks the tests run (module level, as a host project would write them)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from django_taskqueue import TrackedTask
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.add", task_type="sample")
+def add(self: TrackedTask, x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.boom")
+def boom(self: TrackedTask, message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.echo")
+def echo(self: TrackedTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.unserializable_result")
+def unserializable_result(self: TrackedTask) -> object:
+    return object()
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.progress")
+def progress(self: TrackedTask, steps: int = 10, sleep: float = 0.0, message: str = "") -> int:
+    for i in range(1, steps + 1):
+        self.update_progress(current=i, total=steps, message=message.format(i=i) if message else "")
+        if sleep:
+            time.sleep(sleep)
+    return steps
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.wait_for_cancel")
+def wait_for_cancel(self: TrackedTask, seconds: float = 10.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        self.check_cancelled()
+        time.sleep(0.05)
+    return "not cancelled"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.flaky", max_retries=3)
+def flaky(self: TrackedTask, fail_times: int = 2) -> int:
+    if self.request.retries < fail_times:
+        raise self.retry(exc=ConnectionError(f"attempt {self.request.retries} failed"), countdown=0)
+    return self.request.retries
+
+
+@shared_task(
+    base=TrackedTask,
+    bind=True,
+    name="tests.autoretry",
+    autoretry_for=(ConnectionError,),
+    retry_backoff=0.01,
+    retry_backoff_max=0.05,
+    retry_jitter=False,
+    max_retries=2,
+)
+def autoretry(self: TrackedTask) -> None:
+    raise ConnectionError("always down")
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.sleepy")
+def sleepy(self: TrackedTask, seconds: float = 1.0) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.soft_limited", soft_time_limit=0.3)
+def soft_limited(self: TrackedTask) -> str:
+    time.sleep(3)
+    return "too late"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.catches_soft_limit", soft_time_limit=0.3)
+def catches_soft_limit(self: TrackedTask) -> str:
+    try:
+        time.sleep(3)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "too late"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.hard_limited", time_limit=1)
+def hard_limited(self: TrackedTask) -> str:
+    time.sleep(10)
+    return "too late"
+
+
+@shared_task(bind=True, name="tests.untracked")
+def untracked(self: Any, x: int) -> int:
+    return x
+
+
+class ImportCSV(TrackedTask):
+    """A class-based tracked task (registered by subclassing)."""
+
+    name = "tests.import_csv"
+    task_type = "document"
+
+    def run(self, rows: int = 3) -> int:
+        for i in range(rows):
+            self.update_progress(current=i + 1, total=rows, message=f"row {i + 1}")
+        return rows
