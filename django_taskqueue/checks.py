@@ -55,11 +55,15 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     elif any(len(k) > 64 for k in task_types):
-        errors.append(_error(2, "DJANGO_TASKQUEUE['TASK_TYPES'] keys are stored in a 64-character field."))
+        errors.append(
+            _error(2, "DJANGO_TASKQUEUE['TASK_TYPES'] keys are stored in a 64-character field.")
+        )
 
     roots = user.get("ALLOWED_FILE_ROOTS", [])
     if isinstance(roots, (str, bytes)) or not isinstance(roots, (list, tuple)):
-        errors.append(_error(3, "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must be a list of directories."))
+        errors.append(
+            _error(3, "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must be a list of directories.")
+        )
     else:
         relative = [str(r) for r in roots if not os.path.isabs(os.fspath(r))]
         if relative:
@@ -72,17 +76,25 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
 
     interval = user.get("PROGRESS_MIN_INTERVAL", DEFAULTS["PROGRESS_MIN_INTERVAL"])
     if isinstance(interval, bool) or not isinstance(interval, Real) or interval < 0:
-        errors.append(_error(4, "DJANGO_TASKQUEUE['PROGRESS_MIN_INTERVAL'] must be a number of seconds >= 0."))
+        errors.append(
+            _error(4, "DJANGO_TASKQUEUE['PROGRESS_MIN_INTERVAL'] must be a number of seconds >= 0.")
+        )
 
     step = user.get("PROGRESS_HISTORY_STEP", DEFAULTS["PROGRESS_HISTORY_STEP"])
     if isinstance(step, bool) or not isinstance(step, Real) or not 0 < step <= 100:
-        errors.append(_error(5, "DJANGO_TASKQUEUE['PROGRESS_HISTORY_STEP'] must be a number in (0, 100]."))
+        errors.append(
+            _error(5, "DJANGO_TASKQUEUE['PROGRESS_HISTORY_STEP'] must be a number in (0, 100].")
+        )
 
     keys = user.get("REDACT_KEYS", DEFAULTS["REDACT_KEYS"])
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)) or not all(
-        isinstance(k, str) and k for k in keys
+    if (
+        isinstance(keys, (str, bytes))
+        or not isinstance(keys, (list, tuple))
+        or not all(isinstance(k, str) and k for k in keys)
     ):
-        errors.append(_error(6, "DJANGO_TASKQUEUE['REDACT_KEYS'] must be a list of non-empty strings."))
+        errors.append(
+            _error(6, "DJANGO_TASKQUEUE['REDACT_KEYS'] must be a list of non-empty strings.")
+        )
 
     for n, name in ((7, "RESULT_MAX_BYTES"), (8, "TRACEBACK_MAX_CHARS")):
         value = user.get(name, DEFAULTS[name])
@@ -107,7 +119,10 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
             continue
         options = db.get("OPTIONS", {}) or {}
         init = str(options.get("init_command", "")).lower().replace(" ", "")
-        if "journal_mode=wal" not in init or str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+        if (
+            "journal_mode=wal" not in init
+            or str(options.get("transaction_mode", "")).upper() != "IMMEDIATE"
+        ):
             warnings.append(
                 _warning(
                     3,

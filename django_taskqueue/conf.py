@@ -110,4 +110,5 @@ class TaskQueueSettings:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
 
+
 conf = TaskQueueSettings()

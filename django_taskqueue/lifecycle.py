@@ -88,7 +88,9 @@ class ProgressBuffer:
     _history_message: str | None = None
     _pending: tuple[float, str, Any] | None = field(default=None, repr=False)
 
-    def offer(self, percent: float, message: str, data: Any, now: float | None = None) -> ProgressWrite | None:
+    def offer(
+        self, percent: float, message: str, data: Any, now: float | None = None
+    ) -> ProgressWrite | None:
         """Buffer a value; return the write to make now, if one is due."""
         self._pending = (percent, message, data)
         now = time.monotonic() if now is None else now
@@ -140,7 +142,9 @@ def percent_from(percent: float | None, current: float | None, total: float | No
 
 def _events(pk: uuid.UUID, *events: tuple[str, str, Mapping[str, Any] | None]) -> None:
     rows = [
-        TaskEventLog(task_id=pk, event_type=kind, message=message[:10_000], metadata=to_json(meta or {}))
+        TaskEventLog(
+            task_id=pk, event_type=kind, message=message[:10_000], metadata=to_json(meta or {})
+        )
         for kind, message, meta in events
     ]
     if len(rows) == 1:
@@ -238,14 +242,18 @@ def _write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
     if not write.history:
         return
     data = to_json(write.data)
-    TaskProgress.objects.create(task_id=pk, progress=write.progress, message=write.message[:255], data=data)
+    TaskProgress.objects.create(
+        task_id=pk, progress=write.progress, message=write.message[:255], data=data
+    )
     _events(pk, (EventType.PROGRESS, write.message, {"progress": write.progress}))
 
 
 # --- creating ----------------------------------------------------------------------
 
 
-def stored_arguments(args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any], bool]:
+def stored_arguments(
+    args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+) -> tuple[list[Any], dict[str, Any], bool]:
     """Args and kwargs as stored: JSON-safe, secrets redacted (per settings).
 
     Returns:
@@ -333,7 +341,11 @@ def mark_started(
         "attempt": attempt,
         "next_retry_at": None,
     }
-    event = (EventType.STARTED, f"started on {worker}" if worker else "started", {"attempt": attempt, "worker": worker})
+    event = (
+        EventType.STARTED,
+        f"started on {worker}" if worker else "started",
+        {"attempt": attempt, "worker": worker},
+    )
     transition = {
         "celery_task_id": celery_task_id,
         "updates": updates,
@@ -344,7 +356,9 @@ def mark_started(
     if outcome.status is not None:
         return outcome
     values = dict(defaults or {})
-    stored_args, stored_kwargs, redacted = stored_arguments(values.pop("args", None), values.pop("kwargs", None))
+    stored_args, stored_kwargs, redacted = stored_arguments(
+        values.pop("args", None), values.pop("kwargs", None)
+    )
     try:
         with transaction.atomic():
             log = TaskLog(
@@ -362,7 +376,11 @@ def mark_started(
             log.save(force_insert=True)
             _events(
                 log.pk,
-                (EventType.CREATED, "recorded by the worker: the task was sent untracked or not yet committed", {"source": "worker"}),
+                (
+                    EventType.CREATED,
+                    "recorded by the worker: the task was sent untracked or not yet committed",
+                    {"source": "worker"},
+                ),
                 event,
             )
     except IntegrityError:
@@ -544,8 +562,10 @@ def mark_cancelled(
     metadata: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Record that the task was cancelled, and why."""
+    now = timezone.now()
     updates = {
-        "cancelled_at": timezone.now(),
+        "cancelled_at": now,
+        "completed_at": now,
         "error_message": reason,
         "error_code": "cancelled",
         "next_retry_at": None,
@@ -559,7 +579,9 @@ def mark_cancelled(
     )
 
 
-def record_revoked(celery_task_id: str, *, terminated: bool, expired: bool, signum: Any = None) -> Outcome:
+def record_revoked(
+    celery_task_id: str, *, terminated: bool, expired: bool, signum: Any = None
+) -> Outcome:
     """Record a revoke the worker carried out (the ``task_revoked`` signal).
 
     An expired message fails the task (``error_code="expired"``); any other
@@ -578,11 +600,15 @@ def record_revoked(celery_task_id: str, *, terminated: bool, expired: bool, sign
     qs = TaskLog.objects.filter(celery_task_id=celery_task_id)
     row = qs.values_list("pk", "status").first()
     if row is not None and row[1] == TaskStatus.CANCELLED:
-        message = "the worker terminated the task" if terminated else "the worker discarded the message"
+        message = (
+            "the worker terminated the task" if terminated else "the worker discarded the message"
+        )
         _events(row[0], (EventType.REVOKED, message, meta))
         return Outcome(False, row[1], row[0])
     reason = "terminated by a revoke" if terminated else "revoked"
-    return mark_cancelled(celery_task_id, reason=reason, event_type=EventType.REVOKED, metadata=meta)
+    return mark_cancelled(
+        celery_task_id, reason=reason, event_type=EventType.REVOKED, metadata=meta
+    )
 
 
 # --- what people ask for (API, admin, commands) ----------------------------------------
@@ -620,7 +646,9 @@ def cancel(
     Raises:
         TransitionRefused: the task already finished.
     """
-    outcome = mark_cancelled(pk=task_log.pk, reason=reason, metadata={**_actor(user), "terminate": terminate})
+    outcome = mark_cancelled(
+        pk=task_log.pk, reason=reason, metadata={**_actor(user), "terminate": terminate}
+    )
     if not outcome.applied:
         raise TransitionRefused(
             f"the task is already {outcome.status} and cannot be cancelled",
@@ -671,14 +699,17 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
 
     status = task_log.status
     if status == TaskStatus.COMPLETED:
-        raise TransitionRefused("the task completed; only failed or cancelled tasks can be retried", status=status)
+        raise TransitionRefused(
+            "the task completed; only failed or cancelled tasks can be retried", status=status
+        )
     if status not in (TaskStatus.FAILED, TaskStatus.CANCELLED) and not force:
         raise TransitionRefused(
             f"the task is {status}; pass force to retry a task that is stuck", status=status
         )
     if task_log.args_redacted:
         raise TransitionRefused(
-            "the task's arguments were redacted when stored, so it cannot be run again with them", status=status
+            "the task's arguments were redacted when stored, so it cannot be run again with them",
+            status=status,
         )
     task = current_app.tasks.get(task_log.task_name)
     if not isinstance(task, TrackedTask):
@@ -709,5 +740,12 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
         _rerun_of=task_log,
         _event_metadata=actor,
     )
-    _events(task_log.pk, (EventType.RERUN, f"run again as {new_log.celery_task_id}", {"rerun_id": new_log.pk, **actor}))
+    _events(
+        task_log.pk,
+        (
+            EventType.RERUN,
+            f"run again as {new_log.celery_task_id}",
+            {"rerun_id": new_log.pk, **actor},
+        ),
+    )
     return new_log

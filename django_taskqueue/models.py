@@ -69,7 +69,12 @@ class TaskLog(models.Model):
 
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
-    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    completed_at = models.DateTimeField(
+        _("completed at"),
+        null=True,
+        blank=True,
+        help_text=_("When the task ended: completed, failed or cancelled."),
+    )
     cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True)
 
@@ -119,11 +124,16 @@ class TaskLog(models.Model):
         verbose_name = _("task log")
         verbose_name_plural = _("task logs")
         ordering = ("-created_at",)
+        permissions = (
+            ("cancel_tasklog", _("Can cancel tasks")),
+            ("retry_tasklog", _("Can run tasks again")),
+        )
         indexes = (
             models.Index(fields=("status", "created_at"), name="taskqueue_status_created_idx"),
             models.Index(fields=("owner", "status"), name="taskqueue_owner_status_idx"),
             models.Index(fields=("task_type", "created_at"), name="taskqueue_type_created_idx"),
             models.Index(fields=("status", "heartbeat_at"), name="taskqueue_status_beat_idx"),
+            models.Index(fields=("status", "completed_at"), name="taskqueue_status_done_idx"),
         )
         constraints = (
             models.CheckConstraint(
@@ -150,7 +160,7 @@ class TaskLog(models.Model):
         """Seconds from the start to the end (or to now while it runs); ``None`` before it starts."""
         if self.started_at is None:
             return None
-        end = self.completed_at or self.cancelled_at or timezone.now()
+        end = self.completed_at or timezone.now()
         return max(0.0, (end - self.started_at).total_seconds())
 
 
@@ -175,9 +185,7 @@ class TaskProgress(models.Model):
         verbose_name = _("task progress")
         verbose_name_plural = _("task progress")
         ordering = ("created_at", "id")
-        indexes = (
-            models.Index(fields=("task", "created_at"), name="taskqueue_progress_task_idx"),
-        )
+        indexes = (models.Index(fields=("task", "created_at"), name="taskqueue_progress_task_idx"),)
         constraints = (
             models.CheckConstraint(
                 condition=Q(progress__gte=0) & Q(progress__lte=100),

@@ -38,4 +38,6 @@ def on_task_revoked(
 
 def connect() -> None:
     """Connect the receivers (idempotent: Celery signals dedupe by ``dispatch_uid``)."""
-    signals.task_revoked.connect(on_task_revoked, dispatch_uid="django_taskqueue.task_revoked", weak=False)
+    signals.task_revoked.connect(
+        on_task_revoked, dispatch_uid="django_taskqueue.task_revoked", weak=False
+    )

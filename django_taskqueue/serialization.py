@@ -41,7 +41,9 @@ def to_json(value: Any, *, _depth: int = 0) -> Any:
         return value
     if isinstance(value, float):
         # NaN and infinity are not JSON; PostgreSQL's jsonb refuses them.
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        return (
+            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        )
     if isinstance(value, Mapping):
         return {force_str(key): to_json(item, _depth=_depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -53,7 +55,9 @@ def to_json(value: Any, *, _depth: int = 0) -> Any:
     return to_json(encoded, _depth=_depth + 1)
 
 
-def redact(value: Any, keys: Iterable[str], replacement: str, *, _depth: int = 0) -> tuple[Any, bool]:
+def redact(
+    value: Any, keys: Iterable[str], replacement: str, *, _depth: int = 0
+) -> tuple[Any, bool]:
     """Replace the values of secret-looking keys, at any depth.
 
     Args:

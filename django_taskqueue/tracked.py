@@ -47,7 +47,9 @@ _T = TypeVar("_T")
 _STATE_ATTR = "_taskqueue_run"
 
 
-def record_safely(what: str, task_id: str | None, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+def record_safely(
+    what: str, task_id: str | None, func: Callable[..., _T], *args: Any, **kwargs: Any
+) -> _T | None:
     """Call a lifecycle function; log and swallow any error.
 
     The database being down, a serialization bug or a constraint violation
@@ -143,7 +145,9 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         records it when it starts.
         """
         if not self._tracking() or options.get("retries"):
-            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+            return super().apply_async(
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
+            )
         task_id = task_id or celery_uuid()
         log = record_safely(
             "creation",
@@ -157,7 +161,9 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
             max_retries=self.max_retries,
             queue=str(options.get("queue") or ""),
         )
-        return self._publish(log, args, kwargs, task_id, producer, link, link_error, shadow, options)
+        return self._publish(
+            log, args, kwargs, task_id, producer, link, link_error, shadow, options
+        )
 
     def submit(
         self,
@@ -263,7 +269,9 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         options: dict[str, Any],
     ) -> AsyncResult:
         try:
-            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+            return super().apply_async(
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
+            )
         except Exception as exc:
             if log is not None:
                 # Nothing will run: say so instead of leaving the row pending.
@@ -318,7 +326,9 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
             # Cancelled before a worker got it (a revoke the worker missed, or
             # one sent while the broker was down), or a duplicate of a message
             # whose task already finished: don't run it again.
-            logger.info("Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status)
+            logger.info(
+                "Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status
+            )
             raise Ignore()
 
     def update_progress(
@@ -354,13 +364,23 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         try:
             value = lifecycle.percent_from(percent, current, total)
         except (TypeError, ValueError) as exc:
-            logger.warning("Ignoring update_progress(%s) for task %s: %s", safe_repr(percent, 50), self.request.id, exc)
+            logger.warning(
+                "Ignoring update_progress(%s) for task %s: %s",
+                safe_repr(percent, 50),
+                self.request.id,
+                exc,
+            )
             return
         write = state.buffer.offer(value, str(message), data)
         if write is None:
             return
         outcome = record_safely(
-            "progress", self.request.id, lifecycle.record_progress, write, celery_task_id=self.request.id, pk=state.pk
+            "progress",
+            self.request.id,
+            lifecycle.record_progress,
+            write,
+            celery_task_id=self.request.id,
+            pk=state.pk,
         )
         if outcome is not None:
             state.pk = outcome.pk or state.pk
@@ -373,7 +393,11 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         if state is None or not self._tracking():
             return False
         status = record_safely(
-            "cancel check", self.request.id, lifecycle.status_of, celery_task_id=self.request.id, pk=state.pk
+            "cancel check",
+            self.request.id,
+            lifecycle.status_of,
+            celery_task_id=self.request.id,
+            pk=state.pk,
         )
         return status == TaskStatus.CANCELLED
 
@@ -447,7 +471,9 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
             state.retry_recorded = outcome is not None
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
         """Record a retry that :meth:`retry` did not record (e.g. its write failed)."""
         super().on_retry(exc, task_id, args, kwargs, einfo)
         state = self._run_state()
@@ -480,7 +506,9 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
             progress=state.buffer.flush() if state else None,
         )
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
         """Record failure: message, error code (the exception class) and traceback."""
         super().on_failure(exc, task_id, args, kwargs, einfo)
         if not self._tracking() or isinstance(exc, TimeLimitExceeded):

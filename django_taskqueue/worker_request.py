@@ -40,7 +40,9 @@ class TrackedRequest(Request):  # type: ignore[misc]
             error_code="TimeLimitExceeded",
         )
 
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,12 +12,14 @@ from celery.contrib.testing.worker import start_worker
 
 from tests.celery_app import app as celery_app_instance
 
+INTEGRATION = os.environ.get("TASKQUEUE_TEST_DB") == "postgres"
+
 
 @pytest.fixture(scope="session")
 def celery_app() -> Celery:
     import tests.tasks  # noqa: F401  (registers the sample tasks)
 
-    celery_app_instance.conf.update(broker_url="memory://", result_backend="cache+memory://")
+    # Settings pick the broker: memory:// by default, Redis in the integration env.
     return celery_app_instance
 
 
@@ -36,3 +39,27 @@ def worker(celery_app: Celery, transactional_db: Any) -> Iterator[Any]:
         shutdown_timeout=10.0,
     ) as w:
         yield w
+
+
+@pytest.fixture
+def live_worker(celery_app: Celery, transactional_db: Any, tmp_path: Any) -> Iterator[Any]:
+    """A real ``celery worker`` process (prefork, 2 children) on Redis and PostgreSQL.
+
+    Only for tests marked ``integration`` (run with ``TASKQUEUE_TEST_DB=postgres``).
+    """
+    from tests.live import worker_process
+
+    with worker_process(tmp_path) as process:
+        yield process
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Skip integration tests outside the integration env (they need PostgreSQL and Redis)."""
+    if INTEGRATION:
+        return
+    skip = pytest.mark.skip(
+        reason="integration tier: run with TASKQUEUE_TEST_DB=postgres (tox -e integration)"
+    )
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)

@@ -32,7 +32,12 @@ INSTALLED_APPS = [
     "tests",
 ]
 if HAS_DRF:
-    INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "django_filters", "drf_spectacular"]
+    INSTALLED_APPS += [
+        "rest_framework",
+        "rest_framework.authtoken",
+        "django_filters",
+        "drf_spectacular",
+    ]
 if HAS_BEAT:
     INSTALLED_APPS += ["django_celery_beat"]
 if HAS_RESULTS:
@@ -89,12 +94,17 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
-            "TEST": {"NAME": os.environ.get("TASKQUEUE_TEST_SQLITE", str(BASE_DIR / "test-db.sqlite3"))},
+            "TEST": {
+                "NAME": os.environ.get("TASKQUEUE_TEST_SQLITE", str(BASE_DIR / "test-db.sqlite3"))
+            },
         }
     }
 
 CELERY_BROKER_URL = os.environ.get("TASKQUEUE_TEST_BROKER", "memory://")
-CELERY_RESULT_BACKEND = os.environ.get("TASKQUEUE_TEST_RESULT_BACKEND", "cache+memory://")
+CELERY_RESULT_BACKEND = os.environ.get(
+    "TASKQUEUE_TEST_RESULT_BACKEND",
+    "cache+memory://" if CELERY_BROKER_URL == "memory://" else CELERY_BROKER_URL,
+)
 CELERY_DB_REUSE_MAX = 100
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

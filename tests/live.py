@@ -1,0 +1,151 @@
+"""Real ``celery worker`` processes for the integration tier.
+
+The integration tier runs with ``TASKQUEUE_TEST_DB=postgres``: pytest-django
+creates the PostgreSQL test database, and each worker process started here is
+pointed at it (``TASKQUEUE_WORKER_DB_NAME``) and at the Redis broker in
+``TASKQUEUE_TEST_BROKER``. Tests that use a worker need ``transactional_db`` so
+that what they write is committed and visible to the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_URL = os.environ.get("TASKQUEUE_TEST_BROKER", "redis://127.0.0.1:6379/15")
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A ``celery worker`` child process and its log file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, hostname: str) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.hostname = hostname
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def child_pids(self) -> list[int]:
+        """Pids of the pool's child processes (prefork)."""
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker process: the same settings, the test database."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        TASKQUEUE_TEST_DB="postgres",
+        TASKQUEUE_WORKER_DB_NAME=str(connection.settings_dict["NAME"]),
+        TASKQUEUE_TEST_BROKER=BROKER_URL,
+        TASKQUEUE_TEST_RESULT_BACKEND=os.environ.get("TASKQUEUE_TEST_RESULT_BACKEND", BROKER_URL),
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        CELERY_SKIP_CHECKS="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def worker_process(
+    tmp_path: Path,
+    *,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    queues: str = "celery",
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> Iterator[WorkerProcess]:
+    """Start ``celery -A tests.celery_app worker`` and wait until it answers a ping."""
+    from tests.celery_app import app
+
+    hostname = f"tq-{uuid.uuid4().hex[:8]}@localhost"
+    log_path = tmp_path / f"worker-{hostname.split('@')[0]}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tests.celery_app",
+        "worker",
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "-Q",
+        queues,
+        "-n",
+        hostname,
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        *extra_args,
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env or worker_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(process, log_path, hostname)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with {process.returncode}:\n{worker.log}")
+            replies = app.control.ping(destination=[hostname], timeout=0.5)
+            if replies:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"worker did not answer a ping in {ready_timeout}s:\n{worker.log}"
+                )
+        yield worker
+    finally:
+        worker.stop()
