@@ -50,7 +50,8 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         errors.append(
             _error(
                 2,
-                "DJANGO_TASKQUEUE['TASK_TYPES'] must map task type names to Celery task names (both non-empty strings).",
+                "DJANGO_TASKQUEUE['TASK_TYPES'] must map task type names to Celery task names "
+                "(both non-empty strings).",
                 hint='For example {"image": "jobs.tasks.process_image"}.',
             )
         )
@@ -70,18 +71,19 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             errors.append(
                 _error(
                     3,
-                    f"DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must hold absolute paths; got {', '.join(relative)}.",
+                    "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must hold absolute paths; "
+                    f"got {', '.join(relative)}.",
                 )
             )
 
     interval = user.get("PROGRESS_MIN_INTERVAL", DEFAULTS["PROGRESS_MIN_INTERVAL"])
-    if isinstance(interval, bool) or not isinstance(interval, Real) or interval < 0:
+    if isinstance(interval, bool) or not isinstance(interval, Real) or float(interval) < 0:
         errors.append(
             _error(4, "DJANGO_TASKQUEUE['PROGRESS_MIN_INTERVAL'] must be a number of seconds >= 0.")
         )
 
     step = user.get("PROGRESS_HISTORY_STEP", DEFAULTS["PROGRESS_HISTORY_STEP"])
-    if isinstance(step, bool) or not isinstance(step, Real) or not 0 < step <= 100:
+    if isinstance(step, bool) or not isinstance(step, Real) or not 0 < float(step) <= 100:
         errors.append(
             _error(5, "DJANGO_TASKQUEUE['PROGRESS_HISTORY_STEP'] must be a number in (0, 100].")
         )
@@ -110,8 +112,9 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
         warnings.append(
             _warning(
                 2,
-                "CELERY_DB_REUSE_MAX is not set: Celery workers open a new database connection for every task.",
-                hint="Set CELERY_DB_REUSE_MAX (for example 100) in your settings; see docs/checks.md.",
+                "CELERY_DB_REUSE_MAX is not set: Celery workers open a new database "
+                "connection for every task.",
+                hint="Set CELERY_DB_REUSE_MAX (for example 100) in your settings.",
             )
         )
     for alias, db in getattr(settings, "DATABASES", {}).items():

@@ -60,53 +60,53 @@ class TaskQueueSettings:
         return DEFAULTS[name]
 
     @property
-    def ENABLED(self) -> bool:  # noqa: N802 (setting names are upper case)
+    def ENABLED(self) -> bool:
         """Record tasks at all. ``False`` makes TrackedTask behave like a plain task."""
         return bool(self._get("ENABLED"))
 
     @property
-    def TASK_TYPES(self) -> Mapping[str, str]:  # noqa: N802
+    def TASK_TYPES(self) -> Mapping[str, str]:
         """Task types that may be started over HTTP, mapped to Celery task names."""
         value: Mapping[str, str] = self._get("TASK_TYPES")
         return value
 
     @property
-    def ALLOWED_FILE_ROOTS(self) -> Sequence[str]:  # noqa: N802
+    def ALLOWED_FILE_ROOTS(self) -> Sequence[str]:
         """Directories that file paths given over HTTP must resolve inside."""
         return [str(root) for root in self._get("ALLOWED_FILE_ROOTS")]
 
     @property
-    def STORE_ARGS(self) -> bool:  # noqa: N802
+    def STORE_ARGS(self) -> bool:
         """Store the task's args and kwargs (redacted) on the TaskLog."""
         return bool(self._get("STORE_ARGS"))
 
     @property
-    def REDACT_KEYS(self) -> tuple[str, ...]:  # noqa: N802
+    def REDACT_KEYS(self) -> tuple[str, ...]:
         """Lower-cased substrings of keys whose values are redacted."""
         return tuple(str(key).lower() for key in self._get("REDACT_KEYS"))
 
     @property
-    def REDACTED_VALUE(self) -> str:  # noqa: N802
+    def REDACTED_VALUE(self) -> str:
         """What a redacted value is replaced with."""
         return str(self._get("REDACTED_VALUE"))
 
     @property
-    def PROGRESS_MIN_INTERVAL(self) -> float:  # noqa: N802
+    def PROGRESS_MIN_INTERVAL(self) -> float:
         """Seconds between two progress writes of one task; calls in between are buffered."""
         return float(self._get("PROGRESS_MIN_INTERVAL"))
 
     @property
-    def PROGRESS_HISTORY_STEP(self) -> float:  # noqa: N802
+    def PROGRESS_HISTORY_STEP(self) -> float:
         """Percentage points the progress must move before a new history row is written."""
         return float(self._get("PROGRESS_HISTORY_STEP"))
 
     @property
-    def RESULT_MAX_BYTES(self) -> int:  # noqa: N802
+    def RESULT_MAX_BYTES(self) -> int:
         """Largest JSON result stored as is; a larger one is stored as a truncated repr."""
         return int(self._get("RESULT_MAX_BYTES"))
 
     @property
-    def TRACEBACK_MAX_CHARS(self) -> int:  # noqa: N802
+    def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
 

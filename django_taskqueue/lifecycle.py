@@ -499,7 +499,11 @@ def mark_completed(
     result: Any = None,
     progress: ProgressWrite | None = None,
 ) -> Outcome:
-    """Record success; ``result`` must already be JSON-safe (see :func:`~django_taskqueue.serialization.encode_result`)."""
+    """Record success.
+
+    ``result`` must already be JSON-safe: see
+    :func:`~django_taskqueue.serialization.encode_result`.
+    """
     now = timezone.now()
     updates = {
         "completed_at": now,

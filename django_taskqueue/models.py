@@ -7,7 +7,6 @@ Nothing here writes a status: every state change goes through
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -118,7 +117,7 @@ class TaskLog(models.Model):
         help_text=_("The failed or cancelled task this one runs again."),
     )
 
-    objects: ClassVar[TaskLogManager] = TaskLogManager()  # type: ignore[valid-type]
+    objects = TaskLogManager()
 
     class Meta:
         verbose_name = _("task log")
@@ -157,7 +156,7 @@ class TaskLog(models.Model):
 
     @property
     def elapsed_time(self) -> float | None:
-        """Seconds from the start to the end (or to now while it runs); ``None`` before it starts."""
+        """Seconds from the start to the end (or now, while it runs); ``None`` before it starts."""
         if self.started_at is None:
             return None
         end = self.completed_at or timezone.now()

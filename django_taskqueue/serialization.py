@@ -6,6 +6,7 @@ Pure functions: no database, no Celery.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -41,9 +42,7 @@ def to_json(value: Any, *, _depth: int = 0) -> Any:
         return value
     if isinstance(value, float):
         # NaN and infinity are not JSON; PostgreSQL's jsonb refuses them.
-        return (
-            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-        )
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, Mapping):
         return {force_str(key): to_json(item, _depth=_depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

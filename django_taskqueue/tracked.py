@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
     from django_taskqueue.models import TaskLog
 
+    _TaskBase = DjangoTask[Any, Any]
+else:
+    _TaskBase = DjangoTask
+
 logger = logging.getLogger("django_taskqueue")
 
 _T = TypeVar("_T")
@@ -62,6 +66,14 @@ def record_safely(
         return None
 
 
+def _tuple(args: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    return None if args is None else tuple(args)
+
+
+def _dict(kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if kwargs is None else dict(kwargs)
+
+
 @dataclass
 class _RunState:
     """What one run of a task remembers between its hooks."""
@@ -72,8 +84,8 @@ class _RunState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TrackedTask(DjangoTask):  # type: ignore[misc]
-    """Celery task base class that records the task's life in a :class:`~django_taskqueue.models.TaskLog`.
+class TrackedTask(_TaskBase):
+    """Celery base class that records a task's life in a :class:`~django_taskqueue.models.TaskLog`.
 
     Use it as a base for decorated tasks::
 
@@ -118,7 +130,7 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         if "run" not in cls.__dict__ or cls.__dict__.get("_decorated"):
             return
         celery_state.connect_on_app_finalize(lambda app: app.register_task(cls))
-        for app in celery_state._get_active_apps():
+        for app in celery_state._get_active_apps():  # type: ignore[attr-defined]
             if app.finalized:
                 app.register_task(cls)
 
@@ -137,8 +149,8 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         link_error: Any = None,
         shadow: str | None = None,
         **options: Any,
-    ) -> AsyncResult:
-        """Record the task as ``pending``, then publish it (see :meth:`celery.app.task.Task.apply_async`).
+    ) -> AsyncResult[Any]:
+        """Record the task as ``pending``, then publish it (as Celery's ``Task.apply_async``).
 
         A retry's re-publish (``retries`` > 0) keeps the existing row. If the
         row cannot be written the task is still published and the worker
@@ -146,7 +158,7 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         """
         if not self._tracking() or options.get("retries"):
             return super().apply_async(
-                args, kwargs, task_id, producer, link, link_error, shadow, **options
+                _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
             )
         task_id = task_id or celery_uuid()
         log = record_safely(
@@ -267,10 +279,10 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         link_error: Any,
         shadow: str | None,
         options: dict[str, Any],
-    ) -> AsyncResult:
+    ) -> AsyncResult[Any]:
         try:
             return super().apply_async(
-                args, kwargs, task_id, producer, link, link_error, shadow, **options
+                _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
             )
         except Exception as exc:
             if log is not None:
@@ -426,11 +438,11 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         )
         raise TaskCancelled(f"task {self.request.id} was cancelled")
 
-    def retry(  # type: ignore[override]
+    def retry(
         self,
         args: Any = None,
         kwargs: Any = None,
-        exc: BaseException | None = None,
+        exc: Exception | None = None,
         throw: bool = True,
         eta: datetime | None = None,
         countdown: float | None = None,
@@ -472,7 +484,7 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_retry(
-        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+        self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
     ) -> None:
         """Record a retry that :meth:`retry` did not record (e.g. its write failed)."""
         super().on_retry(exc, task_id, args, kwargs, einfo)
@@ -507,7 +519,7 @@ class TrackedTask(DjangoTask):  # type: ignore[misc]
         )
 
     def on_failure(
-        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+        self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
     ) -> None:
         """Record failure: message, error code (the exception class) and traceback."""
         super().on_failure(exc, task_id, args, kwargs, einfo)

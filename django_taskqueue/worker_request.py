@@ -18,7 +18,7 @@ from django_taskqueue.serialization import error_message_for
 from django_taskqueue.status import EventType
 
 
-class TrackedRequest(Request):  # type: ignore[misc]
+class TrackedRequest(Request):
     """Records hard time limits and lost workers for tracked tasks."""
 
     def _tracking(self) -> bool:
@@ -61,7 +61,8 @@ class TrackedRequest(Request):  # type: ignore[misc]
                 self.id,
                 lifecycle.record_event,
                 EventType.REQUEUED,
-                f"the worker process was lost; the message goes back to the queue: {error_message_for(exc)}",
+                "the worker process was lost; the message goes back to the queue: "
+                + error_message_for(exc),
                 {"error_code": "worker_lost"},
                 celery_task_id=self.id,
             )

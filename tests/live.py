@@ -102,7 +102,7 @@ def worker_process(
     from tests.celery_app import app
 
     hostname = f"tq-{uuid.uuid4().hex[:8]}@localhost"
-    log_path = tmp_path / f"worker-{hostname.split('@')[0]}.log"
+    log_path = tmp_path / f"worker-{hostname.split('@', maxsplit=1)[0]}.log"
     command = [
         sys.executable,
         "-m",

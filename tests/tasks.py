@@ -56,15 +56,20 @@ def flaky(self: TrackedTask, fail_times: int = 2) -> int:
     return self.request.retries
 
 
+# Sub-second backoff and limits keep the tests fast; Celery accepts floats
+# where celery-types declares ints, hence options passed as a dict.
+_FAST_BACKOFF: dict[str, Any] = {"retry_backoff": 0.01, "retry_backoff_max": 0.05}
+_SOFT_LIMIT: dict[str, Any] = {"soft_time_limit": 0.3}
+
+
 @shared_task(
     base=TrackedTask,
     bind=True,
     name="tests.autoretry",
     autoretry_for=(ConnectionError,),
-    retry_backoff=0.01,
-    retry_backoff_max=0.05,
     retry_jitter=False,
     max_retries=2,
+    **_FAST_BACKOFF,
 )
 def autoretry(self: TrackedTask) -> None:
     raise ConnectionError("always down")
@@ -76,13 +81,13 @@ def sleepy(self: TrackedTask, seconds: float = 1.0) -> str:
     return "slept"
 
 
-@shared_task(base=TrackedTask, bind=True, name="tests.soft_limited", soft_time_limit=0.3)
+@shared_task(base=TrackedTask, bind=True, name="tests.soft_limited", **_SOFT_LIMIT)
 def soft_limited(self: TrackedTask) -> str:
     time.sleep(3)
     return "too late"
 
 
-@shared_task(base=TrackedTask, bind=True, name="tests.catches_soft_limit", soft_time_limit=0.3)
+@shared_task(base=TrackedTask, bind=True, name="tests.catches_soft_limit", **_SOFT_LIMIT)
 def catches_soft_limit(self: TrackedTask) -> str:
     try:
         time.sleep(3)
