@@ -1,0 +1,15 @@
+"""The example project's Celery app (Celery's documented Django layout)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+
+app = Celery("example_project")
+# Every CELERY_* setting in settings.py configures this app.
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Finds jobs/tasks.py and django_taskqueue/tasks.py (the housekeeping tasks).
+app.autodiscover_tasks()
