@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from numbers import Real
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
 
-from django_taskqueue.conf import DEFAULTS
+from django_taskqueue.conf import DEFAULTS, RETENTION_STATUSES, as_timedelta
 
 _PREFIX = "django_taskqueue"
 
@@ -102,6 +103,95 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         value = user.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value < 64:
             errors.append(_error(n, f"DJANGO_TASKQUEUE['{name}'] must be an integer >= 64."))
+    errors.extend(_check_housekeeping(user))
+    return errors
+
+
+def _is_duration(value: Any) -> bool:
+    """A positive number (of seconds or days) or a positive timedelta."""
+    if isinstance(value, timedelta):
+        return value > timedelta(0)
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
+def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    retention = user.get("RETENTION", DEFAULTS["RETENTION"])
+    if retention is not None and not isinstance(retention, Mapping):
+        errors.append(
+            _error(
+                9,
+                "DJANGO_TASKQUEUE['RETENTION'] must be a dict of terminal status to days.",
+                hint='For example {"completed": 30, "failed": 90, "cancelled": 30}; None keeps.',
+            )
+        )
+    elif retention:
+        unknown = sorted(str(k) for k in retention if k not in RETENTION_STATUSES)
+        bad = sorted(
+            str(k)
+            for k, v in retention.items()
+            if k in RETENTION_STATUSES and v is not None and not _is_duration(v)
+        )
+        if unknown or bad:
+            errors.append(
+                _error(
+                    9,
+                    "DJANGO_TASKQUEUE['RETENTION'] keys must be "
+                    f"{', '.join(RETENTION_STATUSES)} and values a positive number of days, "
+                    f"a timedelta or None; wrong: {', '.join(unknown + bad)}.",
+                )
+            )
+    batch = user.get("RETENTION_BATCH_SIZE", DEFAULTS["RETENTION_BATCH_SIZE"])
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
+        errors.append(
+            _error(10, "DJANGO_TASKQUEUE['RETENTION_BATCH_SIZE'] must be an integer in [1, 10000].")
+        )
+    for n, name in ((11, "STALE_AFTER"), (12, "LOST_AFTER")):
+        if not _is_duration(user.get(name, DEFAULTS[name])):
+            errors.append(
+                _error(
+                    n,
+                    f"DJANGO_TASKQUEUE['{name}'] must be a positive number of seconds.",
+                )
+            )
+    heartbeat = user.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
+    if heartbeat is not None and heartbeat != 0 and not _is_duration(heartbeat):
+        errors.append(
+            _error(
+                13,
+                "DJANGO_TASKQUEUE['HEARTBEAT_INTERVAL'] must be a positive number of seconds, "
+                "a timedelta, or None/0 to turn heartbeats off.",
+            )
+        )
+    recipients = user.get("REPORT_RECIPIENTS", DEFAULTS["REPORT_RECIPIENTS"])
+    if (
+        isinstance(recipients, (str, bytes))
+        or not isinstance(recipients, (list, tuple))
+        or not all(isinstance(r, str) and "@" in r for r in recipients)
+    ):
+        errors.append(
+            _error(14, "DJANGO_TASKQUEUE['REPORT_RECIPIENTS'] must be a list of e-mail addresses.")
+        )
+    if not errors:
+        stale = as_timedelta(user.get("STALE_AFTER", DEFAULTS["STALE_AFTER"]), timedelta(seconds=1))
+        if heartbeat and stale <= 2 * as_timedelta(heartbeat, timedelta(seconds=1)):
+            errors.append(
+                _warning(
+                    5,
+                    "DJANGO_TASKQUEUE['STALE_AFTER'] is not more than twice HEARTBEAT_INTERVAL: "
+                    "a healthy task that reports no progress may be marked as stuck.",
+                    hint="Make STALE_AFTER several heartbeats long (the defaults: 900 s and 60 s).",
+                )
+            )
+        elif not heartbeat:
+            errors.append(
+                _warning(
+                    6,
+                    "DJANGO_TASKQUEUE['HEARTBEAT_INTERVAL'] is off: a long task that reports no "
+                    "progress for STALE_AFTER is marked as stuck by the mark_stale task.",
+                    hint="Keep heartbeats on, or set stale_after on long-running task classes.",
+                )
+            )
     return errors
 
 

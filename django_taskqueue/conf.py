@@ -8,6 +8,7 @@ System checks (:mod:`django_taskqueue.checks`) validate the values.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -39,7 +40,24 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_HISTORY_STEP": 5.0,
     "RESULT_MAX_BYTES": 65_536,
     "TRACEBACK_MAX_CHARS": 20_000,
+    # Housekeeping (docs/housekeeping.md).
+    "RETENTION": {"completed": 30, "failed": 90, "cancelled": 30},
+    "RETENTION_BATCH_SIZE": 1000,
+    "STALE_AFTER": 900,
+    "LOST_AFTER": 3600,
+    "HEARTBEAT_INTERVAL": 60,
+    "REPORT_RECIPIENTS": [],
 }
+
+#: The statuses ``RETENTION`` may name: the terminal ones.
+RETENTION_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
+
+
+def as_timedelta(value: Any, unit: timedelta) -> timedelta:
+    """A duration setting as a timedelta: a timedelta as is, a number in ``unit``s."""
+    if isinstance(value, timedelta):
+        return value
+    return unit * float(value)
 
 
 class TaskQueueSettings:
@@ -109,6 +127,53 @@ class TaskQueueSettings:
     def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
+
+    @property
+    def RETENTION(self) -> dict[str, timedelta | None]:
+        """How long finished tasks are kept, per terminal status (``None``: forever).
+
+        Given as days (a number) or a :class:`~datetime.timedelta`, measured from
+        ``completed_at``. A status missing from the setting keeps its default.
+        """
+        merged = {**DEFAULTS["RETENTION"], **dict(self._get("RETENTION") or {})}
+        return {
+            status: None
+            if merged.get(status) is None
+            else as_timedelta(merged[status], timedelta(days=1))
+            for status in RETENTION_STATUSES
+        }
+
+    @property
+    def RETENTION_BATCH_SIZE(self) -> int:
+        """Tasks deleted per transaction by the retention task."""
+        return int(self._get("RETENTION_BATCH_SIZE"))
+
+    @property
+    def STALE_AFTER(self) -> timedelta:
+        """A ``processing`` task whose heartbeat is older than this is stuck (seconds or timedelta).
+
+        A task class may set its own ``stale_after``.
+        """
+        return as_timedelta(self._get("STALE_AFTER"), timedelta(seconds=1))
+
+    @property
+    def LOST_AFTER(self) -> timedelta:
+        """A ``pending`` task older than this that no worker knows is lost (seconds, timedelta)."""
+        return as_timedelta(self._get("LOST_AFTER"), timedelta(seconds=1))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float | None:
+        """Seconds between two heartbeats of a running task; ``None`` or 0 turns them off."""
+        value = self._get("HEARTBEAT_INTERVAL")
+        if value is None:
+            return None
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+        return seconds if seconds > 0 else None
+
+    @property
+    def REPORT_RECIPIENTS(self) -> list[str]:
+        """E-mail addresses the periodic summary is sent to (none: it is only logged)."""
+        return [str(address) for address in self._get("REPORT_RECIPIENTS") or ()]
 
 
 conf = TaskQueueSettings()

@@ -22,7 +22,7 @@ from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
 from django.utils import timezone
 
-from django_taskqueue import lifecycle
+from django_taskqueue import heartbeat, lifecycle
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TaskCancelled
 from django_taskqueue.serialization import (
@@ -113,10 +113,16 @@ class TrackedTask(_TaskBase):
         task_type: the type recorded on the TaskLog (``TASK_TYPES`` maps types
             to task names for the HTTP API).
         track: set to ``False`` to turn tracking off for one task class.
+        stale_after: seconds without a heartbeat after which a running task
+            of this class counts as stuck (``None``: the ``STALE_AFTER`` setting).
+        idempotent: the task may safely run twice; with ``acks_late`` the
+            ``mark_stale`` housekeeping task re-queues it instead of failing it.
     """
 
     task_type: str = ""
     track: bool = True
+    stale_after: float | None = None
+    idempotent: bool = False
     # Records hard time limits and lost workers, which happen in the worker's
     # main process where the task's own hooks never run.
     Request = "django_taskqueue.worker_request:TrackedRequest"
@@ -342,6 +348,8 @@ class TrackedTask(_TaskBase):
                 "Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status
             )
             raise Ignore()
+        # A long task that reports no progress still looks alive to mark_stale.
+        heartbeat.start(task_id, state.pk)
 
     def update_progress(
         self,

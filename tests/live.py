@@ -149,3 +149,61 @@ def worker_process(
         yield worker
     finally:
         worker.stop()
+
+
+@contextlib.contextmanager
+def beat_process(
+    tmp_path: Path,
+    *,
+    scheduler: str = "django_celery_beat.schedulers:DatabaseScheduler",
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+) -> Iterator[WorkerProcess]:
+    """Start ``celery -A tests.celery_app beat`` (django-celery-beat's scheduler by default).
+
+    Beat wakes up at least every second (``--max-interval 1``), so entries on
+    short intervals fire on time; its pid and schedule files stay in ``tmp_path``.
+    """
+    name = f"beat-{uuid.uuid4().hex[:8]}"
+    log_path = tmp_path / f"{name}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tests.celery_app",
+        "beat",
+        "-S",
+        scheduler,
+        "-l",
+        "INFO",
+        "--max-interval",
+        "1",
+        "--pidfile",
+        str(tmp_path / f"{name}.pid"),
+        "-s",
+        str(tmp_path / f"{name}-schedule"),
+        *extra_args,
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env or worker_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    beat = WorkerProcess(process, log_path, name)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while "beat: Starting" not in beat.log:
+            if process.poll() is not None:
+                raise RuntimeError(f"beat exited with {process.returncode}:\n{beat.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"beat did not start in {ready_timeout}s:\n{beat.log}")
+            time.sleep(0.1)
+        yield beat
+    finally:
+        beat.stop()

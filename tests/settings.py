@@ -39,7 +39,7 @@ if HAS_DRF:
         "drf_spectacular",
     ]
 if HAS_BEAT:
-    INSTALLED_APPS += ["django_celery_beat"]
+    INSTALLED_APPS += ["django_celery_beat", "django_taskqueue.contrib.beat"]
 if HAS_RESULTS:
     INSTALLED_APPS += ["django_celery_results"]
 

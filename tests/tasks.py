@@ -8,6 +8,7 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
+import django_taskqueue.tasks  # noqa: F401  (the housekeeping tasks, for the worker processes)
 from django_taskqueue import TrackedTask
 
 
@@ -117,3 +118,26 @@ class ImportCSV(TrackedTask):
         for i in range(rows):
             self.update_progress(current=i + 1, total=rows, message=f"row {i + 1}")
         return rows
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.stuck_sleeper", stale_after=1.0)
+def stuck_sleeper(self: TrackedTask, seconds: float = 30.0) -> str:
+    """Sleeps without progress; stuck after 1 s without a heartbeat (housekeeping tests)."""
+    time.sleep(seconds)
+    return "slept"
+
+
+@shared_task(
+    base=TrackedTask,
+    bind=True,
+    name="tests.idempotent_sleeper",
+    stale_after=1.0,
+    acks_late=True,
+    idempotent=True,
+    max_retries=2,
+)
+def idempotent_sleeper(self: TrackedTask, seconds: float = 30.0) -> int:
+    """Sleeps on its first attempt only: a re-queued run finishes at once."""
+    if not self.request.retries:
+        time.sleep(seconds)
+    return int(self.request.retries or 0)

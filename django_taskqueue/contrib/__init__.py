@@ -1,0 +1,1 @@
+"""Integrations with optional packages; each subpackage imports its package, core never does."""

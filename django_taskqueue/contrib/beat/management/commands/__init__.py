@@ -1,0 +1,1 @@
+"""``manage.py taskqueue_beat_sync`` and ``taskqueue_beat_check``."""

@@ -1,0 +1,665 @@
+"""Housekeeping: retention, stuck and lost tasks, and the periodic summary.
+
+Plain functions that the Celery tasks in :mod:`django_taskqueue.tasks` and the
+management commands call. Every status change goes through
+:mod:`django_taskqueue.lifecycle`; retention deletes rows and changes no status.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.mail import send_mail
+from django.db import models, router, transaction
+from django.db.models import Avg, Count, F, Max
+from django.db.models.functions import Coalesce, NullIf
+from django.utils import timezone
+
+from django_taskqueue import lifecycle
+from django_taskqueue.conf import RETENTION_STATUSES, conf
+from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
+from django_taskqueue.status import TaskStatus
+
+logger = logging.getLogger("django_taskqueue.housekeeping")
+
+# --- durations ---------------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str, default_unit: str = "d") -> timedelta:
+    """Parse ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` (a bare number: ``default_unit``).
+
+    Raises:
+        ValueError: the text is not such a duration.
+    """
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a duration: use a number with s, m, h, d or w, e.g. 30d or 12h"
+        )
+    unit = (match.group(2) or default_unit).lower()
+    return timedelta(seconds=float(match.group(1)) * _UNITS[unit])
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One retention batch: what it deleted and how long its transaction took."""
+
+    status: str
+    tasks: int
+    progress: int
+    events: int
+    seconds: float
+
+
+@dataclass
+class PurgeResult:
+    """What :func:`purge_finished` deleted (or, in a dry run, would delete).
+
+    Attributes:
+        cutoffs: per status, rows finished before this moment are deleted.
+        tasks: per status, the TaskLog rows deleted (or due, in a dry run).
+        progress: TaskProgress rows deleted with them.
+        events: TaskEventLog rows deleted with them.
+        batches: the number of transactions.
+        longest_batch: the longest transaction, in seconds.
+        dry_run: nothing was deleted.
+    """
+
+    cutoffs: dict[str, datetime] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)
+    progress: int = 0
+    events: int = 0
+    batches: int = 0
+    longest_batch: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def total(self) -> int:
+        """TaskLog rows deleted over all statuses."""
+        return sum(self.tasks.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (the Celery task's result)."""
+        data = asdict(self)
+        data["cutoffs"] = {k: v.isoformat() for k, v in self.cutoffs.items()}
+        data["total"] = self.total
+        return data
+
+
+def retention_cutoffs(
+    older_than: timedelta | None = None,
+    statuses: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, datetime]:
+    """The ``completed_at`` cutoff per terminal status.
+
+    Args:
+        older_than: one age for every status (default: ``RETENTION`` per status,
+            skipping statuses kept forever).
+        statuses: limit to these terminal statuses.
+        now: the reference time (default: now).
+
+    Raises:
+        ValueError: a status that is not terminal.
+    """
+    now = now or timezone.now()
+    chosen = list(statuses) if statuses else list(RETENTION_STATUSES)
+    wrong = [s for s in chosen if s not in RETENTION_STATUSES]
+    if wrong:
+        raise ValueError(
+            f"retention applies to {', '.join(RETENTION_STATUSES)}; not to {', '.join(wrong)}"
+        )
+    ages = conf.RETENTION
+    cutoffs = {}
+    for status in chosen:
+        age = older_than if older_than is not None else ages[status]
+        if age is not None:
+            cutoffs[status] = now - age
+    return cutoffs
+
+
+def _due(status: str, cutoff: datetime) -> models.QuerySet[TaskLog]:
+    # Served by the (status, completed_at) index.
+    return TaskLog.objects.filter(status=status, completed_at__lt=cutoff)
+
+
+def _delete_batch(pks: list[uuid.UUID]) -> tuple[int, int, int]:
+    """Delete the tasks ``pks`` with their progress and events; unlink their children."""
+    progress, _ = TaskProgress.objects.filter(task_id__in=pks).delete()
+    events, _ = TaskEventLog.objects.filter(task_id__in=pks).delete()
+    # The parent and retry_of links are SET_NULL; doing it here, explicitly,
+    # spares Django's collector from loading every deleted row first.
+    TaskLog.objects.filter(parent_id__in=pks).update(parent=None)
+    TaskLog.objects.filter(retry_of_id__in=pks).update(retry_of=None)
+    # A plain DELETE of the keys: QuerySet.delete() would load every row (JSON
+    # results, tracebacks) into memory to run a collector with nothing left to
+    # collect. Delete signals are therefore not sent for purged tasks.
+    deleted = TaskLog.objects.filter(pk__in=pks)._raw_delete(router.db_for_write(TaskLog))
+    return deleted, progress, events
+
+
+def purge_finished(
+    *,
+    older_than: timedelta | None = None,
+    statuses: Iterable[str] | None = None,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    max_batches: int | None = None,
+) -> PurgeResult:
+    """Delete finished tasks past their retention age, in bounded batches.
+
+    Each batch selects at most ``batch_size`` primary keys through the
+    ``(status, completed_at)`` index and deletes those tasks, their progress
+    history and their events in one short transaction of its own; memory
+    holds one batch of keys at a time, whatever the table's size.
+
+    Args:
+        older_than: one age for every status, instead of ``RETENTION``.
+        statuses: only these terminal statuses.
+        batch_size: tasks per transaction (default ``RETENTION_BATCH_SIZE``).
+        dry_run: only count what would be deleted.
+        now: the reference time.
+        on_batch: called after each committed batch (progress output, metrics).
+        max_batches: stop after this many batches (the rest waits for the next run).
+
+    Returns:
+        What was deleted (or is due, in a dry run).
+    """
+    size = batch_size or conf.RETENTION_BATCH_SIZE
+    if size < 1:
+        raise ValueError("batch_size must be at least 1")
+    result = PurgeResult(cutoffs=retention_cutoffs(older_than, statuses, now), dry_run=dry_run)
+    for status, cutoff in result.cutoffs.items():
+        if dry_run:
+            result.tasks[status] = _due(status, cutoff).count()
+            continue
+        result.tasks[status] = 0
+        while max_batches is None or result.batches < max_batches:
+            started = time.perf_counter()
+            with transaction.atomic():
+                pks = list(
+                    _due(status, cutoff)
+                    .order_by("completed_at")
+                    .values_list("pk", flat=True)[:size]
+                )
+                if not pks:
+                    break
+                tasks, progress, events = _delete_batch(pks)
+            seconds = time.perf_counter() - started
+            result.batches += 1
+            result.longest_batch = max(result.longest_batch, seconds)
+            result.tasks[status] += tasks
+            result.progress += progress
+            result.events += events
+            if on_batch is not None:
+                on_batch(Batch(status, tasks, progress, events, seconds))
+            if len(pks) < size:
+                break
+    if not dry_run:
+        logger.info(
+            "Retention deleted %d tasks (%s), %d progress rows and %d events in %d batches",
+            result.total,
+            ", ".join(f"{k}: {v}" for k, v in result.tasks.items()) or "none due",
+            result.progress,
+            result.events,
+            result.batches,
+        )
+    return result
+
+
+# --- stuck tasks -----------------------------------------------------------------------
+
+
+@dataclass
+class StaleResult:
+    """What :func:`mark_stale_tasks` found and did (Celery ids)."""
+
+    failed: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (the Celery task's result)."""
+        return asdict(self)
+
+
+def _registered_tasks() -> Mapping[str, Any]:
+    from celery import current_app
+
+    return current_app.tasks
+
+
+def stale_threshold(task_name: str, tasks: Mapping[str, Any] | None = None) -> timedelta:
+    """How long a running task of this name may go without a heartbeat.
+
+    The task class's ``stale_after`` (seconds) when it has one, else ``STALE_AFTER``.
+    """
+    task = (tasks if tasks is not None else _registered_tasks()).get(task_name)
+    own = getattr(task, "stale_after", None)
+    if own is not None:
+        return timedelta(seconds=float(own))
+    return conf.STALE_AFTER
+
+
+def find_stale(now: datetime | None = None, limit: int = 1000) -> list[tuple[TaskLog, timedelta]]:
+    """Tasks in ``processing`` whose last sign of life is older than their threshold.
+
+    Returns:
+        ``(task_log, threshold)`` pairs, the longest silent first.
+    """
+    from django_taskqueue.tracked import TrackedTask
+
+    now = now or timezone.now()
+    tasks = _registered_tasks()
+    thresholds = [conf.STALE_AFTER] + [
+        timedelta(seconds=float(t.stale_after))
+        for t in list(tasks.values())
+        if isinstance(t, TrackedTask) and t.stale_after is not None
+    ]
+    candidates = (
+        TaskLog.objects.stale(min(thresholds))
+        .order_by(Coalesce("heartbeat_at", "started_at").asc())
+        .only(
+            "pk",
+            "celery_task_id",
+            "task_name",
+            "status",
+            "attempt",
+            "queue",
+            "args",
+            "kwargs",
+            "args_redacted",
+            "heartbeat_at",
+            "started_at",
+            "worker",
+        )[:limit]
+    )
+    found = []
+    for log in candidates:
+        threshold = stale_threshold(log.task_name, tasks)
+        last_seen = log.heartbeat_at or log.started_at
+        if last_seen is not None and last_seen < now - threshold:
+            found.append((log, threshold))
+    return found
+
+
+def requeue_allowed(log: TaskLog, task: Any) -> bool:
+    """Whether a stuck task may be re-queued rather than failed (the documented policy).
+
+    All must hold: the task class is a registered TrackedTask with
+    ``acks_late`` and ``idempotent`` set, its arguments were stored and not
+    redacted (``STORE_ARGS``), and its retry budget (``max_retries``) is not spent.
+    """
+    from django_taskqueue.tracked import TrackedTask
+
+    if not isinstance(task, TrackedTask):
+        return False
+    if not (task.acks_late and task.idempotent):
+        return False
+    if not conf.STORE_ARGS or log.args_redacted:
+        return False
+    return task.max_retries is None or log.attempt < task.max_retries
+
+
+def mark_stale_tasks(
+    *, now: datetime | None = None, dry_run: bool = False, limit: int = 1000
+) -> StaleResult:
+    """Fail (or re-queue, where the task allows it) the tasks stuck in ``processing``.
+
+    A stuck task is failed with ``error_code="worker_lost"`` and a ``stale``
+    event. One whose class is ``acks_late`` and ``idempotent`` (see
+    :func:`requeue_allowed`) moves to ``retrying`` with a ``requeued`` event
+    and its message is published again with the same Celery id as the next
+    attempt.
+    """
+    now = now or timezone.now()
+    result = StaleResult(dry_run=dry_run)
+    tasks = _registered_tasks()
+    for log, threshold in find_stale(now, limit):
+        result.found.append(log.celery_task_id)
+        if dry_run:
+            continue
+        cutoff = now - threshold
+        last_seen = log.heartbeat_at or log.started_at
+        meta = {
+            "last_seen": last_seen,
+            "threshold_seconds": threshold.total_seconds(),
+            "worker": log.worker,
+        }
+        silence = f"no heartbeat from {log.worker or 'its worker'} for over {threshold}"
+        task = tasks.get(log.task_name)
+        if requeue_allowed(log, task):
+            outcome = lifecycle.requeue_stale(
+                log.pk,
+                cutoff=cutoff,
+                attempt=log.attempt,
+                reason=f"re-queued: {silence}",
+                metadata=meta,
+            )
+            if outcome.applied:
+                _publish_again(log, task)
+                result.requeued.append(log.celery_task_id)
+            continue
+        outcome = lifecycle.mark_stale(
+            log.pk, cutoff=cutoff, error_message=f"worker lost: {silence}", metadata=meta
+        )
+        if outcome.applied:
+            result.failed.append(log.celery_task_id)
+    if result.found and not dry_run:
+        logger.warning(
+            "Stuck tasks: %d failed as worker_lost, %d re-queued",
+            len(result.failed),
+            len(result.requeued),
+        )
+    return result
+
+
+def _publish_again(log: TaskLog, task: Any) -> None:
+    options: dict[str, Any] = {"task_id": log.celery_task_id, "retries": log.attempt + 1}
+    if log.queue:
+        options["queue"] = log.queue
+    try:
+        task.apply_async(args=log.args, kwargs=log.kwargs, **options)
+    except Exception as exc:
+        logger.exception("Could not re-queue stuck task %s", log.celery_task_id)
+        lifecycle.mark_failed(
+            pk=log.pk,
+            error_message=f"could not re-queue the stuck task: {exc}",
+            error_code="publish_failed",
+        )
+
+
+# --- lost messages ----------------------------------------------------------------------
+
+
+@dataclass
+class LostResult:
+    """What :func:`reconcile_lost` did (Celery ids)."""
+
+    marked: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    checked: int = 0
+    skipped_reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (the Celery task's result)."""
+        return asdict(self)
+
+
+def _ids_from_inspect(replies: Mapping[str, Any] | None) -> set[str]:
+    ids: set[str] = set()
+    for entries in (replies or {}).values():
+        for entry in entries or ():
+            if not isinstance(entry, Mapping):
+                continue
+            request = entry.get("request")
+            task_id = request.get("id") if isinstance(request, Mapping) else entry.get("id")
+            if task_id:
+                ids.add(str(task_id))
+    return ids
+
+
+def queue_size(app: Any, name: str) -> int | None:
+    """Messages waiting in a broker queue; 0 when it does not exist, ``None`` when unknown."""
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.channel()
+            try:
+                _, count, _ = channel.queue_declare(queue=name, passive=True)
+            finally:
+                channel.close()
+        return int(count)
+    except Exception as exc:
+        if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
+            return 0
+        logger.warning("Could not read the size of queue %r", name, exc_info=True)
+        return None
+
+
+def reconcile_lost(
+    *,
+    now: datetime | None = None,
+    inspect_timeout: float = 2.0,
+    limit: int = 500,
+    app: Any = None,
+) -> LostResult:
+    """Fail ``pending`` tasks whose message is gone (``error_code="lost"``).
+
+    A task is marked lost when all hold: it is ``pending`` and older than
+    ``LOST_AFTER``; no worker reports its id as active, reserved or scheduled
+    (``inspect``, bounded by ``inspect_timeout``); the result backend, when
+    there is one, knows no state for it; and its queue on the broker is empty,
+    so the message cannot still be waiting behind a backlog.
+
+    When no worker answers the inspect at all nothing is marked: unreachable
+    workers are not evidence of lost messages.
+    """
+    from celery import current_app
+    from celery.backends.base import DisabledBackend
+    from celery.result import AsyncResult
+
+    app = app or current_app
+    now = now or timezone.now()
+    created_before = now - conf.LOST_AFTER
+    rows = list(
+        TaskLog.objects.filter(status=TaskStatus.PENDING, created_at__lt=created_before)
+        .order_by("created_at")
+        .values_list("pk", "celery_task_id", "queue")[:limit]
+    )
+    result = LostResult(checked=len(rows))
+    if not rows:
+        return result
+    inspect = app.control.inspect(timeout=inspect_timeout)
+    replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+    if not any(replies):
+        result.skipped_reason = "no worker answered the inspect"
+        logger.warning(
+            "reconcile_lost: %d tasks are pending for over %s, but no worker answered the "
+            "inspect within %.1fs; nothing marked",
+            len(rows),
+            conf.LOST_AFTER,
+            inspect_timeout,
+        )
+        return result
+    known: set[str] = set()
+    for reply in replies:
+        known |= _ids_from_inspect(reply)
+    has_backend = not isinstance(app.backend, DisabledBackend)
+    default_queue = str(app.conf.task_default_queue or "celery")
+    sizes: dict[str, int | None] = {}
+    for pk, celery_task_id, queue in rows:
+        if celery_task_id in known:
+            result.known.append(celery_task_id)
+            continue
+        if has_backend:
+            try:
+                state: str = AsyncResult(celery_task_id, app=app).state
+            except Exception:
+                logger.warning("Could not ask the result backend about %s", celery_task_id)
+                state = "UNKNOWN"
+            if state != "PENDING":
+                result.known.append(celery_task_id)
+                continue
+        name = queue or default_queue
+        if name not in sizes:
+            sizes[name] = queue_size(app, name)
+        if sizes[name] != 0:
+            result.waiting.append(celery_task_id)
+            continue
+        outcome = lifecycle.mark_lost(
+            pk,
+            created_before=created_before,
+            error_message=(
+                f"lost: pending for over {conf.LOST_AFTER}, and no worker, result backend "
+                f"or queue ({name}) knows the message"
+            ),
+            metadata={"queue": name, "workers": sorted({h for r in replies for h in (r or {})})},
+        )
+        if outcome.applied:
+            result.marked.append(celery_task_id)
+    if result.marked:
+        logger.warning("reconcile_lost: marked %d pending tasks as lost", len(result.marked))
+    return result
+
+
+# --- the summary ------------------------------------------------------------------------
+
+
+def build_report(
+    window: timedelta = timedelta(days=1), now: datetime | None = None, top: int = 5
+) -> dict[str, Any]:
+    """Summarise the tasks of the last ``window``.
+
+    Returns:
+        A JSON-friendly dict: ``created`` (counts per status of the tasks
+        created in the window), ``finished`` (per terminal status, by
+        ``completed_at``), ``failure_rate`` (failed / (completed + failed),
+        ``None`` when nothing finished), ``slowest`` (the ``top`` task types by
+        mean run time, with count and maximum, in seconds), ``errors`` (the
+        most frequent error codes), ``stuck`` and ``active`` (now).
+    """
+    now = now or timezone.now()
+    since = now - window
+    created = TaskLog.objects.filter(created_at__gte=since).status_counts()
+    finished_rows = (
+        TaskLog.objects.filter(completed_at__gte=since, completed_at__lte=now)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+    )
+    finished = dict.fromkeys(RETENTION_STATUSES, 0)
+    for status, n in finished_rows:
+        finished[status] = n
+    done = finished["completed"] + finished["failed"]
+    kind = Coalesce(NullIf("task_type", models.Value("")), "task_name")
+    duration = models.ExpressionWrapper(
+        F("completed_at") - F("started_at"), output_field=models.DurationField()
+    )
+    slowest = [
+        {
+            "type": row["kind"] or "(unnamed)",
+            "count": row["n"],
+            "mean_seconds": round(_seconds(row["mean"]), 3),
+            "max_seconds": round(_seconds(row["longest"]), 3),
+        }
+        for row in TaskLog.objects.filter(
+            status=TaskStatus.COMPLETED,
+            completed_at__gte=since,
+            completed_at__lte=now,
+            started_at__isnull=False,
+        )
+        .annotate(kind=kind)
+        .order_by()
+        .values("kind")
+        .annotate(n=Count("pk"), mean=Avg(duration), longest=Max(duration))
+        .order_by("-mean")[:top]
+    ]
+    errors = [
+        {"error_code": code or "(none)", "count": n}
+        for code, n in TaskLog.objects.filter(
+            status=TaskStatus.FAILED, completed_at__gte=since, completed_at__lte=now
+        )
+        .order_by()
+        .values_list("error_code")
+        .annotate(n=Count("pk"))
+        .order_by("-n")[:top]
+    ]
+    return {
+        "since": since.isoformat(),
+        "until": now.isoformat(),
+        "window_seconds": window.total_seconds(),
+        "created": created,
+        "finished": finished,
+        "failure_rate": round(finished["failed"] / done, 4) if done else None,
+        "slowest": slowest,
+        "errors": errors,
+        "stuck": TaskLog.objects.stale(conf.STALE_AFTER).count(),
+        "active": TaskLog.objects.active().count(),
+    }
+
+
+def _seconds(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value) / 1_000_000  # a backend that averages durations as microseconds
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The summary as plain text (the e-mail body and the log line)."""
+    rate = report["failure_rate"]
+    lines = [
+        f"django-taskqueue summary, {report['since']} to {report['until']}",
+        "",
+        "Created: "
+        + ", ".join(f"{k} {v}" for k, v in report["created"].items() if k != "total")
+        + f" (total {report['created']['total']})",
+        "Finished: " + ", ".join(f"{k} {v}" for k, v in report["finished"].items()),
+        "Failure rate: " + ("n/a" if rate is None else f"{rate * 100:.1f}%"),
+        f"Active now: {report['active']}, stuck now: {report['stuck']}",
+    ]
+    if report["slowest"]:
+        lines += ["", "Slowest task types (mean / max seconds, runs):"]
+        lines += [
+            f"  {row['type']}: {row['mean_seconds']:.3f} / {row['max_seconds']:.3f}, {row['count']}"
+            for row in report["slowest"]
+        ]
+    if report["errors"]:
+        lines += ["", "Most frequent errors:"]
+        lines += [f"  {row['error_code']}: {row['count']}" for row in report["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def send_report(
+    window: timedelta = timedelta(days=1),
+    recipients: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Build the summary, log it, and mail it to ``recipients`` (default ``REPORT_RECIPIENTS``).
+
+    Mail goes through Django's mail framework (``EMAIL_BACKEND``,
+    ``DEFAULT_FROM_EMAIL``); a sending error propagates after the summary was logged.
+
+    Returns:
+        The report, plus ``recipients`` (the addresses mailed).
+    """
+    report = build_report(window, now)
+    text = format_report(report)
+    logger.info("%s", text)
+    to = list(recipients) if recipients is not None else conf.REPORT_RECIPIENTS
+    if to:
+        rate = report["failure_rate"]
+        subject = (
+            f"[django-taskqueue] {report['created']['total']} tasks, "
+            + ("no finished tasks" if rate is None else f"{rate * 100:.1f}% failed")
+            + f" in the last {_human(window)}"
+        )
+        send_mail(subject, text, None, to)
+    return {**report, "recipients": to}
+
+
+def _human(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"

@@ -1,0 +1,1 @@
+"""The ``manage.py taskqueue_*`` commands."""

@@ -1,0 +1,125 @@
+"""``manage.py taskqueue_cleanup``: delete finished tasks past their retention age."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_taskqueue import housekeeping
+from django_taskqueue.conf import RETENTION_STATUSES
+
+
+class Command(BaseCommand):
+    """Delete completed, failed and cancelled tasks older than ``RETENTION``, in batches."""
+
+    help = (
+        "Delete finished tasks (with their progress history and events) older than their "
+        "retention age, in short batched transactions."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Only count what would be deleted.",
+        )
+        parser.add_argument(
+            "--older-than",
+            metavar="AGE",
+            help="One age for every status instead of RETENTION: 30d, 12h, 90m, 2w "
+            "(a bare number is days).",
+        )
+        parser.add_argument(
+            "--status",
+            action="append",
+            choices=RETENTION_STATUSES,
+            help="Only this terminal status (repeatable).",
+        )
+        parser.add_argument(
+            "--batch-size", type=int, help="Tasks per transaction (RETENTION_BATCH_SIZE)."
+        )
+        parser.add_argument(
+            "--max-batches", type=int, help="Stop after this many batches (resume next run)."
+        )
+        parser.add_argument(
+            "--no-progress", action="store_true", help="Do not draw the progress bar."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        older_than = None
+        if options["older_than"]:
+            try:
+                older_than = housekeeping.parse_duration(options["older_than"])
+            except ValueError as exc:
+                raise CommandError(f"--older-than: {exc}") from exc
+        if options["batch_size"] is not None and options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        due = housekeeping.purge_finished(
+            older_than=older_than, statuses=options["status"], dry_run=True
+        )
+        if not due.cutoffs:
+            self.stdout.write("Nothing to do: every status is kept forever (RETENTION).")
+            return
+        for status, cutoff in due.cutoffs.items():
+            self.stdout.write(
+                f"{status}: {due.tasks[status]} finished before {cutoff:%Y-%m-%d %H:%M:%S %Z}"
+            )
+        if options["dry_run"]:
+            self.stdout.write(f"Dry run: {due.total} tasks would be deleted.")
+            return
+        bar = _ProgressBar(self.stdout, due.total, enabled=not options["no_progress"])
+        result = housekeeping.purge_finished(
+            older_than=older_than,
+            statuses=options["status"],
+            batch_size=options["batch_size"],
+            max_batches=options["max_batches"],
+            on_batch=lambda batch: bar.advance(batch.tasks),
+        )
+        bar.finish()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Deleted {result.total} tasks, {result.progress} progress rows and "
+                f"{result.events} events in {result.batches} batches "
+                f"(longest transaction {result.longest_batch * 1000:.0f} ms)."
+            )
+        )
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal; a line per 10% step elsewhere (logs, CI)."""
+
+    width = 30
+
+    def __init__(self, out: Any, total: int, *, enabled: bool) -> None:
+        self.out = out
+        self.total = max(total, 1)
+        self.done = 0
+        self.enabled = enabled and total > 0
+        stream = getattr(out, "_out", out)
+        self.tty = bool(getattr(stream, "isatty", lambda: False)()) and stream is sys.stdout
+        self._last_step = -1
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        fraction = min(self.done / self.total, 1.0)
+        if self.tty:
+            filled = int(fraction * self.width)
+            self.out.write(
+                f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}% "
+                f"{self.done}/{self.total}",
+                ending="",
+            )
+            self.out.flush()
+            return
+        step = int(fraction * 10)
+        if step > self._last_step:
+            self._last_step = step
+            self.out.write(f"deleted {self.done}/{self.total} ({fraction * 100:.0f}%)")
+
+    def finish(self) -> None:
+        if self.enabled and self.tty:
+            self.out.write("")

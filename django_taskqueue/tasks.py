@@ -1,0 +1,53 @@
+"""The housekeeping Celery tasks, under stable names.
+
+Registered with ``shared_task`` (the package never creates a Celery app), so a
+worker that autodiscovers the tasks of ``INSTALLED_APPS`` knows them. The beat
+presets in :mod:`django_taskqueue.beat` schedule them; each returns a
+JSON-friendly summary of what it did.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+
+from django_taskqueue import housekeeping
+
+
+@shared_task(name="django_taskqueue.cleanup", ignore_result=False)
+def cleanup(
+    older_than_days: float | None = None,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Delete finished tasks past their retention age (``RETENTION``), in batches.
+
+    Args:
+        older_than_days: one age for every terminal status instead of ``RETENTION``.
+        batch_size: tasks per transaction (default ``RETENTION_BATCH_SIZE``).
+        max_batches: stop after this many batches; the rest waits for the next run.
+    """
+    older_than = None if older_than_days is None else timedelta(days=older_than_days)
+    return housekeeping.purge_finished(
+        older_than=older_than, batch_size=batch_size, max_batches=max_batches
+    ).as_dict()
+
+
+@shared_task(name="django_taskqueue.mark_stale")
+def mark_stale(limit: int = 1000) -> dict[str, Any]:
+    """Fail (``worker_lost``) or re-queue the tasks stuck in ``processing``."""
+    return housekeeping.mark_stale_tasks(limit=limit).as_dict()
+
+
+@shared_task(name="django_taskqueue.reconcile_lost")
+def reconcile_lost(inspect_timeout: float = 2.0, limit: int = 500) -> dict[str, Any]:
+    """Fail (``lost``) the ``pending`` tasks whose message no worker, backend or queue holds."""
+    return housekeeping.reconcile_lost(inspect_timeout=inspect_timeout, limit=limit).as_dict()
+
+
+@shared_task(name="django_taskqueue.report")
+def report(window_hours: float = 24.0) -> dict[str, Any]:
+    """Log the summary of the last ``window_hours`` and mail it to ``REPORT_RECIPIENTS``."""
+    return housekeeping.send_report(timedelta(hours=window_hours))

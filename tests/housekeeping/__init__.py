@@ -1,0 +1,1 @@
+"""Tests of the housekeeping tasks, commands, presets and the beat integration."""

@@ -1,0 +1,129 @@
+"""Integration: a real beat, real workers, SIGKILL. Run with TASKQUEUE_TEST_DB=postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from django_taskqueue.models import TaskLog
+from tests.housekeeping import rows
+from tests.live import beat_process, wait_for, worker_process
+
+pytestmark = pytest.mark.integration
+
+
+def _status(log: TaskLog) -> tuple[str, str]:
+    log.refresh_from_db()
+    return log.status, log.error_code
+
+
+def test_the_presets_fire_under_beat_with_the_database_scheduler(
+    transactional_db: Any, celery_app: Celery, tmp_path: Path
+) -> None:
+    pytest.importorskip("django_celery_beat")
+    from django_taskqueue.beat import beat_schedule
+    from django_taskqueue.contrib.beat.sync import sync_schedule
+
+    expired = rows.finished("completed", age=timedelta(days=100))
+    recent = rows.finished("completed", age=timedelta(days=1))
+    stuck = rows.running(silent_for=timedelta(hours=2))
+    # Its queue does not exist on the broker, so no message can be waiting there.
+    lost = rows.pending(age=timedelta(days=2), queue="tq-house-nowhere")
+    sync_schedule(
+        beat_schedule(
+            cleanup=2,
+            mark_stale=1,
+            reconcile_lost={"schedule": 2, "kwargs": {"inspect_timeout": 1.0}},
+            report={"schedule": 2, "kwargs": {"window_hours": 1}},
+        )
+    )
+
+    with worker_process(tmp_path) as worker, beat_process(tmp_path) as beat:
+        wait_for(
+            lambda: not TaskLog.objects.filter(pk=expired.pk).exists(),
+            timeout=40,
+            what="the cleanup preset to delete the expired task",
+        )
+        wait_for(
+            lambda: _status(stuck) == ("failed", "worker_lost"),
+            timeout=40,
+            what="the mark_stale preset",
+        )
+        wait_for(lambda: _status(lost) == ("failed", "lost"), timeout=40, what="reconcile_lost")
+        wait_for(
+            lambda: "django_taskqueue.report[" in worker.log and "succeeded" in worker.log,
+            timeout=40,
+            what="the report preset to run",
+        )
+        beat_log = beat.log
+    for name in ("cleanup", "mark_stale", "reconcile_lost", "report"):
+        assert f"Sending due task django_taskqueue.{name}" in beat_log
+    assert TaskLog.objects.filter(pk=recent.pk).exists()
+    assert stuck.events.filter(event_type="stale").exists()
+    assert lost.events.get(event_type="stale").metadata["error_code"] == "lost"
+
+
+def _kill_whole_worker(worker: Any) -> None:
+    """SIGKILL the worker's main process and its pool: nothing is left to notice."""
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(10)
+
+
+def test_a_task_whose_worker_was_killed_is_failed_by_the_preset(
+    transactional_db: Any, celery_app: Celery, tmp_path: Path
+) -> None:
+    from tests.tasks import stuck_sleeper
+
+    with worker_process(tmp_path, concurrency=1) as first:
+        result = stuck_sleeper.delay(60)
+        log = wait_for(
+            lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first(),
+            what="the task to start",
+        )
+        assert first.child_pids()
+        _kill_whole_worker(first)
+    time.sleep(1.5)  # stale_after = 1 s
+    assert _status(log) == ("processing", "")  # nothing else noticed: the worker is gone
+
+    with worker_process(tmp_path, concurrency=1):
+        outcome = celery_app.send_task("django_taskqueue.mark_stale").get(timeout=30)
+
+    assert outcome["failed"] == [result.id]
+    assert _status(log) == ("failed", "worker_lost")
+    event = log.events.get(event_type="stale")
+    assert event.metadata["error_code"] == "worker_lost"
+    assert event.metadata["worker"] == first.hostname
+
+
+def test_an_idempotent_task_whose_worker_was_killed_is_requeued_and_finishes(
+    transactional_db: Any, celery_app: Celery, tmp_path: Path
+) -> None:
+    from tests.tasks import idempotent_sleeper
+
+    with worker_process(tmp_path, concurrency=1) as first:
+        result = idempotent_sleeper.delay(60)
+        log = wait_for(
+            lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first(),
+            what="the task to start",
+        )
+        _kill_whole_worker(first)
+    time.sleep(1.5)
+
+    with worker_process(tmp_path, concurrency=1):
+        outcome = celery_app.send_task("django_taskqueue.mark_stale").get(timeout=30)
+        assert outcome["requeued"] == [result.id]
+        wait_for(lambda: _status(log)[0] == "completed", timeout=30, what="the second attempt")
+
+    log.refresh_from_db()
+    assert log.celery_task_id == result.id
+    assert log.attempt == 1
+    assert log.result == 1
+    kinds = rows.event_types(log)
+    assert kinds[kinds.index("requeued") :] == ["requeued", "started", "completed"]

@@ -1,0 +1,127 @@
+"""The periodic summary (mail and log) and the taskqueue_stats command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test.utils import override_settings
+
+from django_taskqueue import housekeeping
+from django_taskqueue.management.commands.taskqueue_stats import render_table
+from tests.housekeeping import rows
+
+pytestmark = pytest.mark.django_db
+
+
+def _day() -> None:
+    """A day of work: 3 completed (two types), 1 failed, 1 cancelled, and old tasks."""
+    hour = timedelta(hours=1)
+    rows.finished("completed", age=hour, runtime=timedelta(seconds=2), task_type="image")
+    rows.finished("completed", age=hour, runtime=timedelta(seconds=4), task_type="image")
+    rows.finished("completed", age=hour, runtime=timedelta(seconds=10), task_name="tests.echo")
+    rows.finished("failed", age=hour, error_code="ValueError")
+    rows.finished("cancelled", age=hour)
+    rows.finished("failed", age=timedelta(days=3))  # outside the window
+    rows.running(silent_for=timedelta(hours=2))  # stuck
+
+
+def test_build_report_counts_rates_and_slowest_types() -> None:
+    _day()
+    report = housekeeping.build_report(timedelta(days=1))
+
+    assert report["finished"] == {"completed": 3, "failed": 1, "cancelled": 1}
+    assert report["failure_rate"] == 0.25
+    # Created in the window: every row above was created just now.
+    assert report["created"]["total"] == 7
+    assert [r["type"] for r in report["slowest"]] == ["tests.echo", "image"]
+    assert report["slowest"][0]["mean_seconds"] == pytest.approx(10.0, abs=0.01)
+    assert report["slowest"][1] == {
+        "type": "image",
+        "count": 2,
+        "mean_seconds": pytest.approx(3.0, abs=0.01),
+        "max_seconds": pytest.approx(4.0, abs=0.01),
+    }
+    assert report["errors"] == [{"error_code": "ValueError", "count": 1}]
+    assert report["stuck"] == 1
+    assert report["active"] == 1
+
+
+def test_nothing_finished_has_no_failure_rate() -> None:
+    report = housekeeping.build_report(timedelta(hours=1))
+    assert report["failure_rate"] is None
+    assert "Failure rate: n/a" in housekeeping.format_report(report)
+
+
+@override_settings(DJANGO_TASKQUEUE={"REPORT_RECIPIENTS": ["ops@example.com", "me@example.com"]})
+def test_send_report_mails_the_recipients_and_logs(mailoutbox: list[Any], caplog: Any) -> None:
+    _day()
+    with caplog.at_level(logging.INFO, logger="django_taskqueue.housekeeping"):
+        report = housekeeping.send_report(timedelta(days=1))
+
+    assert report["recipients"] == ["ops@example.com", "me@example.com"]
+    assert len(mailoutbox) == 1
+    mail = mailoutbox[0]
+    assert mail.to == ["ops@example.com", "me@example.com"]
+    assert mail.subject == "[django-taskqueue] 7 tasks, 25.0% failed in the last 1 day"
+    assert "Failure rate: 25.0%" in mail.body
+    assert "tests.echo: 10.000 / 10.000, 1" in mail.body
+    assert "ValueError: 1" in mail.body
+    assert "Failure rate: 25.0%" in caplog.text
+
+
+def test_send_report_without_recipients_only_logs(mailoutbox: list[Any], caplog: Any) -> None:
+    with caplog.at_level(logging.INFO, logger="django_taskqueue.housekeeping"):
+        report = housekeeping.send_report(timedelta(hours=6))
+    assert report["recipients"] == []
+    assert mailoutbox == []
+    assert "django-taskqueue summary" in caplog.text
+
+
+def test_the_report_task_runs_the_same_code(celery_app: Any, mailoutbox: list[Any]) -> None:
+    from django_taskqueue.tasks import report
+
+    _day()
+    with override_settings(DJANGO_TASKQUEUE={"REPORT_RECIPIENTS": ["ops@example.com"]}):
+        result = report.run(window_hours=24)  # the task body, in this process
+    assert result["failure_rate"] == 0.25
+    assert len(mailoutbox) == 1
+
+
+def test_stats_command_prints_tables() -> None:
+    _day()
+    out = StringIO()
+    call_command("taskqueue_stats", stdout=out)
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].split() == ["status", "all", "time", "created", "(last", "24h)"]
+    assert any(line.split() == ["completed", "3", "3"] for line in lines)
+    assert any(line.split() == ["failed", "2", "2"] for line in lines)
+    assert "failure rate 25.0%" in text
+    assert "stuck now 1" in text
+    assert any(line.split()[:2] == ["tests.echo", "1"] for line in lines)
+
+
+def test_stats_command_json() -> None:
+    _day()
+    out = StringIO()
+    call_command("taskqueue_stats", "--json", "--window", "2h", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["all_time"]["failed"] == 2
+    assert data["finished"]["failed"] == 1
+    assert data["window_seconds"] == 7200
+
+
+def test_stats_command_rejects_a_bad_window() -> None:
+    with pytest.raises(CommandError, match="--window"):
+        call_command("taskqueue_stats", "--window", "yesterday")
+
+
+def test_render_table_aligns_numbers_right() -> None:
+    table = render_table(["name", "n"], [["a", 1], ["bbb", 100]])
+    assert table.splitlines() == ["name    n", "----  ---", "a       1", "bbb   100"]
