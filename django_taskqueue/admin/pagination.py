@@ -44,8 +44,8 @@ def table_estimate(queryset: QuerySet[Any]) -> int | None:
 class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     """A :class:`~django.core.paginator.Paginator` whose ``count`` costs a bounded amount.
 
-    * Unfiltered list on PostgreSQL: the table's ``reltuples`` estimate
-      (one catalogue lookup), or an exact count when the estimate is small.
+    * Unfiltered list on PostgreSQL: the table's ``reltuples`` estimate, or
+      the capped count when the estimate is small (one query either way).
     * Any other list: ``COUNT(*)`` over at most ``cap + 1`` rows. When more
       match, ``count`` is ``cap`` and :attr:`is_capped` is true, so the last
       reachable page is ``cap // per_page``; narrowing the filters reaches the rest.
@@ -69,14 +69,34 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
         queryset = self.object_list
         if not isinstance(queryset, QuerySet):
             return len(queryset)
-        if not queryset.query.where:
-            estimate = table_estimate(queryset)
-            if estimate is not None and estimate > self.cap:
-                self.is_estimate = True
-                return estimate
-        # COUNT over a LIMIT subquery: the database stops after cap + 1 rows.
-        counted: int = queryset.order_by().values("pk")[: self.cap + 1].count()
-        if counted > self.cap:
+        if not queryset.query.where and connections[queryset.db].vendor == "postgresql":
+            counted = self._postgresql_unfiltered_count(queryset)
+        else:
+            # COUNT over a LIMIT subquery: the database stops after cap + 1 rows.
+            counted = queryset.order_by().values("pk")[: self.cap + 1].count()
+        if counted > self.cap and not self.is_estimate:
             self.is_capped = True
             return self.cap
         return counted
+
+    def _postgresql_unfiltered_count(self, queryset: QuerySet[Any]) -> int:
+        """The estimate for a large table, else a capped count: one query either way."""
+        connection = connections[queryset.db]
+        table = connection.ops.quote_name(queryset.model._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT c.reltuples::bigint,
+                       CASE WHEN c.reltuples > %s THEN NULL
+                            ELSE (SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT %s) AS capped)
+                       END
+                FROM pg_class AS c WHERE c.oid = %s::regclass
+                """,  # the table name comes from the model, quoted by the backend
+                [self.cap, self.cap + 1, table],
+            )
+            row = cursor.fetchone()
+        estimate, counted = row if row is not None else (0, 0)
+        if counted is None:
+            self.is_estimate = True
+            return int(estimate)
+        return int(counted)

@@ -378,9 +378,11 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             status_badge(task),
         )
 
-    def _related_links(self, obj: TaskLog, related: str, lookup: str) -> SafeString:
+    def _related_links(self, obj: TaskLog, field: str, lookup: str) -> SafeString:
+        # A plain filter, not the related manager: the manager would attach ``obj`` to
+        # each row through the deferred foreign key column, one query per row.
         rows = list(
-            getattr(obj, related)
+            TaskLog.objects.filter(**{field: obj.pk})
             .order_by("-created_at")
             .only("pk", "task_name", "celery_task_id", "status", "created_at")[: LINEAGE_CAP + 1]
         )
@@ -408,7 +410,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("children"))
     def children_links(self, obj: TaskLog) -> SafeString:
-        return self._related_links(obj, "children", "parent__id__exact")
+        return self._related_links(obj, "parent", "parent__id__exact")
 
     @admin.display(description=_("run again from"))
     def retry_of_link(self, obj: TaskLog) -> SafeString:
@@ -416,7 +418,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("run again as"))
     def reruns_links(self, obj: TaskLog) -> SafeString:
-        return self._related_links(obj, "reruns", "retry_of__id__exact")
+        return self._related_links(obj, "retry_of", "retry_of__id__exact")
 
     # --- actions ----------------------------------------------------------------------
 
