@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Avg, Count, F, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -36,7 +37,13 @@ from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.serialization import redact, to_json
 from django_taskqueue.signals import task_progress, task_status_changed
-from django_taskqueue.status import ALLOWED_FROM, EventType, TaskStatus
+from django_taskqueue.status import (
+    ACTIVE_STATUSES,
+    ALLOWED_FROM,
+    TERMINAL_STATUSES,
+    EventType,
+    TaskStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +232,11 @@ def _transition(
             )
             outcome = Outcome(False, status, pk)
     _announce(outcome, event[0])
+    if outcome.applied and target in TERMINAL_STATUSES and pk is not None:
+        # A bulk child that ended updates its parent once this commits, in a
+        # transaction of its own (see _update_parent); one UPDATE when there is none.
+        child_pk = pk
+        transaction.on_commit(lambda: _update_parent(child_pk, target))
     return outcome
 
 
@@ -658,15 +670,24 @@ def cancel(
             f"the task is already {outcome.status} and cannot be cancelled",
             status=outcome.status or "",
         )
+    # A bulk parent takes its unfinished children with it.
+    children = _end_children(
+        task_log.pk,
+        TaskStatus.CANCELLED,
+        from_statuses=ACTIVE_STATUSES,
+        message=f"the bulk task was cancelled{f': {reason}' if reason else ''}",
+        error_code="cancelled",
+        metadata={**_actor(user), "terminate": terminate, "parent": task_log.pk},
+    )
     if revoke:
-        celery_task_id = task_log.celery_task_id
-        transaction.on_commit(lambda: send_revoke(celery_task_id, terminate=terminate))
+        celery_task_ids = [task_log.celery_task_id, *children]
+        transaction.on_commit(lambda: send_revoke(celery_task_ids, terminate=terminate))
     task_log.refresh_from_db()
     return outcome
 
 
-def send_revoke(celery_task_id: str, *, terminate: bool = False) -> bool:
-    """Broadcast Celery's revoke for one id; log (don't raise) when the broker is unreachable."""
+def send_revoke(celery_task_id: str | list[str], *, terminate: bool = False) -> bool:
+    """Broadcast Celery's revoke for one id or a list; log (don't raise) if the broker is down."""
     from celery import current_app
 
     try:
@@ -702,6 +723,11 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
     from django_taskqueue.tracked import TrackedTask
 
     status = task_log.status
+    if task_log.task_name == BULK_TASK_NAME:
+        raise TransitionRefused(
+            "a bulk task is not run again as a whole: retry its failed or cancelled children",
+            status=status,
+        )
     if status == TaskStatus.COMPLETED:
         raise TransitionRefused(
             "the task completed; only failed or cancelled tasks can be retried", status=status
@@ -753,6 +779,267 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
         ),
     )
     return new_log
+
+
+# --- bulk: a parent row that aggregates its children --------------------------------------
+
+#: The ``task_name`` of a bulk parent row. No Celery task has this name: the
+#: parent is a record only, its children are the real tasks.
+BULK_TASK_NAME = "django_taskqueue.bulk"
+
+
+def create_bulk(
+    task_name: str,
+    files: Sequence[Mapping[str, Any]],
+    *,
+    task_type: str = "",
+    kwargs: Mapping[str, Any] | None = None,
+    parallel: bool = True,
+    owner: Any = None,
+    parent_task_id: str | None = None,
+    tags: Sequence[str] | None = None,
+    max_retries: int | None = None,
+    queue: str = "",
+    event_metadata: Mapping[str, Any] | None = None,
+) -> tuple[TaskLog, list[TaskLog]]:
+    """Record a bulk run: one parent row and one ``pending`` child per file, in one transaction.
+
+    The children (and their ``created`` events) are written with
+    ``bulk_create``, so a thousand files cost a handful of queries. The caller
+    publishes the children with the Celery ids of the returned rows (a group or
+    a chain) and, if that fails, calls :func:`fail_bulk`.
+
+    The parent starts ``processing`` (``started_at`` now); its ``metadata["bulk"]``
+    holds ``parallel``, ``files_count`` and the children's task name. When a
+    child ends, :func:`_update_parent` updates the parent: see
+    :doc:`/api` for the aggregation rule.
+
+    Args:
+        task_name: the Celery task each child runs (with the file path as its
+            only positional argument).
+        files: one mapping per child with ``file_path`` and optionally
+            ``file_name`` and ``file_size``.
+        task_type: recorded on the parent and the children.
+        kwargs: keyword arguments of every child.
+        parallel: a group (``True``) or a chain (``False``).
+        owner: the user the rows belong to.
+        parent_task_id: the parent's Celery id (the group id); a new UUID by default.
+        tags: labels of every row.
+        max_retries: the children's Celery ``max_retries``.
+        queue: the queue the children are sent to.
+        event_metadata: metadata of the parent's ``created`` event.
+
+    Returns:
+        ``(parent, children)``, the children in the order of ``files``.
+    """
+    now = timezone.now()
+    tag_list = list(tags or [])
+    parent_id = parent_task_id or str(uuid.uuid4())
+    with transaction.atomic():
+        parent = create_task_log(
+            parent_id,
+            task_name=BULK_TASK_NAME,
+            status=TaskStatus.PROCESSING,
+            event_message=f"bulk of {len(files)} {task_name} tasks, "
+            + ("in parallel" if parallel else "in a chain"),
+            event_metadata=event_metadata,
+            owner=owner,
+            task_type=task_type,
+            tags=tag_list,
+            metadata={
+                "bulk": {"parallel": parallel, "files_count": len(files), "task_name": task_name}
+            },
+            started_at=now,
+            heartbeat_at=now,
+            queue=queue,
+        )
+        children = []
+        for item in files:
+            path = str(item["file_path"])
+            args, stored_kwargs, redacted = stored_arguments([path], kwargs)
+            children.append(
+                TaskLog(
+                    celery_task_id=str(uuid.uuid4()),
+                    task_name=task_name,
+                    task_type=task_type,
+                    status=TaskStatus.PENDING,
+                    queue=queue,
+                    file_path=path,
+                    file_name=str(item.get("file_name") or os.path.basename(path)),
+                    file_size=item.get("file_size"),
+                    owner=owner,
+                    tags=tag_list,
+                    args=args,
+                    kwargs=stored_kwargs,
+                    args_redacted=redacted,
+                    max_retries=max_retries,
+                    parent=parent,
+                    created_at=now,
+                )
+            )
+        TaskLog.objects.bulk_create(children, batch_size=_BATCH)
+        TaskEventLog.objects.bulk_create(
+            [
+                TaskEventLog(
+                    task_id=child.pk,
+                    event_type=EventType.CREATED,
+                    message=f"part of the bulk task {parent.pk}",
+                    metadata={"parent": str(parent.pk), "redacted": True}
+                    if child.args_redacted
+                    else {"parent": str(parent.pk)},
+                    created_at=now,
+                )
+                for child in children
+            ],
+            batch_size=_BATCH,
+        )
+    return parent, children
+
+
+def fail_bulk(parent_pk: uuid.UUID, *, error_message: str, error_code: str) -> Outcome:
+    """Fail a bulk run that could not be published: the parent and its pending children."""
+    _end_children(
+        parent_pk,
+        TaskStatus.FAILED,
+        from_statuses={TaskStatus.PENDING},
+        message=error_message,
+        error_code=error_code,
+        metadata={"parent": parent_pk},
+    )
+    return mark_failed(pk=parent_pk, error_message=error_message, error_code=error_code)
+
+
+_BATCH = 500
+
+
+def _end_children(
+    parent_pk: uuid.UUID,
+    target: str,
+    *,
+    from_statuses: Iterable[str],
+    message: str,
+    error_code: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Move a parent's children in ``from_statuses`` to ``target``; return their Celery ids.
+
+    One locked ``SELECT`` (nothing more when there are no such children), then
+    batched ``UPDATE``s and events. Used for a cancelled parent, a broken chain
+    and a bulk run that could not be published.
+    """
+    now = timezone.now()
+    updates: dict[str, Any] = {
+        "status": target,
+        "completed_at": now,
+        "error_message": message,
+        "error_code": error_code[:128],
+        "next_retry_at": None,
+    }
+    if target == TaskStatus.CANCELLED:
+        updates["cancelled_at"] = now
+    event_type = EventType.CANCELLED if target == TaskStatus.CANCELLED else EventType.FAILED
+    meta = to_json(dict(metadata or {}))
+    with transaction.atomic():
+        rows = list(
+            TaskLog.objects.select_for_update()
+            .filter(parent_id=parent_pk, status__in=list(from_statuses))
+            .values_list("pk", "celery_task_id", "status")
+        )
+        if not rows:
+            return []
+        for start in range(0, len(rows), _BATCH):
+            batch = [pk for pk, _, _ in rows[start : start + _BATCH]]
+            TaskLog.objects.filter(pk__in=batch).update(**updates)
+        TaskEventLog.objects.bulk_create(
+            [
+                TaskEventLog(
+                    task_id=pk,
+                    event_type=event_type,
+                    message=message,
+                    metadata={**meta, "previous_status": status},
+                )
+                for pk, _, status in rows
+            ],
+            batch_size=_BATCH,
+        )
+        for pk, _, status in rows:
+            _announce(Outcome(True, target, pk), event_type, status)
+    return [celery_task_id for _, celery_task_id, _ in rows]
+
+
+def _update_parent(child_pk: uuid.UUID, child_status: str) -> None:
+    """Fold a child's end into its bulk parent (runs after the child's transaction commits).
+
+    For a row without a parent this is one ``UPDATE`` that matches nothing.
+    Otherwise the parent row stays locked while its children are counted, so
+    two children ending at once cannot both miss being the last one.
+
+    The rule: the parent's progress is the mean of its children's; when no
+    child is active any more, the parent is ``completed`` if all completed,
+    ``failed`` if any failed, else ``cancelled``. A child that was run again
+    counts through its newest run. In a chain, a child that failed or was
+    cancelled cancels the children still pending (Celery will not run them).
+    """
+    parent_of_child = TaskLog.objects.filter(pk=child_pk).values("parent_id")[:1]
+    with transaction.atomic():
+        touched = TaskLog.objects.filter(
+            pk=Subquery(parent_of_child), status__in=list(ACTIVE_STATUSES)
+        ).update(heartbeat_at=timezone.now())
+        if not touched:
+            return
+        parent = TaskLog.objects.filter(pk=Subquery(parent_of_child))
+        parent_pk, parent_task_id, metadata = parent.values_list(
+            "pk", "celery_task_id", "metadata"
+        ).get()
+        bulk = metadata.get("bulk") if isinstance(metadata, dict) else None
+        chained = isinstance(bulk, dict) and bulk.get("parallel") is False
+        if chained and child_status != TaskStatus.COMPLETED:
+            _end_children(
+                parent_pk,
+                TaskStatus.CANCELLED,
+                from_statuses={TaskStatus.PENDING},
+                message="an earlier task in the chain did not complete",
+                error_code="chain_broken",
+                metadata={"parent": parent_pk, "after": child_pk},
+            )
+        superseded = TaskLog.objects.filter(parent_id=parent_pk, retry_of__isnull=False).values(
+            "retry_of_id"
+        )
+        stats = (
+            TaskLog.objects.filter(parent_id=parent_pk)
+            .exclude(pk__in=superseded)
+            .aggregate(
+                total=Count("pk"),
+                active=Count("pk", filter=Q(status__in=list(ACTIVE_STATUSES))),
+                completed=Count("pk", filter=Q(status=TaskStatus.COMPLETED)),
+                failed=Count("pk", filter=Q(status=TaskStatus.FAILED)),
+                cancelled=Count("pk", filter=Q(status=TaskStatus.CANCELLED)),
+                progress=Avg("progress"),
+            )
+        )
+        total = stats["total"]
+        counts = {key: stats[key] for key in ("total", "completed", "failed", "cancelled")}
+        TaskLog.objects.filter(pk=parent_pk).update(
+            progress=min(100, round(stats["progress"] or 0)),
+            progress_message=f"{total - stats['active']} of {total} tasks ended",
+        )
+        if stats["active"]:
+            return
+        if stats["failed"]:
+            mark_failed(
+                pk=parent_pk,
+                error_message=f"{stats['failed']} of {total} tasks failed",
+                error_code="children_failed",
+                metadata=counts,
+            )
+        elif stats["cancelled"]:
+            mark_cancelled(
+                pk=parent_pk,
+                reason=f"{stats['cancelled']} of {total} tasks were cancelled",
+                metadata=counts,
+            )
+        else:
+            mark_completed(parent_task_id, pk=parent_pk, result=counts)
 
 
 # --- housekeeping (stuck, lost and re-queued tasks; heartbeats) ---------------------------

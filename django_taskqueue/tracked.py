@@ -160,9 +160,12 @@ class TrackedTask(_TaskBase):
 
         A retry's re-publish (``retries`` > 0) keeps the existing row. If the
         row cannot be written the task is still published and the worker
-        records it when it starts.
+        records it when it starts. ``taskqueue_recorded=True`` (an option of a
+        canvas signature whose row :func:`~django_taskqueue.lifecycle.create_bulk`
+        already wrote) publishes without writing a row.
         """
-        if not self._tracking() or options.get("retries"):
+        recorded = options.pop("taskqueue_recorded", False)
+        if recorded or not self._tracking() or options.get("retries"):
             return super().apply_async(
                 _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -118,6 +119,27 @@ class ImportCSV(TrackedTask):
         for i in range(rows):
             self.update_progress(current=i + 1, total=rows, message=f"row {i + 1}")
         return rows
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.process_file", task_type="file")
+def process_file(self: TrackedTask, /, file_path: str, **options: Any) -> dict[str, Any]:
+    """The API tests' file task: ``task(file_path, **metadata)``, as the seed's ``process_image``.
+
+    ``seconds`` spreads ten-per-second progress reports over that time (each
+    one a cancel point); ``fail_unless`` names a file that must exist, or the
+    task fails (so a retry after creating it succeeds).
+    """
+    fail_unless = options.get("fail_unless")
+    if fail_unless and not os.path.exists(fail_unless):
+        raise FileNotFoundError(f"{fail_unless} does not exist")
+    size = os.path.getsize(file_path)
+    seconds = float(options.get("seconds", 0))
+    steps = max(4, int(seconds * 10))
+    for i in range(1, steps + 1):
+        self.update_progress(current=i, total=steps, message=f"step {i} of {steps}")
+        if seconds:
+            time.sleep(seconds / steps)
+    return {"file_path": file_path, "size": size, "options": options}
 
 
 @shared_task(base=TrackedTask, bind=True, name="tests.stuck_sleeper", stale_after=1.0)
