@@ -103,6 +103,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         value = user.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value < 64:
             errors.append(_error(n, f"DJANGO_TASKQUEUE['{name}'] must be an integer >= 64."))
+    errors.extend(_check_api(user))
     errors.extend(_check_housekeeping(user))
     return errors
 
@@ -193,6 +194,39 @@ def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
                 )
             )
     return errors
+
+
+def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
+    """The ``API_*`` keys (one id, E015, whose message names the key)."""
+    wrong: list[tuple[str, str]] = []
+    classes = user.get("API_PERMISSION_CLASSES", DEFAULTS["API_PERMISSION_CLASSES"])
+    if (
+        isinstance(classes, (str, bytes))
+        or not isinstance(classes, (list, tuple))
+        or not all(isinstance(c, str) and "." in c for c in classes)
+    ):
+        wrong.append(("API_PERMISSION_CLASSES", "a list of dotted paths to permission classes"))
+    for name, low in (
+        ("API_PAGE_SIZE", 1),
+        ("API_MAX_PAGE_SIZE", 1),
+        ("API_METADATA_MAX_BYTES", 2),
+        ("API_BULK_MAX_FILES", 1),
+        ("API_PUBLISH_RETRIES", 0),
+    ):
+        value = user.get(name, DEFAULTS[name])
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            wrong.append((name, f"an integer >= {low}"))
+    if not wrong and user.get("API_PAGE_SIZE", DEFAULTS["API_PAGE_SIZE"]) > user.get(
+        "API_MAX_PAGE_SIZE", DEFAULTS["API_MAX_PAGE_SIZE"]
+    ):
+        wrong.append(("API_PAGE_SIZE", "no larger than API_MAX_PAGE_SIZE"))
+    for name in ("API_STREAM_POLL_INTERVAL", "API_STREAM_HEARTBEAT", "API_STREAM_MAX_SECONDS"):
+        value = user.get(name, DEFAULTS[name])
+        if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
+            wrong.append((name, "a positive number of seconds"))
+    if not isinstance(user.get("API_CANCEL_TERMINATE", False), bool):
+        wrong.append(("API_CANCEL_TERMINATE", "True or False"))
+    return [_error(15, f"DJANGO_TASKQUEUE['{key}'] must be {what}.") for key, what in wrong]
 
 
 def check_setup(**kwargs: Any) -> list[CheckMessage]:

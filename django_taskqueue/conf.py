@@ -40,6 +40,17 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_HISTORY_STEP": 5.0,
     "RESULT_MAX_BYTES": 65_536,
     "TRACEBACK_MAX_CHARS": 20_000,
+    # The REST API (docs/api.md).
+    "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
+    "API_PAGE_SIZE": 20,
+    "API_MAX_PAGE_SIZE": 100,
+    "API_METADATA_MAX_BYTES": 8192,
+    "API_BULK_MAX_FILES": 1000,
+    "API_CANCEL_TERMINATE": False,
+    "API_PUBLISH_RETRIES": 1,
+    "API_STREAM_POLL_INTERVAL": 1.0,
+    "API_STREAM_HEARTBEAT": 15.0,
+    "API_STREAM_MAX_SECONDS": 3600,
     # Housekeeping (docs/housekeeping.md).
     "RETENTION": {"completed": 30, "failed": 90, "cancelled": 30},
     "RETENTION_BATCH_SIZE": 1000,
@@ -127,6 +138,56 @@ class TaskQueueSettings:
     def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
+
+    @property
+    def API_PERMISSION_CLASSES(self) -> list[str]:
+        """Dotted paths of the DRF permission classes of the task API."""
+        return [str(path) for path in self._get("API_PERMISSION_CLASSES")]
+
+    @property
+    def API_PAGE_SIZE(self) -> int:
+        """Tasks per page of the API's lists when the request gives no ``page_size``."""
+        return int(self._get("API_PAGE_SIZE"))
+
+    @property
+    def API_MAX_PAGE_SIZE(self) -> int:
+        """The largest ``page_size`` the API accepts; a larger one is lowered to it."""
+        return int(self._get("API_MAX_PAGE_SIZE"))
+
+    @property
+    def API_METADATA_MAX_BYTES(self) -> int:
+        """The largest ``metadata`` object (as compact JSON, in bytes) the API accepts."""
+        return int(self._get("API_METADATA_MAX_BYTES"))
+
+    @property
+    def API_BULK_MAX_FILES(self) -> int:
+        """The most files one ``bulk_create`` request may start."""
+        return int(self._get("API_BULK_MAX_FILES"))
+
+    @property
+    def API_CANCEL_TERMINATE(self) -> bool:
+        """Cancelling over the API also kills the task's process (``revoke(terminate=True)``)."""
+        return bool(self._get("API_CANCEL_TERMINATE"))
+
+    @property
+    def API_PUBLISH_RETRIES(self) -> int:
+        """How often the API retries publishing to an unreachable broker before answering 503."""
+        return int(self._get("API_PUBLISH_RETRIES"))
+
+    @property
+    def API_STREAM_POLL_INTERVAL(self) -> float:
+        """Seconds between two database reads of the server-sent event stream."""
+        return float(self._get("API_STREAM_POLL_INTERVAL"))
+
+    @property
+    def API_STREAM_HEARTBEAT(self) -> float:
+        """Seconds of silence after which the event stream sends a keep-alive comment."""
+        return float(self._get("API_STREAM_HEARTBEAT"))
+
+    @property
+    def API_STREAM_MAX_SECONDS(self) -> float:
+        """The longest one event stream stays open; the client reconnects after it."""
+        return float(self._get("API_STREAM_MAX_SECONDS"))
 
     @property
     def RETENTION(self) -> dict[str, timedelta | None]:

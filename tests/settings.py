@@ -38,6 +38,17 @@ if HAS_DRF:
         "django_filters",
         "drf_spectacular",
     ]
+    # The API tests use each of these; throttle rates are set by the tests that need them.
+    REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "rest_framework.authentication.BasicAuthentication",
+            "rest_framework.authentication.TokenAuthentication",
+            "rest_framework.authentication.SessionAuthentication",
+        ],
+        "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+        "DEFAULT_THROTTLE_RATES": {},
+    }
+    SPECTACULAR_SETTINGS = {"TITLE": "django-taskqueue test project", "VERSION": "test"}
 if HAS_BEAT:
     INSTALLED_APPS += ["django_celery_beat", "django_taskqueue.contrib.beat"]
 if HAS_RESULTS:
