@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 from celery.schedules import crontab
 
+from django_taskqueue.beat import beat_schedule
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -241,7 +243,10 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", True)
 CELERY_TASK_SEND_SENT_EVENT = env_bool("CELERY_TASK_SEND_SENT_EVENT", True)
 
+# django-taskqueue's housekeeping presets (retention, stuck and lost tasks, a daily
+# summary mailed to REPORT_RECIPIENTS), merged with the example's own entry.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    **beat_schedule(),
     "example-purge-outputs": {
         "task": "jobs.tasks.purge_outputs",
         "schedule": crontab(minute=15),
@@ -269,6 +274,8 @@ DJANGO_TASKQUEUE = {
     # The example's tasks report a few dozen steps each and every step should show in
     # the history; keep the default (0.5 s) for tasks that report from tight loops.
     "PROGRESS_MIN_INTERVAL": 0.0,
+    # The daily summary report (a beat preset) is mailed here.
+    "REPORT_RECIPIENTS": ["admin@example.test"],
 }
 
 if HAS_DRF:
