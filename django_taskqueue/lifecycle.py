@@ -85,7 +85,8 @@ class ProgressBuffer:
     ``update_progress`` thousands of times a second causes at most one write per
     interval. A written value gets a history row when the percentage moved by
     ``step`` or more since the last history row, or the message changed.
-    :meth:`flush` hands over the newest buffered value so it always lands.
+    :meth:`flush`, at the end of a run, hands over the newest value so that it
+    always lands, and always as the last history row.
     """
 
     min_interval: float
@@ -94,6 +95,7 @@ class ProgressBuffer:
     _history_percent: float | None = None
     _history_message: str | None = None
     _pending: tuple[float, str, Any] | None = field(default=None, repr=False)
+    _unrecorded: ProgressWrite | None = field(default=None, repr=False)
 
     def offer(
         self, percent: float, message: str, data: Any, now: float | None = None
@@ -104,26 +106,36 @@ class ProgressBuffer:
         if now - self._last_write < self.min_interval:
             return None
         self._last_write = now
-        return self._take()
+        return self._take(final=False)
 
     def flush(self) -> ProgressWrite | None:
-        """Return the newest value not yet written, if any."""
-        return self._take()
+        """Return the newest value not yet in the history, if any (once)."""
+        if self._pending is not None:
+            return self._take(final=True)
+        write, self._unrecorded = self._unrecorded, None
+        if write is None:
+            return None
+        return ProgressWrite(write.progress, write.message, write.data, True)
 
-    def _take(self) -> ProgressWrite | None:
+    def _take(self, *, final: bool) -> ProgressWrite | None:
         if self._pending is None:
             return None
         percent, message, data = self._pending
         self._pending = None
         history = (
-            self._history_percent is None
+            final
+            or self._history_percent is None
             or abs(percent - self._history_percent) >= self.step
             or message != self._history_message
         )
+        write = ProgressWrite(int(percent), message, data, history)
         if history:
             self._history_percent = percent
             self._history_message = message
-        return ProgressWrite(int(percent), message, data, history)
+            self._unrecorded = None
+        else:
+            self._unrecorded = write
+        return write
 
 
 def percent_from(percent: float | None, current: float | None, total: float | None) -> float:

@@ -28,7 +28,7 @@ def echo(self: TrackedTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
 
 
-@shared_task(base=TrackedTask, bind=True, name="tests.unserializable_result")
+@shared_task(base=TrackedTask, bind=True, name="tests.unserializable_result", ignore_result=True)
 def unserializable_result(self: TrackedTask) -> object:
     return object()
 
@@ -140,6 +140,14 @@ def process_file(self: TrackedTask, /, file_path: str, **options: Any) -> dict[s
         if seconds:
             time.sleep(seconds / steps)
     return {"file_path": file_path, "size": size, "options": options}
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.bad_progress")
+def bad_progress(self: TrackedTask) -> str:
+    self.update_progress()  # neither a percentage nor current/total
+    self.update_progress(current=1, total=0)
+    self.update_progress(float("nan"))
+    return "still fine"
 
 
 @shared_task(base=TrackedTask, bind=True, name="tests.stuck_sleeper", stale_after=1.0)

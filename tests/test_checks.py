@@ -1,0 +1,103 @@
+"""System checks: every id, with a bad value and with a good one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from django_taskqueue.checks import check_settings, check_setup
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_defaults_pass() -> None:
+    with override_settings(DJANGO_TASKQUEUE={}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("not a dict", ["django_taskqueue.E001"]),
+        ({"TASK_TYPO": 1}, ["django_taskqueue.W001"]),
+        ({"TASK_TYPES": ["image"]}, ["django_taskqueue.E002"]),
+        ({"TASK_TYPES": {"image": ""}}, ["django_taskqueue.E002"]),
+        ({"TASK_TYPES": {"x" * 65: "a.b"}}, ["django_taskqueue.E002"]),
+        ({"ALLOWED_FILE_ROOTS": "/srv/media"}, ["django_taskqueue.E003"]),
+        ({"ALLOWED_FILE_ROOTS": ["media"]}, ["django_taskqueue.E003"]),
+        ({"PROGRESS_MIN_INTERVAL": -1}, ["django_taskqueue.E004"]),
+        ({"PROGRESS_MIN_INTERVAL": "1"}, ["django_taskqueue.E004"]),
+        ({"PROGRESS_HISTORY_STEP": 0}, ["django_taskqueue.E005"]),
+        ({"PROGRESS_HISTORY_STEP": 101}, ["django_taskqueue.E005"]),
+        ({"REDACT_KEYS": "password"}, ["django_taskqueue.E006"]),
+        ({"REDACT_KEYS": ["ok", ""]}, ["django_taskqueue.E006"]),
+        ({"RESULT_MAX_BYTES": 10}, ["django_taskqueue.E007"]),
+        ({"TRACEBACK_MAX_CHARS": True}, ["django_taskqueue.E008"]),
+    ],
+)
+def test_bad_settings(value: Any, expected: list[str]) -> None:
+    with override_settings(DJANGO_TASKQUEUE=value):
+        assert ids(check_settings()) == expected
+
+
+def test_good_values() -> None:
+    good = {
+        "TASK_TYPES": {"image": "jobs.tasks.process_image"},
+        "ALLOWED_FILE_ROOTS": ["/srv/media"],
+        "PROGRESS_MIN_INTERVAL": 0,
+        "PROGRESS_HISTORY_STEP": 100,
+        "REDACT_KEYS": ["pin"],
+        "RESULT_MAX_BYTES": 64,
+        "TRACEBACK_MAX_CHARS": 1000,
+    }
+    with override_settings(DJANGO_TASKQUEUE=good):
+        assert check_settings() == []
+
+
+def test_db_reuse_max_unset_warns() -> None:
+    with override_settings(CELERY_DB_REUSE_MAX=None):
+        assert "django_taskqueue.W002" in ids(check_setup())
+    with override_settings(CELERY_DB_REUSE_MAX=100):
+        assert "django_taskqueue.W002" not in ids(check_setup())
+
+
+def test_sqlite_without_wal_warns(settings: Any) -> None:
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x", "OPTIONS": {}}}
+    with override_settings(DATABASES=databases):
+        assert "django_taskqueue.W003" in ids(check_setup())
+    databases["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    with override_settings(DATABASES=databases):
+        assert "django_taskqueue.W003" not in ids(check_setup())
+
+
+def test_eager_mode_warns() -> None:
+    with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
+        assert "django_taskqueue.W004" in ids(check_setup())
+
+
+def test_checks_are_registered() -> None:
+    from django.core import checks
+
+    with override_settings(DJANGO_TASKQUEUE="bad"):
+        messages = checks.run_checks()
+    assert "django_taskqueue.E001" in ids(messages)
+
+
+def test_every_id_is_documented() -> None:
+    from pathlib import Path
+    import re
+
+    source = Path(__file__).parent.parent / "django_taskqueue" / "checks.py"
+    page = (Path(__file__).parent.parent / "docs" / "checks.md").read_text()
+    numbers = set(re.findall(r"_(error|warning)\(\s*(\d+)", source.read_text()))
+    assert numbers
+    for kind, n in numbers:
+        check_id = f"django_taskqueue.{'E' if kind == 'error' else 'W'}{int(n):03d}"
+        assert check_id in page, f"{check_id} is not in docs/checks.md"

@@ -1,0 +1,502 @@
+"""The lifecycle module on its own: every transition, every refusal, no Celery worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_taskqueue import lifecycle
+from django_taskqueue.exceptions import TransitionRefused
+from django_taskqueue.lifecycle import ProgressWrite
+from django_taskqueue.models import TaskLog, TaskProgress
+from django_taskqueue.signals import task_progress, task_status_changed
+from django_taskqueue.status import ALLOWED_FROM, TERMINAL_STATUSES, TaskStatus, can_move
+from tests.helpers import events, make_log, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def started(log: TaskLog, attempt: int = 0) -> lifecycle.Outcome:
+    return lifecycle.mark_started(log.celery_task_id, attempt=attempt, worker="w1@host")
+
+
+class TestCreate:
+    def test_records_pending_with_created_event(self) -> None:
+        log = make_log(task_type="image", args=[1, "a"], kwargs={"size": 3})
+        log.refresh_from_db()
+        assert log.status == TaskStatus.PENDING
+        assert log.args == [1, "a"]
+        assert log.kwargs == {"size": 3}
+        assert not log.args_redacted
+        assert events(log) == ["created"]
+
+    def test_redacts_secret_looking_keys_at_any_depth(self) -> None:
+        log = make_log(
+            args=[{"user": "bob", "Password": "hunter2"}],
+            kwargs={"api_key": "k", "nested": {"auth": {"access_token": "t", "scope": "read"}}},
+        )
+        log.refresh_from_db()
+        assert log.args == [{"user": "bob", "Password": "********"}]
+        assert log.kwargs == {
+            "api_key": "********",
+            "nested": {"auth": {"access_token": "********", "scope": "read"}},
+        }
+        assert log.args_redacted
+        assert log.events.get().metadata == {"redacted": True}
+
+    def test_redaction_keys_are_configurable(self, settings: Any) -> None:
+        settings.DJANGO_TASKQUEUE = {"REDACT_KEYS": ["pin"], "REDACTED_VALUE": "<hidden>"}
+        log = make_log(kwargs={"pin": "1234", "password": "visible now"})
+        log.refresh_from_db()
+        assert log.kwargs == {"pin": "<hidden>", "password": "visible now"}
+
+    def test_store_args_off(self, settings: Any) -> None:
+        settings.DJANGO_TASKQUEUE = {"STORE_ARGS": False}
+        log = make_log(args=[1], kwargs={"a": 1})
+        log.refresh_from_db()
+        assert (log.args, log.kwargs) == ([], {})
+
+    def test_odd_values_are_stored_json_safe(self) -> None:
+        when = timezone.now()
+        log = make_log(args=[when, {1, 2}, object(), float("nan")])
+        log.refresh_from_db()
+        assert log.args[0] == DjangoJSONEncoder().default(when)
+        assert sorted(log.args[1]) == [1, 2]
+        assert log.args[2].startswith("<object object")
+        assert log.args[3] == "nan"
+
+
+class TestStarted:
+    def test_pending_to_processing(self) -> None:
+        log = make_log()
+        outcome = started(log)
+        assert outcome == lifecycle.Outcome(True, TaskStatus.PROCESSING, log.pk)
+        log.refresh_from_db()
+        assert log.status == TaskStatus.PROCESSING
+        assert log.worker == "w1@host"
+        assert log.started_at is not None
+        assert log.heartbeat_at is not None
+        assert events(log) == ["created", "started"]
+
+    def test_worker_creates_the_row_when_the_producer_did_not(self) -> None:
+        outcome = lifecycle.mark_started(
+            "sent-untracked",
+            worker="w1",
+            defaults={"task_name": "tests.add", "args": [1, 2], "kwargs": {"token": "x"}},
+        )
+        assert outcome.applied
+        log = TaskLog.objects.get(celery_task_id="sent-untracked")
+        assert log.status == TaskStatus.PROCESSING
+        assert log.args == [1, 2]
+        assert log.kwargs == {"token": "********"}
+        assert events(log) == ["created", "started"]
+        assert log.events.first().metadata == {"source": "worker"}
+
+    def test_second_delivery_changes_nothing_but_leaves_an_event(self) -> None:
+        log = make_log()
+        started(log)
+        first_start = TaskLog.objects.get(pk=log.pk).started_at
+        outcome = started(log)
+        assert not outcome.applied
+        assert outcome.status == TaskStatus.PROCESSING
+        log.refresh_from_db()
+        assert log.started_at == first_start
+        assert events(log) == ["created", "started", "ignored"]
+        ignored = log.events.last()
+        assert ignored.metadata["attempted"] == "started"
+        assert ignored.metadata["status"] == "processing"
+
+    def test_started_after_completed_does_not_move_back(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_completed(log.celery_task_id, result=3)
+        outcome = started(log)
+        assert (outcome.applied, outcome.status) == (False, TaskStatus.COMPLETED)
+        log.refresh_from_db()
+        assert log.status == TaskStatus.COMPLETED
+        assert events(log) == ["created", "started", "completed", "ignored"]
+
+    def test_late_start_of_an_older_attempt_is_ignored(self) -> None:
+        log = make_log()
+        started(log, attempt=0)
+        lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="flaky")
+        assert not started(log, attempt=0).applied
+        assert started(log, attempt=1).applied
+        log.refresh_from_db()
+        assert (log.status, log.attempt, log.retry_count) == (TaskStatus.PROCESSING, 1, 1)
+
+    def test_started_of_cancelled_task_reports_cancelled(self) -> None:
+        log = make_log()
+        lifecycle.cancel(log, reason="no longer needed", revoke=False)
+        outcome = started(log)
+        assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
+
+
+class TestEnd:
+    def test_completed(self) -> None:
+        log = make_log()
+        started(log)
+        outcome = lifecycle.mark_completed(log.celery_task_id, result={"width": 800})
+        assert outcome.applied
+        log.refresh_from_db()
+        assert log.status == TaskStatus.COMPLETED
+        assert log.result == {"width": 800}
+        assert log.progress == 100
+        assert log.completed_at is not None
+        assert log.elapsed_time is not None
+        assert log.elapsed_time >= 0
+
+    def test_second_completion_is_ignored(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_completed(log.celery_task_id, result=1)
+        done_at = TaskLog.objects.get(pk=log.pk).completed_at
+        outcome = lifecycle.mark_completed(log.celery_task_id, result=2)
+        assert not outcome.applied
+        log.refresh_from_db()
+        assert (log.result, log.completed_at) == (1, done_at)
+
+    def test_failed_records_the_error(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_failed(
+            log.celery_task_id,
+            error_message="disk full",
+            error_code="OSError",
+            traceback="Traceback...\nOSError: disk full",
+        )
+        log.refresh_from_db()
+        assert (log.status, log.error_code, log.error_message) == ("failed", "OSError", "disk full")
+        assert "OSError" in log.traceback
+        assert log.is_retryable
+        assert not log.is_cancellable
+
+    def test_failure_after_completion_is_ignored(self) -> None:
+        log = make_log()
+        lifecycle.mark_completed(log.celery_task_id, result=1)
+        assert not lifecycle.mark_failed(log.celery_task_id, error_message="late").applied
+        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
+
+    def test_final_progress_lands_with_the_final_status(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_completed(
+            log.celery_task_id, result=None, progress=ProgressWrite(97, "last page", {"p": 9}, True)
+        )
+        log.refresh_from_db()
+        last = log.progress_history.last()
+        assert (last.progress, last.message, last.data) == (97, "last page", {"p": 9})
+        assert log.progress_message == "last page"
+        assert events(log) == ["created", "started", "progress", "completed"]
+
+    def test_unknown_task_is_no_row(self) -> None:
+        assert lifecycle.mark_completed("nope", result=1) == lifecycle.Outcome(False, None, None)
+
+
+class TestCancel:
+    def test_cancel_records_at_once(self) -> None:
+        user = make_user("alice")
+        log = make_log(owner=user)
+        started(log)
+        lifecycle.cancel(log, reason="wrong file", user=user, revoke=False)
+        assert log.status == TaskStatus.CANCELLED
+        assert log.error_message == "wrong file"
+        assert log.cancelled_at is not None
+        assert log.completed_at == log.cancelled_at
+        event = log.events.last()
+        assert event.event_type == "cancelled"
+        assert event.metadata["by_username"] == "alice"
+        assert event.metadata["reason"] == "wrong file"
+
+    def test_cancel_then_complete_keeps_cancelled(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.cancel(log, revoke=False)
+        assert not lifecycle.mark_completed(log.celery_task_id, result=1).applied
+        log.refresh_from_db()
+        assert log.status == TaskStatus.CANCELLED
+        assert log.result is None
+        assert events(log) == ["created", "started", "cancelled", "ignored"]
+
+    def test_complete_then_cancel_is_refused(self) -> None:
+        log = make_log()
+        lifecycle.mark_completed(log.celery_task_id, result=1)
+        with pytest.raises(TransitionRefused, match="already completed") as info:
+            lifecycle.cancel(log, revoke=False)
+        assert info.value.status == TaskStatus.COMPLETED
+        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
+
+    def test_revoke_after_cancel_adds_the_confirmation(self) -> None:
+        log = make_log()
+        lifecycle.cancel(log, revoke=False)
+        outcome = lifecycle.record_revoked(log.celery_task_id, terminated=False, expired=False)
+        assert outcome.status == TaskStatus.CANCELLED
+        assert events(log) == ["created", "cancelled", "revoked"]
+
+    def test_revoke_without_cancel_cancels(self) -> None:
+        log = make_log()
+        lifecycle.record_revoked(log.celery_task_id, terminated=True, expired=False, signum=15)
+        log.refresh_from_db()
+        assert log.status == TaskStatus.CANCELLED
+        assert log.error_message == "terminated by a revoke"
+        assert log.events.last().metadata["terminated"] is True
+
+    def test_expired_message_fails(self) -> None:
+        log = make_log()
+        lifecycle.record_revoked(log.celery_task_id, terminated=False, expired=True)
+        log.refresh_from_db()
+        assert (log.status, log.error_code) == (TaskStatus.FAILED, "expired")
+
+
+class TestRetrying:
+    def test_retry_counts_and_keeps_the_reason_and_eta(self) -> None:
+        log = make_log()
+        started(log)
+        eta = timezone.now() + timedelta(seconds=30)
+        lifecycle.mark_retrying(
+            log.celery_task_id, next_attempt=1, reason="timeout", error_code="TimeoutError", eta=eta
+        )
+        log.refresh_from_db()
+        assert (log.status, log.retry_count, log.attempt) == (TaskStatus.RETRYING, 1, 1)
+        assert log.next_retry_at == eta
+        assert (log.error_message, log.error_code) == ("timeout", "TimeoutError")
+        event = log.events.last()
+        assert event.event_type == "retried"
+        assert event.metadata["attempt"] == 1
+
+    def test_the_same_retry_recorded_twice_counts_once(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="x")
+        started(log, attempt=1)
+        # A late duplicate of attempt 0's retry must not move attempt 1 back.
+        assert not lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="x").applied
+        log.refresh_from_db()
+        assert (log.status, log.retry_count) == (TaskStatus.PROCESSING, 1)
+
+
+class TestProgress:
+    def test_progress_updates_and_history(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.record_progress(ProgressWrite(40, "resized", {"w": 1}, True), pk=log.pk)
+        lifecycle.record_progress(ProgressWrite(41, "resized", None, False), pk=log.pk)
+        log.refresh_from_db()
+        assert (log.progress, log.progress_message) == (41, "resized")
+        assert list(log.progress_history.values_list("progress", flat=True)) == [40]
+
+    def test_progress_of_cancelled_task_reports_cancelled(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.cancel(log, revoke=False)
+        outcome = lifecycle.record_progress(ProgressWrite(50, "", None, True), pk=log.pk)
+        assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
+        assert TaskProgress.objects.count() == 0
+
+    def test_progress_is_constrained_to_0_100(self) -> None:
+        from django.db import IntegrityError, transaction
+
+        log = make_log()
+        with pytest.raises(IntegrityError), transaction.atomic():
+            TaskLog.objects.filter(pk=log.pk).update(progress=101)
+
+
+class TestProgressBuffer:
+    def test_first_value_is_written_then_buffered_within_the_interval(self) -> None:
+        buf = lifecycle.ProgressBuffer(min_interval=1.0, step=5)
+        assert buf.offer(1, "", None, now=0.0) == ProgressWrite(1, "", None, True)
+        assert buf.offer(2, "", None, now=0.5) is None
+        assert buf.offer(3, "", None, now=0.9) is None
+        assert buf.offer(4, "", None, now=1.0) == ProgressWrite(4, "", None, False)
+
+    def test_flush_returns_the_newest_buffered_value_once(self) -> None:
+        buf = lifecycle.ProgressBuffer(min_interval=10.0, step=5)
+        buf.offer(1, "a", None, now=0.0)
+        buf.offer(50, "b", None, now=1.0)
+        buf.offer(99.6, "c", {"k": 1}, now=2.0)
+        assert buf.flush() == ProgressWrite(99, "c", {"k": 1}, True)
+        assert buf.flush() is None
+
+    def test_flush_puts_the_last_written_value_in_the_history(self) -> None:
+        buf = lifecycle.ProgressBuffer(min_interval=0.0, step=10)
+        buf.offer(90, "", None, now=0.0)
+        assert buf.offer(93, "", None, now=1.0) == ProgressWrite(93, "", None, False)
+        assert buf.flush() == ProgressWrite(93, "", None, True)
+        assert buf.flush() is None
+
+    def test_history_on_step_or_message_change(self) -> None:
+        buf = lifecycle.ProgressBuffer(min_interval=0.0, step=10)
+        got = [buf.offer(p, m, None, now=float(i)) for i, (p, m) in enumerate(
+            [(0, "a"), (5, "a"), (10, "a"), (11, "b"), (12, "b")]
+        )]
+        assert [w.history for w in got if w] == [True, False, True, True, False]
+
+    def test_thousands_of_calls_cause_a_bounded_number_of_writes(self) -> None:
+        buf = lifecycle.ProgressBuffer(min_interval=0.5, step=5)
+        # 10,000 calls over 2 simulated seconds: one write per half second at most.
+        writes = [buf.offer(i / 100, f"item {i}", None, now=i * 0.0002) for i in range(10_000)]
+        assert sum(w is not None for w in writes) == 4
+        final = buf.flush()
+        assert final is not None
+        assert final.progress == 99
+
+    @pytest.mark.parametrize(
+        ("args", "expected"),
+        [((40, None, None), 40.0), ((None, 3, 4), 75.0), ((150, None, None), 100.0), ((-3, None, None), 0.0)],
+    )
+    def test_percent_from(self, args: tuple[Any, Any, Any], expected: float) -> None:
+        assert lifecycle.percent_from(*args) == expected
+
+    @pytest.mark.parametrize("args", [(None, None, None), (None, 1, 0), (float("nan"), None, None)])
+    def test_percent_from_rejects(self, args: tuple[Any, Any, Any]) -> None:
+        with pytest.raises(ValueError):
+            lifecycle.percent_from(*args)
+
+
+class TestRerun:
+    def test_failed_task_runs_again_with_the_same_arguments(self, celery_app: Any) -> None:
+        user = make_user("bob")
+        log = make_log(task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"])
+        lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
+        new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), user=user)
+        assert new.pk != log.pk
+        assert new.celery_task_id != log.celery_task_id
+        new.refresh_from_db()
+        assert new.status == TaskStatus.RETRYING
+        assert (new.args, new.kwargs, new.owner, new.tags) == ([1], {"x": 2}, user, ["t"])
+        assert new.retry_of_id == log.pk
+        assert new.retry_count == 1
+        assert events(log)[-1] == "rerun"
+        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.FAILED
+
+    def test_completed_task_is_refused(self, celery_app: Any) -> None:
+        log = make_log(task_name="tests.echo")
+        lifecycle.mark_completed(log.celery_task_id, result=1)
+        with pytest.raises(TransitionRefused, match="completed"):
+            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+
+    def test_active_task_needs_force(self, celery_app: Any) -> None:
+        log = make_log(task_name="tests.echo")
+        started(log)
+        with pytest.raises(TransitionRefused, match="force"):
+            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+        new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), force=True)
+        old = TaskLog.objects.get(pk=log.pk)
+        assert (old.status, old.error_code) == (TaskStatus.FAILED, "superseded")
+        assert new.retry_of_id == log.pk
+
+    def test_redacted_arguments_are_refused(self, celery_app: Any) -> None:
+        log = make_log(task_name="tests.echo", kwargs={"password": "x"})
+        lifecycle.mark_failed(log.celery_task_id, error_message="boom")
+        with pytest.raises(TransitionRefused, match="redacted"):
+            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+
+    def test_unknown_task_is_refused(self, celery_app: Any) -> None:
+        log = make_log(task_name="not.registered")
+        lifecycle.mark_failed(log.celery_task_id, error_message="boom")
+        with pytest.raises(TransitionRefused, match="not a registered TrackedTask"):
+            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+
+
+class TestStatusRules:
+    def test_terminal_statuses_accept_nothing(self) -> None:
+        for status in TERMINAL_STATUSES:
+            assert not any(can_move(status, target) for target in ALLOWED_FROM)
+
+    def test_processing_cannot_go_back_to_pending(self) -> None:
+        assert not can_move(TaskStatus.PROCESSING, TaskStatus.PENDING)
+        assert can_move(TaskStatus.RETRYING, TaskStatus.PROCESSING)
+
+
+class TestQuerysets:
+    def test_status_counts_in_one_query(self) -> None:
+        for _ in range(3):
+            make_log()
+        done = make_log()
+        lifecycle.mark_completed(done.celery_task_id, result=None)
+        with CaptureQueriesContext(connection) as queries:
+            counts = TaskLog.objects.status_counts()
+        assert len(queries) == 1
+        assert counts == {
+            "pending": 3,
+            "processing": 0,
+            "retrying": 0,
+            "completed": 1,
+            "failed": 0,
+            "cancelled": 0,
+            "total": 4,
+        }
+
+    def test_for_user(self) -> None:
+        alice, bob, staff = make_user("alice"), make_user("bob"), make_user("staff", staff=True)
+        mine = make_log(owner=alice)
+        make_log(owner=bob)
+        assert list(TaskLog.objects.for_user(alice)) == [mine]
+        assert TaskLog.objects.for_user(staff).count() == 2
+        assert TaskLog.objects.for_user(None).count() == 0
+
+    def test_active_terminal_and_stale(self) -> None:
+        fresh, old, done = make_log(), make_log(), make_log()
+        started(fresh)
+        started(old)
+        lifecycle.mark_completed(done.celery_task_id, result=None)
+        TaskLog.objects.filter(pk=old.pk).update(heartbeat_at=timezone.now() - timedelta(hours=2))
+        assert set(TaskLog.objects.active()) == {fresh, old}
+        assert list(TaskLog.objects.terminal()) == [done]
+        assert list(TaskLog.objects.stale(timedelta(hours=1))) == [old]
+        last_seen = TaskLog.objects.with_last_seen().get(pk=old.pk).last_seen
+        assert last_seen < timezone.now() - timedelta(hours=1)
+
+
+class TestSignals:
+    def test_status_changed_is_sent_after_commit(self, django_capture_on_commit_callbacks: Any) -> None:
+        received: list[dict[str, Any]] = []
+
+        def receiver(**kwargs: Any) -> None:
+            received.append(kwargs)
+
+        task_status_changed.connect(receiver)
+        try:
+            log = make_log()
+            with django_capture_on_commit_callbacks(execute=False) as callbacks:
+                started(log)
+            assert received == []
+            for callback in callbacks:
+                callback()
+        finally:
+            task_status_changed.disconnect(receiver)
+        assert len(received) == 1
+        assert received[0]["status"] == "processing"
+        assert received[0]["event_type"] == "started"
+        assert received[0]["task_log"].pk == log.pk
+
+    def test_progress_signal(self, django_capture_on_commit_callbacks: Any) -> None:
+        received: list[dict[str, Any]] = []
+
+        def receiver(**kwargs: Any) -> None:
+            received.append(kwargs)
+
+        task_progress.connect(receiver)
+        try:
+            log = make_log()
+            with django_capture_on_commit_callbacks(execute=True):
+                lifecycle.record_progress(ProgressWrite(10, "m", None, True), pk=log.pk)
+        finally:
+            task_progress.disconnect(receiver)
+        assert [(r["task_log_id"], r["progress"], r["message"]) for r in received] == [(log.pk, 10, "m")]
+
+    def test_no_listener_no_extra_query(self) -> None:
+        log = make_log()
+        with CaptureQueriesContext(connection) as queries:
+            lifecycle.mark_completed(log.celery_task_id, result=None, pk=log.pk)
+        # UPDATE + INSERT event, inside one transaction (SQLite adds no BEGIN query).
+        statements = [q["sql"].split()[0].upper() for q in queries]
+        assert statements.count("UPDATE") == 1
+        assert statements.count("INSERT") == 1
+        assert "SELECT" not in statements
