@@ -27,6 +27,28 @@ def prepare(verbosity: int = 0) -> tuple[dict[str, int], dict[str, list[Path]]]:
     return sampledata.ensure_users(), sampledata.ensure_samples()
 
 
+def reset_broadcast_state() -> None:
+    """Forget the broadcast bindings of processes that are gone (the filesystem broker only).
+
+    The filesystem transport keeps who listens to a broadcast (a worker's remote-control
+    queue, Flower's event queue) in files and never drops a listener that went away, so
+    every later ping, revoke or event would leave a message for it that nobody reads.
+    Run before the worker starts; the task queues themselves are left alone, so tasks
+    still waiting from a previous run are not lost.
+    """
+    if not settings.CELERY_BROKER_URL.startswith("filesystem:"):
+        return
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    control = Path(options["control_folder"])
+    for exchange in ("celery.pidbox", "reply.celery.pidbox", "celeryev"):
+        (control / f"{exchange}.exchange").unlink(missing_ok=True)
+    for path in Path(options["data_folder_in"]).glob("*.msg"):
+        # <time>_<uuid>.<queue>.msg
+        queue = path.name.split(".", 1)[-1].removesuffix(".msg")
+        if queue.endswith("pidbox") or queue.startswith("celeryev."):
+            path.unlink(missing_ok=True)
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of the children: this one, pinned to the same settings and data."""
     env = dict(os.environ)

@@ -54,6 +54,7 @@ class Output:
 
     def join(self) -> None:
         self._thread.join(10)
+        self._stream.close()
 
 
 def get(url: str) -> tuple[int, str]:

@@ -103,6 +103,7 @@ class Command(BaseCommand):
         if not options["no_web"] and not runtime.port_free(host, port):
             raise CommandError(f"{host}:{port} is in use: pick another port with --port")
 
+        runtime.reset_broadcast_state()
         env = runtime.child_env()
         hostname = runtime.new_hostname()
         worker = children.start(

@@ -55,6 +55,7 @@ class Command(BaseCommand):
         children = Children(settings.LOG_DIR)
         try:
             if not options["no_worker"]:
+                runtime.reset_broadcast_state()
                 hostname = runtime.new_hostname("examples")
                 worker = children.start(
                     "examples-worker",
