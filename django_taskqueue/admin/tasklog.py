@@ -274,9 +274,12 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return super().get_search_results(request, queryset, search_term)
         return queryset.filter(celery_task_id=term) | queryset.filter(pk=as_uuid), False
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         """Offer only the actions that can apply to the statuses the list is filtered to."""
-        actions = super().get_actions(request)
+        # Django 6.1 passes action_location (actions may also show on the change form);
+        # earlier versions pass nothing and do not accept it.
+        extra = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **extra)
         status = request.GET.get("status__exact")
         if status in TERMINAL_STATUSES:
             actions.pop("cancel_tasks", None)
