@@ -498,6 +498,8 @@ def count_primes(self: TrackedTask, limit: int, stop_at_soft_limit: bool = True)
     ``stop_at_soft_limit=False`` it ignores the soft limit, and the worker kills it at the
     hard limit (4 s): the TaskLog records it as failed with ``TimeLimitExceeded``.
     """
+    soft_limit = (self.request.timelimit or (None, None))[1] or self.soft_time_limit
+    began = time.monotonic()
     found = 0
     number = 2
     while number < limit:
@@ -508,6 +510,11 @@ def count_primes(self: TrackedTask, limit: int, stop_at_soft_limit: bool = True)
                 number += 1
                 if number % 20_000 == 0:
                     self.update_progress(current=number, total=limit, message=f"{found} primes")
+                    # Tracking swallows any error raised while it writes (so it never fails
+                    # a task), a soft limit that fires during that write included: so look
+                    # at the clock as well.
+                    if stop_at_soft_limit and soft_limit and time.monotonic() - began > soft_limit:
+                        raise SoftTimeLimitExceeded()
         except SoftTimeLimitExceeded:
             if stop_at_soft_limit:
                 return {"limit": limit, "checked_below": number, "primes": found, "complete": False}
