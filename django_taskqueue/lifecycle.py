@@ -40,6 +40,7 @@ from django_taskqueue.signals import task_progress, task_status_changed
 from django_taskqueue.status import (
     ACTIVE_STATUSES,
     ALLOWED_FROM,
+    BULK_TASK_NAME,
     TERMINAL_STATUSES,
     EventType,
     TaskStatus,

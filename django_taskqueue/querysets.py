@@ -9,7 +9,12 @@ from django.db import models
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from django_taskqueue.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
+from django_taskqueue.status import (
+    ACTIVE_STATUSES,
+    BULK_TASK_NAME,
+    TERMINAL_STATUSES,
+    TaskStatus,
+)
 
 if TYPE_CHECKING:
     from django_taskqueue.models import TaskLog  # noqa: F401
@@ -42,12 +47,17 @@ class TaskLogQuerySet(_Base):
         """Tasks in ``processing`` whose last sign of life is older than ``older_than``.
 
         The last sign of life is the heartbeat (every progress write refreshes
-        it), or the start time for a task that never reported.
+        it), or the start time for a task that never reported. Bulk parents are
+        left out: no worker runs them, their children are watched instead.
         """
         cutoff = timezone.now() - older_than
-        return self.filter(status=TaskStatus.PROCESSING).filter(
-            models.Q(heartbeat_at__lt=cutoff)
-            | models.Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        return (
+            self.filter(status=TaskStatus.PROCESSING)
+            .filter(
+                models.Q(heartbeat_at__lt=cutoff)
+                | models.Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+            )
+            .exclude(task_name=BULK_TASK_NAME)
         )
 
     def status_counts(self) -> dict[str, int]:

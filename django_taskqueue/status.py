@@ -38,6 +38,10 @@ class EventType(models.TextChoices):
     IGNORED = "ignored", _("Ignored (late or duplicate)")
 
 
+#: The ``task_name`` of a bulk parent row (the REST API's ``bulk_create``). No
+#: Celery task has this name: the parent is a record, its children are the tasks.
+BULK_TASK_NAME = "django_taskqueue.bulk"
+
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 )

@@ -8,6 +8,7 @@ JSON-friendly summary of what it did.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -51,3 +52,15 @@ def reconcile_lost(inspect_timeout: float = 2.0, limit: int = 500) -> dict[str, 
 def report(window_hours: float = 24.0) -> dict[str, Any]:
     """Log the summary of the last ``window_hours`` and mail it to ``REPORT_RECIPIENTS``."""
     return housekeeping.send_report(timedelta(hours=window_hours))
+
+
+@shared_task(name="django_taskqueue.publish_bulk", ignore_result=True)
+def publish_bulk(parent_id: str, task_kwargs: dict[str, Any] | None = None) -> int:
+    """Publish a parallel bulk run's children as a Celery group (see :mod:`django_taskqueue.bulk`).
+
+    The REST API sends this one message instead of a thousand, so that
+    ``bulk_create`` answers at once; the worker publishes the group.
+    """
+    from django_taskqueue import bulk
+
+    return bulk.publish_group(uuid.UUID(parent_id), task_kwargs or {})

@@ -40,6 +40,13 @@ class StatusFilter(django_filters.MultipleChoiceFilter):  # type: ignore[misc]  
 
     field_class = _StatusField
 
+    def filter(self, qs: QuerySet[Any], value: Any) -> QuerySet[Any]:
+        # One "status IN (...)" (an index condition), not django-filter's OR of
+        # equalities, which PostgreSQL answers by filtering the whole index.
+        if not value:
+            return qs
+        return qs.filter(status__in=list(value))
+
 
 class _DateOrDateTimeField(forms.Field):
     """A date (``YYYY-MM-DD``) or an ISO 8601 date-time (naive: in the current time zone)."""
@@ -62,7 +69,14 @@ class _DateOrDateTimeField(forms.Field):
             moment = None
         if moment is None:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
-        return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        # In UTC: PostgreSQL refuses offsets beyond +-15:59 that Python accepts.
+        try:
+            return moment.astimezone(dt.timezone.utc)
+        except OverflowError:  # an offset that pushes year 1 or 9999 off the calendar
+            edge = dt.datetime.min if moment.year == dt.MINYEAR else dt.datetime.max
+            return edge.replace(tzinfo=dt.timezone.utc)
 
 
 def _day_start(day: dt.date) -> dt.datetime:

@@ -14,9 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_taskqueue.conf import conf
-from django_taskqueue.lifecycle import BULK_TASK_NAME
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
-from django_taskqueue.status import TaskStatus
+from django_taskqueue.status import BULK_TASK_NAME, TaskStatus
 from django_taskqueue.tracked import TrackedTask
 
 #: How many of the newest progress rows and events the detail includes; the
@@ -399,7 +398,7 @@ class TaskStatusSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
-    """An error: 401, 403, 404, 429."""
+    """An error: 401, 403, 404, 415, 429."""
 
     detail = serializers.CharField()
 

@@ -6,8 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from celery import chain as celery_chain
-from celery import current_app, group
+from celery import current_app
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 from django.db.models import QuerySet
@@ -28,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
-from django_taskqueue import lifecycle
+from django_taskqueue import bulk, lifecycle
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
 from django_taskqueue.api.permissions import permission_classes
@@ -58,7 +57,13 @@ from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
-from django_taskqueue.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
+from django_taskqueue.status import (
+    ACTIVE_STATUSES,
+    BULK_TASK_NAME,
+    TERMINAL_STATUSES,
+    TaskStatus,
+)
+from django_taskqueue.tasks import publish_bulk
 
 logger = logging.getLogger("django_taskqueue")
 
@@ -77,6 +82,7 @@ _E404 = OpenApiResponse(
 )
 _E409 = OpenApiResponse(ConflictSerializer, description="Not allowed in the task's current status.")
 _E429 = OpenApiResponse(ErrorSerializer, description="Throttled (when the host sets a rate).")
+_E415 = OpenApiResponse(ErrorSerializer, description="The body is not JSON.")
 _E503 = OpenApiResponse(UnavailableSerializer, description="The broker could not be reached.")
 _READ_ERRORS = {401: _E401, 403: _E403}
 
@@ -222,6 +228,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         responses={
             201: TaskLogSerializer,
             400: _E400,
+            415: _E415,
             429: _E429,
             503: _E503,
             **_READ_ERRORS,
@@ -264,6 +271,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         responses={
             201: BulkCreatedSerializer,
             400: _E400,
+            415: _E415,
             429: _E429,
             503: _E503,
             **_READ_ERRORS,
@@ -273,9 +281,10 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     def bulk_create(self, request: Request) -> Response:
         """Check every path first, record a parent and its children, then publish them.
 
-        ``parallel`` runs a Celery group (whose id is the parent's Celery id),
-        otherwise a chain; each child runs ``task(file_path, **metadata)``. The
-        parent aggregates its children (see docs/api.md).
+        ``parallel`` runs a Celery group (whose id is the parent's Celery id;
+        a worker publishes it, so the answer does not wait for a message per
+        file), otherwise a chain; each child runs ``task(file_path, **metadata)``.
+        The parent aggregates its children (see docs/api.md).
         """
         serializer = BulkCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -293,22 +302,14 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             max_retries=task.max_retries,
             event_metadata={"by_user_id": request.user.pk},
         )
-        signatures = [
-            task.signature(
-                (child.file_path,),
-                dict(metadata),
-                immutable=True,
-                task_id=child.celery_task_id,
-                # The rows exist already: publish without recording them again.
-                taskqueue_recorded=True,
-            )
-            for child in children
-        ]
         try:
             if parallel:
-                group(signatures).apply_async(task_id=parent.celery_task_id, **publish_options())
+                # One message; a worker publishes the group (see django_taskqueue.bulk).
+                publish_bulk.apply_async(
+                    (str(parent.pk),), {"task_kwargs": metadata}, **publish_options()
+                )
             else:
-                celery_chain(*signatures).apply_async(**publish_options())
+                bulk.publish_chain(parent, children, metadata, **publish_options())
         except OperationalError as exc:
             lifecycle.fail_bulk(
                 parent.pk,
@@ -335,6 +336,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             400: _E400,
             404: _E404,
             409: _E409,
+            415: _E415,
             429: _E429,
             **_READ_ERRORS,
         },
@@ -352,7 +354,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         serializer.is_valid(raise_exception=True)
         active_children = (
             TaskLog.objects.filter(parent=task_log, status__in=list(ACTIVE_STATUSES)).count()
-            if task_log.task_name == lifecycle.BULK_TASK_NAME
+            if task_log.task_name == BULK_TASK_NAME
             else 0
         )
         try:
@@ -375,6 +377,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             400: _E400,
             404: _E404,
             409: _E409,
+            415: _E415,
             429: _E429,
             503: _E503,
             **_READ_ERRORS,

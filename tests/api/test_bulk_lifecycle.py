@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django_taskqueue import lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.status import BULK_TASK_NAME
 from tests.api.conftest import make_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,7 +45,7 @@ def test_create_bulk_writes_parent_children_and_events_in_few_queries() -> None:
     # batches than PostgreSQL, but nowhere near one query per row.
     assert len(queries) < 60
     assert parent.status == "processing"
-    assert parent.task_name == lifecycle.BULK_TASK_NAME
+    assert parent.task_name == BULK_TASK_NAME
     assert parent.metadata["bulk"] == {
         "parallel": True,
         "files_count": 600,
@@ -165,3 +166,23 @@ def test_a_task_without_parent_pays_one_update_for_the_aggregation() -> None:
     parent_queries = [q["sql"] for q in queries if "parent_id" in q["sql"]]
     assert len(parent_queries) == 1
     assert parent_queries[0].startswith("UPDATE")
+
+
+def test_stale_detection_leaves_bulk_parents_alone() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    parent, _ = bulk()
+    TaskLog.objects.filter(pk=parent.pk).update(heartbeat_at=timezone.now() - timedelta(days=1))
+    assert parent.pk not in set(
+        TaskLog.objects.stale(timedelta(minutes=1)).values_list("pk", flat=True)
+    )
+
+
+def test_publish_group_skips_a_parent_that_ended(celery_app: Any) -> None:
+    from django_taskqueue import bulk as publishing
+
+    parent, _ = bulk()
+    lifecycle.cancel(parent, revoke=False)
+    assert publishing.publish_group(parent.pk, {}) == 0

@@ -346,3 +346,14 @@ def test_another_user_cannot_be_named_in_status_counts(alice: Any) -> None:
     eve = make_user("eve")
     make_task(alice)
     assert client_for(eve).get(f"{LIST}progress/").json()["total"] == 0
+
+
+def test_date_times_with_any_offset_or_at_the_calendar_edges_are_accepted(api: Any) -> None:
+    for value in (
+        "2024-01-26T22:23:56+16:39",
+        "0001-01-01T00:00:00+10:00",
+        "9999-12-31T23:59:59-10:00",
+        "9999-12-31",
+    ):
+        for name in ("from_date", "to_date"):
+            assert api.get(LIST, {name: value}).status_code == 200, (name, value)
