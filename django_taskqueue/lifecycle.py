@@ -796,11 +796,6 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
 
 # --- bulk: a parent row that aggregates its children --------------------------------------
 
-#: The ``task_name`` of a bulk parent row. No Celery task has this name: the
-#: parent is a record only, its children are the real tasks.
-BULK_TASK_NAME = "django_taskqueue.bulk"
-
-
 def create_bulk(
     task_name: str,
     files: Sequence[Mapping[str, Any]],
