@@ -198,6 +198,11 @@ def test_created_at_presets_and_range(admin_client: Any) -> None:
     assert _listed(response) == {old.pk}
     # The form shows the chosen date back.
     assert f'value="{before}"' in response.content.decode()
+    # ...and keeps the other filters when it is submitted.
+    html = admin_client.get(URL, {"status__exact": "pending", "created_at__lt": before})
+    form = html.content.decode().split('class="tq-date-range"')[1].split("</form>")[0]
+    assert '<input type="hidden" name="status__exact" value="pending">' in form
+    assert 'type="hidden" name="created_at__lt"' not in form
 
 
 def test_created_at_bad_date_is_not_a_server_error(admin_client: Any) -> None:

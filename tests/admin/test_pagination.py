@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connection
+from django.urls import reverse
 
 from django_taskqueue.admin.charts import Bar, Segment, _nice_ceiling, bar_chart
 from django_taskqueue.admin.pagination import CappedCountPaginator, table_estimate
@@ -120,3 +123,16 @@ def test_rate_chart_has_a_fixed_axis() -> None:
     assert ">100%<" in svg
     assert ">50%<" in svg
     assert 'height="42.5"' in svg
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_changelist_says_estimated(admin_client: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(CappedCountPaginator, "cap", 4)
+    for _ in range(12):
+        make_task()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TaskLog._meta.db_table}")
+    response = admin_client.get(reverse("admin:django_taskqueue_tasklog_changelist"))
+    assert response.context["cl"].paginator.is_estimate
+    assert "about 12 task logs (estimated)" in " ".join(response.content.decode().split())
