@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_HISTORY_STEP": 5.0,
     "RESULT_MAX_BYTES": 65_536,
     "TRACEBACK_MAX_CHARS": 20_000,
+    "SYNCHRONOUS_COMMIT": False,
     # The REST API (docs/api.md).
     "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
     "API_PAGE_SIZE": 20,
@@ -135,6 +136,15 @@ class TaskQueueSettings:
         return int(self._get("RESULT_MAX_BYTES"))
 
     @property
+    def SYNCHRONOUS_COMMIT(self) -> bool:
+        """Wait for the disk on every recording commit (PostgreSQL's ``synchronous_commit``).
+
+        Off by default: recording transactions that the package owns commit
+        asynchronously, see ``docs/settings.md``.
+        """
+        return bool(self._get("SYNCHRONOUS_COMMIT"))
+
+    @property
     def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
@@ -194,9 +204,13 @@ class TaskQueueSettings:
         """How long finished tasks are kept, per terminal status (``None``: forever).
 
         Given as days (a number) or a :class:`~datetime.timedelta`, measured from
-        ``completed_at``. A status missing from the setting keeps its default.
+        ``completed_at``. A status missing from the setting keeps its default;
+        ``None`` for the whole setting keeps every task forever.
         """
-        merged = {**DEFAULTS["RETENTION"], **dict(self._get("RETENTION") or {})}
+        user = self._get("RETENTION")
+        if user is None:
+            return dict.fromkeys(RETENTION_STATUSES)
+        merged = {**DEFAULTS["RETENTION"], **dict(user)}
         return {
             status: None
             if merged.get(status) is None

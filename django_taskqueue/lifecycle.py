@@ -22,14 +22,16 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Avg, Count, F, Q, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
 from django_taskqueue.conf import conf
@@ -62,6 +64,9 @@ class Outcome:
     applied: bool
     status: str | None
     pk: uuid.UUID | None = None
+    #: The row's parent, when ``parent_known`` (read along with the pk).
+    parent_id: uuid.UUID | None = None
+    parent_known: bool = False
 
 
 # --- progress throttling (pure) -------------------------------------------------
@@ -193,6 +198,92 @@ def _announce(outcome: Outcome, event_type: str, previous_status: str | None = N
     transaction.on_commit(send)
 
 
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF; "
+
+
+@contextmanager
+def _recording(*, inline: bool = False) -> Iterator[str]:
+    """A transaction for recording, committed without waiting for the disk when allowed.
+
+    On PostgreSQL, unless ``SYNCHRONOUS_COMMIT`` is on, a transaction this
+    module owns (not one of the caller's) commits with ``synchronous_commit``
+    off: the commit returns before the WAL is flushed, which takes the fsync
+    (milliseconds on most disks) out of every task's path. A database *server*
+    crash can lose the last fraction of a second of records, never corrupt or
+    reorder them; the stale-task detection then finds tasks left ``processing``.
+
+    With ``inline`` the ``SET LOCAL`` is not sent here but yielded, for the
+    caller to send in the same round trip as its first statement.
+    """
+    connection = transaction.get_connection()
+    prefix = ""
+    if (
+        not connection.in_atomic_block
+        and connection.vendor == "postgresql"
+        and not conf.SYNCHRONOUS_COMMIT
+    ):
+        prefix = _ASYNC_COMMIT
+    with transaction.atomic():
+        if prefix and not inline:
+            with connection.cursor() as cursor:
+                cursor.execute(prefix)
+        yield prefix if inline else ""
+
+
+def _fetch_last(cursor: Any) -> Any:
+    """The first row of the last statement of a multi-statement execute."""
+    while cursor.description is None and cursor.nextset():
+        pass
+    return cursor.fetchone() if cursor.description is not None else None
+
+
+def _event_insert_sql(
+    event: tuple[str, str, Mapping[str, Any] | None], source: str
+) -> tuple[str, list[Any]]:
+    """``INSERT INTO <events> ... SELECT id, ... FROM <source>`` and its parameters."""
+    connection = transaction.get_connection()
+    meta = TaskEventLog._meta
+    qn = connection.ops.quote_name
+    columns = ", ".join(
+        qn(cast("models.Field[Any, Any]", meta.get_field(name)).column)
+        for name in ("task", "event_type", "message", "metadata", "created_at")
+    )
+    kind, message, metadata = event
+    params = [
+        str(kind),
+        message[:10_000],
+        meta.get_field("metadata").get_db_prep_save(to_json(metadata or {}), connection),
+        meta.get_field("created_at").get_db_prep_save(timezone.now(), connection),
+    ]
+    sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) SELECT id, %s, %s, %s, %s FROM {source}"
+    return sql, params
+
+
+def _pg_update_with_event(
+    prefix: str,
+    qs: models.QuerySet[TaskLog],
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """PostgreSQL: the conditional UPDATE and its event in one statement, one round trip.
+
+    Returns the row's ``(pk, parent_id)`` when the UPDATE matched, else ``None``.
+    """
+    connection = transaction.get_connection()
+    query = cast(UpdateQuery, qs.query.chain(UpdateQuery))
+    query.add_update_values(dict(updates))
+    update_sql, update_params = query.get_compiler(connection=connection).as_sql()
+    insert_sql, insert_params = _event_insert_sql(event, "u")
+    sql = (
+        f"{prefix}WITH u AS ({update_sql} RETURNING id, parent_id), e AS ({insert_sql}) "
+        "SELECT id, parent_id FROM u"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*update_params, *insert_params])
+        row = _fetch_last(cursor)
+    return None if row is None else (row[0], row[1])
+
+
 def _rows(celery_task_id: str | None, pk: uuid.UUID | None) -> models.QuerySet[TaskLog]:
     if pk is not None:
         return TaskLog.objects.filter(pk=pk)
@@ -210,25 +301,45 @@ def _transition(
     event: tuple[str, str, Mapping[str, Any] | None],
     guard: Q | None = None,
     before: Callable[[uuid.UUID], None] | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_known: bool = False,
 ) -> Outcome:
     """Move one task to ``target`` if its status allows it, with its event.
 
     ``before`` runs in the same transaction when the change applies (it writes
-    the last buffered progress, so that lands with the final status).
+    the last buffered progress, so that lands with the final status). A caller
+    that knows the row's ``parent_id`` (``parent_known``) saves the query that
+    looks for a bulk parent to update.
     """
     qs = _rows(celery_task_id, pk)
     allowed = Q(status__in=ALLOWED_FROM[target])
     if guard is not None:
         allowed &= guard
-    with transaction.atomic():
-        changed = qs.filter(allowed).update(status=target, **updates)
+    # The one-statement path, unless progress rows must be written before the
+    # event (their order in the trail is the order they happened in).
+    fast = before is None and transaction.get_connection().vendor == "postgresql"
+    with _recording(inline=fast) as prefix:
+        if fast:
+            hit = _pg_update_with_event(
+                prefix, qs.filter(allowed), {"status": target, **updates}, event
+            )
+            changed = hit is not None
+            if hit is not None:
+                pk, parent_id = hit
+                parent_known = True
+        else:
+            changed = bool(qs.filter(allowed).update(status=target, **updates))
+            if changed:
+                if pk is None:
+                    pk, parent_id = qs.values_list("pk", "parent_id").get()
+                    parent_known = True
         if changed:
-            if pk is None:
-                pk = qs.values_list("pk", flat=True).get()
+            assert pk is not None
             if before is not None:
                 before(pk)
-            _events(pk, event)
-            outcome = Outcome(True, target, pk)
+            if not fast:
+                _events(pk, event)
+            outcome = Outcome(True, target, pk, parent_id, parent_known)
         else:
             row = qs.values_list("pk", "status").first()
             if row is None:
@@ -245,7 +356,12 @@ def _transition(
             )
             outcome = Outcome(False, status, pk)
     _announce(outcome, event[0])
-    if outcome.applied and target in TERMINAL_STATUSES and pk is not None:
+    if (
+        outcome.applied
+        and target in TERMINAL_STATUSES
+        and pk is not None
+        and (parent_id is not None or not parent_known)
+    ):
         # A bulk child that ended updates its parent once this commits, in a
         # transaction of its own (see _update_parent); one UPDATE when there is none.
         child_pk = pk
@@ -321,19 +437,40 @@ def create_task_log(
     metadata = dict(event_metadata or {})
     if redacted:
         metadata["redacted"] = True
-    with transaction.atomic():
-        log = TaskLog(
-            celery_task_id=celery_task_id,
-            task_name=task_name,
-            status=status,
-            args=stored_args,
-            kwargs=stored_kwargs,
-            args_redacted=redacted,
-            **fields,
-        )
-        log.save(force_insert=True)
-        _events(log.pk, (EventType.CREATED, event_message, metadata))
+    log = TaskLog(
+        celery_task_id=celery_task_id,
+        task_name=task_name,
+        status=status,
+        args=stored_args,
+        kwargs=stored_kwargs,
+        args_redacted=redacted,
+        **fields,
+    )
+    event = (EventType.CREATED, event_message, metadata)
+    fast = transaction.get_connection().vendor == "postgresql"
+    with _recording(inline=fast) as prefix:
+        if fast:
+            _pg_insert_with_event(prefix, log, event)
+        else:
+            log.save(force_insert=True)
+            _events(log.pk, event)
     return log
+
+
+def _pg_insert_with_event(
+    prefix: str, log: TaskLog, event: tuple[str, str, Mapping[str, Any] | None]
+) -> None:
+    """PostgreSQL: insert the row and its event in one statement, one round trip."""
+    connection = transaction.get_connection()
+    query = InsertQuery(TaskLog)
+    query.insert_values(TaskLog._meta.concrete_fields, [log])
+    [(insert_sql, insert_params)] = query.get_compiler(connection=connection).as_sql()
+    event_sql, event_params = _event_insert_sql(event, "t")
+    sql = f"{prefix}WITH t AS ({insert_sql} RETURNING id) {event_sql}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*insert_params, *event_params])
+    log._state.adding = False
+    log._state.db = connection.alias
 
 
 # --- the worker side ----------------------------------------------------------------
@@ -385,7 +522,7 @@ def mark_started(
         values.pop("args", None), values.pop("kwargs", None)
     )
     try:
-        with transaction.atomic():
+        with _recording():
             log = TaskLog(
                 celery_task_id=celery_task_id,
                 status=TaskStatus.PROCESSING,
@@ -411,7 +548,7 @@ def mark_started(
     except IntegrityError:
         # The producer's row appeared (committed) meanwhile: apply the transition to it.
         return _transition(TaskStatus.PROCESSING, **transition)  # type: ignore[arg-type]
-    outcome = Outcome(True, TaskStatus.PROCESSING, log.pk)
+    outcome = Outcome(True, TaskStatus.PROCESSING, log.pk, log.parent_id, parent_known=True)
     _announce(outcome, EventType.STARTED)
     return outcome
 
@@ -429,7 +566,7 @@ def record_progress(
     """
     qs = _rows(celery_task_id, pk)
     now = timezone.now()
-    with transaction.atomic():
+    with _recording():
         changed = qs.filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED]).update(
             progress=write.progress, progress_message=write.message[:255], heartbeat_at=now
         )
@@ -523,6 +660,8 @@ def mark_completed(
     pk: uuid.UUID | None = None,
     result: Any = None,
     progress: ProgressWrite | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_known: bool = False,
 ) -> Outcome:
     """Record success.
 
@@ -548,6 +687,8 @@ def mark_completed(
         updates=updates,
         event=(EventType.COMPLETED, "completed", None),
         before=_progress_writer(progress),
+        parent_id=parent_id,
+        parent_known=parent_known,
     )
 
 
@@ -561,6 +702,8 @@ def mark_failed(
     progress: ProgressWrite | None = None,
     event_type: str = EventType.FAILED,
     metadata: Mapping[str, Any] | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_known: bool = False,
 ) -> Outcome:
     """Record failure, with the error's message, code (exception class) and traceback."""
     now = timezone.now()
@@ -579,6 +722,8 @@ def mark_failed(
         updates=updates,
         event=(event_type, error_message, meta),
         before=_progress_writer(progress),
+        parent_id=parent_id,
+        parent_known=parent_known,
     )
 
 
@@ -795,6 +940,7 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
 
 
 # --- bulk: a parent row that aggregates its children --------------------------------------
+
 
 def create_bulk(
     task_name: str,

@@ -80,6 +80,8 @@ class _RunState:
 
     buffer: lifecycle.ProgressBuffer
     pk: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = None
+    parent_known: bool = False
     retry_recorded: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -343,6 +345,7 @@ class TrackedTask(_TaskBase):
         if outcome is None:
             return
         state.pk = outcome.pk
+        state.parent_id, state.parent_known = outcome.parent_id, outcome.parent_known
         if not outcome.applied and outcome.status in TERMINAL_STATUSES:
             # Cancelled before a worker got it (a revoke the worker missed, or
             # one sent while the broker was down), or a duplicate of a message
@@ -513,6 +516,18 @@ class TrackedTask(_TaskBase):
             error_code=error_code_for(exc),
         )
 
+    @staticmethod
+    def _end_args(state: _RunState | None) -> dict[str, Any]:
+        """What the run knows that saves the final write its lookups."""
+        if state is None:
+            return {}
+        return {
+            "pk": state.pk,
+            "parent_id": state.parent_id,
+            "parent_known": state.parent_known,
+            "progress": state.buffer.flush(),
+        }
+
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Record success, the result as JSON (or a marked repr) and the last progress."""
         super().on_success(retval, task_id, args, kwargs)
@@ -524,9 +539,8 @@ class TrackedTask(_TaskBase):
             task_id,
             lifecycle.mark_completed,
             task_id,
-            pk=state.pk if state else None,
             result=encode_result(retval, conf.RESULT_MAX_BYTES),
-            progress=state.buffer.flush() if state else None,
+            **self._end_args(state),
         )
 
     def on_failure(
@@ -545,9 +559,8 @@ class TrackedTask(_TaskBase):
             task_id,
             lifecycle.mark_failed,
             task_id,
-            pk=state.pk if state else None,
             error_message=error_message_for(exc),
             error_code=error_code_for(exc),
             traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
-            progress=state.buffer.flush() if state else None,
+            **self._end_args(state),
         )
