@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import signal
 import socket
@@ -11,6 +13,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.example.support import (
     MANAGE,
@@ -62,6 +65,16 @@ def get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode("utf-8", "replace")
 
 
+def api(url: str, user: str, data: dict[str, Any] | None = None) -> Any:
+    """Call the example's API as ``user`` (HTTP Basic auth; the password is the username)."""
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data else None)
+    token = base64.b64encode(f"{user}:{user}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def test_demo_runs_its_tasks_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     port = free_port()
     # The README's command, on a fresh data folder instead of example_project/var/.
@@ -103,6 +116,25 @@ def test_demo_runs_its_tasks_and_ctrl_c_leaves_no_process(tmp_path: Path) -> Non
             assert "/api/tasks/" in schema
             assert get(f"http://127.0.0.1:{port}/api/docs/")[0] == 200
             assert get(f"http://127.0.0.1:{port}/api/redoc/")[0] == 200
+            # Start a task over the API, as alice, and follow it to the end.
+            created = api(
+                f"http://127.0.0.1:{port}/api/tasks/create_task/",
+                "alice",
+                {
+                    "file_path": str(tmp_path / "media" / "samples" / "sales.csv"),
+                    "task_type": "report",
+                    "metadata": {"format": "xlsx"},
+                },
+            )
+            assert created["status"] == "pending"
+            status_url = f"http://127.0.0.1:{port}/api/tasks/status/{created['celery_task_id']}/"
+            until = time.monotonic() + 60
+            while (state := api(status_url, "alice"))["status"] != "completed":
+                assert state["status"] in {"pending", "processing"}, state
+                assert time.monotonic() < until, state
+                time.sleep(0.3)
+            assert state["result"]["format"] == "xlsx"
+            assert state["result"]["download_url"].startswith("/reports/")
 
         # Worker (with its pool), beat and web server: each the leader of its own session.
         leaders = {p for p in seen if p.ppid == process.pid}
