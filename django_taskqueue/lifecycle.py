@@ -1008,9 +1008,12 @@ def create_bulk(
             queue=queue,
         )
         children = []
+        # The keyword arguments are the same for every child: store them once.
+        _, stored_kwargs, kwargs_redacted = stored_arguments(None, kwargs)
         for item in files:
             path = str(item["file_path"])
-            args, stored_kwargs, redacted = stored_arguments([path], kwargs)
+            args, _, args_redacted = stored_arguments([path], None)
+            redacted = args_redacted or kwargs_redacted
             children.append(
                 TaskLog(
                     celery_task_id=str(uuid.uuid4()),
