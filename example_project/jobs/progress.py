@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol
 
 from django.db import close_old_connections
 
@@ -23,6 +23,16 @@ _COLOURS = {
     TaskStatus.CANCELLED: "\x1b[35m",
 }
 _RESET = "\x1b[0m"
+
+
+class Stream(Protocol):
+    """Where the view is drawn: a text stream."""
+
+    def write(self, text: str, /) -> int:
+        """Write ``text``."""
+
+    def flush(self) -> None:
+        """Flush what was written."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ def render_line(celery_task_id: str, log: TaskLog | None, colour: bool) -> str:
 
 def watch(
     celery_task_ids: Sequence[str],
-    out: TextIO,
+    out: Stream,
     *,
     tty: bool,
     timeout: float | None = None,

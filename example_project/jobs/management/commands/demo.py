@@ -13,7 +13,7 @@ import sys
 import time
 from argparse import ArgumentParser
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
@@ -31,7 +31,6 @@ class Command(BaseCommand):
     """Run the example: worker, beat, web server, demo tasks with live progress."""
 
     help = __doc__
-    requires_system_checks: ClassVar[list[str]] = []
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         """The command's options."""

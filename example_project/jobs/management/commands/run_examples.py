@@ -13,7 +13,7 @@ import json
 import time
 from argparse import ArgumentParser
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,7 +33,6 @@ class Command(BaseCommand):
     """Run every example task once and report what happened."""
 
     help = __doc__
-    requires_system_checks: ClassVar[list[str]] = []
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         """The command's options."""
