@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.mail import send_mail
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import Avg, Count, F, Max
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
@@ -136,8 +135,34 @@ def _due(status: str, cutoff: datetime) -> models.QuerySet[TaskLog]:
     return TaskLog.objects.filter(status=status, completed_at__lt=cutoff)
 
 
-def _delete_batch(pks: list[uuid.UUID]) -> tuple[int, int, int]:
-    """Delete the tasks ``pks`` with their progress and events; unlink their children."""
+@dataclass(frozen=True)
+class _Deleted:
+    selected: int
+    tasks: int
+    progress: int
+    events: int
+    last_completed_at: datetime | None
+
+
+def _delete_batch(status: str, cutoff: datetime, start: datetime | None, size: int) -> _Deleted:
+    """Delete one batch (at most ``size`` tasks) with their progress and events.
+
+    The batch is the oldest due tasks from ``start`` on: walking the index
+    forward from where the previous batch ended (keyset pagination) instead of
+    from its beginning steps over none of the index entries that the previous
+    batches left dead, so a batch costs the same at the end of a million rows
+    as at the start.
+    """
+    database = router.db_for_write(TaskLog)
+    if connections[database].vendor == "postgresql":
+        return _delete_batch_postgresql(database, status, cutoff, start, size)
+    due = _due(status, cutoff)
+    if start is not None:
+        due = due.filter(completed_at__gte=start)
+    batch = list(due.order_by("completed_at").values_list("pk", "completed_at")[:size])
+    if not batch:
+        return _Deleted(0, 0, 0, 0, None)
+    pks = [pk for pk, _ in batch]
     progress, _ = TaskProgress.objects.filter(task_id__in=pks).delete()
     events, _ = TaskEventLog.objects.filter(task_id__in=pks).delete()
     # The parent and retry_of links are SET_NULL; doing it here, explicitly,
@@ -147,8 +172,50 @@ def _delete_batch(pks: list[uuid.UUID]) -> tuple[int, int, int]:
     # A plain DELETE of the keys: QuerySet.delete() would load every row (JSON
     # results, tracebacks) into memory to run a collector with nothing left to
     # collect. Delete signals are therefore not sent for purged tasks.
-    deleted = TaskLog.objects.filter(pk__in=pks)._raw_delete(router.db_for_write(TaskLog))
-    return deleted, progress, events
+    tasks = TaskLog.objects.filter(pk__in=pks)._raw_delete(database)
+    return _Deleted(len(batch), tasks, progress, events, batch[-1][1])
+
+
+def _delete_batch_postgresql(
+    database: str, status: str, cutoff: datetime, start: datetime | None, size: int
+) -> _Deleted:
+    # One statement per batch: the batch's keys are selected once (a
+    # materialized CTE) and never travel to Python and back, and the
+    # children's links are cleared, the progress, events and tasks deleted
+    # against that one set. Rows of the batch are excluded from the link
+    # updates so no row is both updated and deleted by the statement.
+    log = connections[database].ops.quote_name(TaskLog._meta.db_table)
+    progress = connections[database].ops.quote_name(TaskProgress._meta.db_table)
+    events = connections[database].ops.quote_name(TaskEventLog._meta.db_table)
+    sql = f"""
+        WITH batch AS MATERIALIZED (
+            SELECT id, completed_at FROM {log}
+            WHERE status = %s AND completed_at < %s AND completed_at >= %s
+            ORDER BY completed_at LIMIT %s
+        ),
+        p AS (DELETE FROM {progress} WHERE task_id IN (SELECT id FROM batch) RETURNING 1),
+        e AS (DELETE FROM {events} WHERE task_id IN (SELECT id FROM batch) RETURNING 1),
+        c AS (
+            UPDATE {log} SET parent_id = NULL
+            WHERE parent_id IN (SELECT id FROM batch) AND id NOT IN (SELECT id FROM batch)
+            RETURNING 1
+        ),
+        r AS (
+            UPDATE {log} SET retry_of_id = NULL
+            WHERE retry_of_id IN (SELECT id FROM batch) AND id NOT IN (SELECT id FROM batch)
+            RETURNING 1
+        ),
+        t AS (DELETE FROM {log} WHERE id IN (SELECT id FROM batch) RETURNING 1)
+        SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM t),
+               (SELECT count(*) FROM p), (SELECT count(*) FROM e),
+               (SELECT max(completed_at) FROM batch),
+               (SELECT count(*) FROM c), (SELECT count(*) FROM r)
+    """
+    floor = start if start is not None else datetime.min.replace(tzinfo=cutoff.tzinfo)
+    with connections[database].cursor() as cursor:
+        cursor.execute(sql, [status, cutoff, floor, size])
+        selected, tasks, progress_n, events_n, last, _, _ = cursor.fetchone()
+    return _Deleted(selected, tasks, progress_n, events_n, last)
 
 
 def purge_finished(
@@ -189,27 +256,24 @@ def purge_finished(
             result.tasks[status] = _due(status, cutoff).count()
             continue
         result.tasks[status] = 0
+        start: datetime | None = None
         while max_batches is None or result.batches < max_batches:
-            started = time.perf_counter()
+            began = time.perf_counter()
             with transaction.atomic():
-                pks = list(
-                    _due(status, cutoff)
-                    .order_by("completed_at")
-                    .values_list("pk", flat=True)[:size]
-                )
-                if not pks:
-                    break
-                tasks, progress, events = _delete_batch(pks)
-            seconds = time.perf_counter() - started
+                deleted = _delete_batch(status, cutoff, start, size)
+            seconds = time.perf_counter() - began
+            if not deleted.selected:
+                break
             result.batches += 1
             result.longest_batch = max(result.longest_batch, seconds)
-            result.tasks[status] += tasks
-            result.progress += progress
-            result.events += events
+            result.tasks[status] += deleted.tasks
+            result.progress += deleted.progress
+            result.events += deleted.events
             if on_batch is not None:
-                on_batch(Batch(status, tasks, progress, events, seconds))
-            if len(pks) < size:
+                on_batch(Batch(status, deleted.tasks, deleted.progress, deleted.events, seconds))
+            if deleted.selected < size or not deleted.tasks:
                 break
+            start = deleted.last_completed_at
     if not dry_run:
         logger.info(
             "Retention deleted %d tasks (%s), %d progress rows and %d events in %d batches",

@@ -17,7 +17,7 @@ from celery import shared_task
 from django_taskqueue import housekeeping
 
 
-@shared_task(name="django_taskqueue.cleanup", ignore_result=False)
+@shared_task(name="django_taskqueue.cleanup")
 def cleanup(
     older_than_days: float | None = None,
     batch_size: int | None = None,

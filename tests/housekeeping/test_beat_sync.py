@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -221,11 +219,3 @@ def test_beat_check_command_exits_non_zero_on_missed_runs() -> None:
         call_command("taskqueue_beat_check", "--json", "--grace", "10m", stdout=out)
     assert json.loads(out.getvalue())[0]["name"] == "late"
     call_command("taskqueue_beat_check", "--grace", "2h", stdout=StringIO())  # exits 0
-
-
-def test_the_contrib_app_names_the_extra_when_beat_is_missing(monkeypatch: Any) -> None:
-    for name in [m for m in sys.modules if m.startswith("django_taskqueue.contrib.beat")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "django_celery_beat", None)  # as if not installed
-    with pytest.raises(ImportError, match=r'pip install "django-taskqueue\[beat\]"'):
-        importlib.import_module("django_taskqueue.contrib.beat")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -50,3 +53,13 @@ def test_the_result_is_a_copy() -> None:
 def test_unknown_preset_is_refused() -> None:
     with pytest.raises(TypeError, match="unknown preset"):
         beat_schedule(vacuum=60)
+
+
+def test_the_contrib_app_names_the_extra_when_beat_is_missing(monkeypatch: Any) -> None:
+    for name in [m for m in sys.modules if m.startswith("django_taskqueue.contrib.beat")]:
+        monkeypatch.delitem(sys.modules, name)
+    # Without the beat extra (the minimal env) this is the real thing; with it, a None
+    # entry in sys.modules makes the import fail the same way.
+    monkeypatch.setitem(sys.modules, "django_celery_beat", None)
+    with pytest.raises(ImportError, match=r'pip install "django-taskqueue\[beat\]"'):
+        importlib.import_module("django_taskqueue.contrib.beat")

@@ -71,12 +71,22 @@ def test_a_batch_selects_keys_only_and_never_loads_whole_rows() -> None:
         rows.finished("completed")
     with CaptureQueriesContext(connection) as queries:
         housekeeping.purge_finished(batch_size=2, statuses=["completed"])
-    selects = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
-    assert selects, "the batch keys are selected"
-    for sql in selects:
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert any("LIMIT 2" in sql for sql in statements), "the batch keys are selected by LIMIT"
+    for sql in statements:
         assert "traceback" not in sql
         assert '"result"' not in sql
-        assert "LIMIT 2" in sql
+
+
+def test_batches_walk_the_index_forward_from_the_last_one() -> None:
+    for days in (40, 50, 60, 70):
+        rows.finished("completed", age=timedelta(days=days))
+    with CaptureQueriesContext(connection) as queries:
+        result = housekeeping.purge_finished(batch_size=2, statuses=["completed"])
+    assert result.batches == 2
+    limited = [q["sql"] for q in queries.captured_queries if "LIMIT 2" in q["sql"]]
+    assert len(limited) == 3  # two full batches, then one that finds nothing
+    assert all(">=" in sql for sql in limited[1:])
 
 
 def test_max_batches_leaves_the_rest_for_the_next_run() -> None:
@@ -185,3 +195,18 @@ def test_command_with_everything_kept() -> None:
     out = StringIO()
     call_command("taskqueue_cleanup", stdout=out)
     assert "Nothing to do" in out.getvalue()
+
+
+def test_a_parent_and_its_child_expiring_together_go_in_one_batch() -> None:
+    parent = rows.finished("completed", age=timedelta(days=100))
+    child = rows.finished("completed", age=timedelta(days=100), parent=parent, retry_of=parent)
+    result = housekeeping.purge_finished(batch_size=10)
+    assert result.tasks["completed"] == 2
+    assert not TaskLog.objects.filter(pk__in=[parent.pk, child.pk]).exists()
+
+
+@override_settings(DJANGO_TASKQUEUE={"RETENTION": None})
+def test_retention_none_keeps_everything() -> None:
+    rows.finished("completed", age=timedelta(days=3650))
+    assert housekeeping.purge_finished().cutoffs == {}
+    assert TaskLog.objects.count() == 1
