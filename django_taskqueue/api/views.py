@@ -207,6 +207,27 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     @extend_schema(
         summary="List tasks",
         responses={200: TaskLogSerializer(many=True), 400: _E400, 404: _E404, **_READ_ERRORS},
+        parameters=[
+            OpenApiParameter(
+                name,
+                {
+                    "type": "string",
+                    "anyOf": [
+                        {"type": "string", "format": "date"},
+                        {"type": "string", "format": "date-time"},
+                    ],
+                },
+                OpenApiParameter.QUERY,
+                description=description,
+            )
+            for name, description in (
+                ("from_date", "Created at or after: a date (YYYY-MM-DD) or an ISO 8601 date-time."),
+                (
+                    "to_date",
+                    "Created at or before: a date (its whole day counts) or an ISO 8601 date-time.",
+                ),
+            )
+        ],
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The caller's tasks (all tasks for staff), newest first, filtered and paginated."""
