@@ -110,6 +110,10 @@ def test_demo_runs_its_tasks_and_ctrl_c_leaves_no_process(tmp_path: Path) -> Non
         assert status == 200
         assert "csrfmiddlewaretoken" in body
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        # The admin's overview exists (anonymous: redirected to the login page).
+        status, body = get(f"http://127.0.0.1:{port}/admin/django_taskqueue/tasklog/overview/")
+        assert status == 200
+        assert "csrfmiddlewaretoken" in body
         if "API:" in output.text:
             status, schema = get(f"http://127.0.0.1:{port}/api/schema/")
             assert status == 200

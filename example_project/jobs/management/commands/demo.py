@@ -171,7 +171,8 @@ class Command(BaseCommand):
         if not options["no_web"]:
             base = f"http://{host}:{port}"
             write(self.style.SUCCESS(f"Web:    {base}/"))
-            write(f"Admin:  {base}/admin/   (task log: {base}/admin/django_taskqueue/tasklog/)")
+            tasklog = f"{base}/admin/django_taskqueue/tasklog/"
+            write(f"Admin:  {base}/admin/   task log: {tasklog}   overview: {tasklog}overview/")
             if urls.API_MOUNTED:
                 write(f"API:    {base}/api/tasks/   docs: {base}/api/docs/   {base}/api/redoc/")
                 write(f"        schema: {base}/api/schema/")
