@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import statistics
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.urls import clear_url_caches, reverse
 from django.utils import timezone
 
+import tests.urls
 from django_taskqueue.admin.overview import WINDOW_DAYS, build_overview, percentile
+from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
 from tests.admin.helpers import ago, make_task, staff_user
 
@@ -170,3 +174,20 @@ def test_postgresql_percentiles_match_the_python_ones() -> None:
     for a, b in zip(sql, python, strict=True):
         assert a.p50.total_seconds() == pytest.approx(b.p50.total_seconds(), abs=0.001)
         assert a.p95.total_seconds() == pytest.approx(b.p95.total_seconds(), abs=0.001)
+
+
+@pytest.mark.django_db
+def test_app_index_without_the_tasklog_admin(admin_client: Any) -> None:
+    """A site that unregisters TaskLog keeps a working app index (no overview link)."""
+    registered = admin.site._registry[TaskLog]
+    admin.site.unregister(TaskLog)
+    try:
+        clear_url_caches()
+        importlib.reload(tests.urls)
+        response = admin_client.get("/admin/django_taskqueue/")
+        assert response.status_code == 200
+        assert "Task overview" not in response.content.decode()
+    finally:
+        admin.site._registry[TaskLog] = registered
+        clear_url_caches()
+        importlib.reload(tests.urls)
