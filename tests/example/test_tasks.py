@@ -284,6 +284,12 @@ def test_chain_mails_the_document_summary(report: dict[str, Any]) -> None:
     assert first["result"]["summary"][:40] in " ".join(body.split())
 
 
+def test_admin_and_api_pages_answer(report: dict[str, Any]) -> None:
+    pages = report["pages"]
+    assert "/admin/django_taskqueue/tasklog/overview/" in pages
+    assert pages == dict.fromkeys(pages, 200)
+
+
 def test_every_task_ran_on_the_worker_and_has_a_final_status(report: dict[str, Any]) -> None:
     entries = list(report["cases"].values()) + [
         entry for group in report["canvas"].values() for entry in group

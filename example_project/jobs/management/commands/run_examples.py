@@ -23,6 +23,7 @@ from django.test import Client
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TERMINAL_STATUSES, TaskStatus
+from example_project import urls as urls_module
 from jobs import launch, runtime, tasks
 from jobs.processes import Children
 
@@ -174,8 +175,26 @@ class Command(BaseCommand):
                 fmt: self._downloads(single[f"report_{fmt}"]) for fmt in ("csv", "xlsx", "pdf")
             },
             "mail": _mail(),
+            "pages": self._pages(single["report_pdf"]),
         }
         return report
+
+    def _pages(self, log: TaskLog) -> dict[str, int]:
+        """The status of the admin's and the API's pages, for the superuser."""
+        client = Client()
+        client.force_login(get_user_model().objects.get(username="admin"))
+        tasklog = "/admin/django_taskqueue/tasklog/"
+        urls = [
+            "/",
+            "/admin/",
+            tasklog,
+            f"{tasklog}overview/",
+            f"{tasklog}{log.pk}/change/",
+            f"{tasklog}?status=failed",
+        ]
+        if urls_module.API_MOUNTED:
+            urls += ["/api/tasks/", f"/api/tasks/{log.pk}/", "/api/tasks/progress/", "/api/schema/"]
+        return {url: client.get(url).status_code for url in urls}
 
     def _wait_finished(self, logs: list[TaskLog], timeout: float) -> None:
         pks = [log.pk for log in logs]
