@@ -124,3 +124,8 @@ def dead_broker(celery_app: Any) -> Iterator[Any]:
         yield app
     finally:
         celery_app.set_current()
+        # Registering hand-written TrackedTask subclasses with the new app bound
+        # their classes to it (Task.bind is a classmethod): bind them back.
+        for task in list(celery_app.tasks.values()):
+            if getattr(type(task), "_app", None) is app:
+                task.bind(celery_app)
