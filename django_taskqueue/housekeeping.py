@@ -176,18 +176,17 @@ def _delete_batch(status: str, cutoff: datetime, start: datetime | None, size: i
     return _Deleted(len(batch), tasks, progress, events, batch[-1][1])
 
 
-def _delete_batch_postgresql(
-    database: str, status: str, cutoff: datetime, start: datetime | None, size: int
-) -> _Deleted:
-    # One statement per batch: the batch's keys are selected once (a
-    # materialized CTE) and never travel to Python and back, and the
-    # children's links are cleared, the progress, events and tasks deleted
-    # against that one set. Rows of the batch are excluded from the link
-    # updates so no row is both updated and deleted by the statement.
+def postgresql_batch_sql(database: str) -> str:
+    """The one statement that deletes a retention batch on PostgreSQL.
+
+    Parameters, in order: status, cutoff, the batch's lower ``completed_at``
+    bound, batch size. Returns one row: selected, tasks, progress rows and
+    events deleted, the batch's last ``completed_at``, links cleared (twice).
+    """
     log = connections[database].ops.quote_name(TaskLog._meta.db_table)
     progress = connections[database].ops.quote_name(TaskProgress._meta.db_table)
     events = connections[database].ops.quote_name(TaskEventLog._meta.db_table)
-    sql = f"""
+    return f"""
         WITH batch AS MATERIALIZED (
             SELECT id, completed_at FROM {log}
             WHERE status = %s AND completed_at < %s AND completed_at >= %s
@@ -211,8 +210,22 @@ def _delete_batch_postgresql(
                (SELECT max(completed_at) FROM batch),
                (SELECT count(*) FROM c), (SELECT count(*) FROM r)
     """
+
+
+def _delete_batch_postgresql(
+    database: str, status: str, cutoff: datetime, start: datetime | None, size: int
+) -> _Deleted:
+    # One statement per batch: the batch's keys are selected once (a
+    # materialized CTE) and never travel to Python and back, and the
+    # children's links are cleared, the progress, events and tasks deleted
+    # against that one set. Rows of the batch are excluded from the link
+    # updates so no row is both updated and deleted by the statement.
+    sql = postgresql_batch_sql(database)
     floor = start if start is not None else datetime.min.replace(tzinfo=cutoff.tzinfo)
     with connections[database].cursor() as cursor:
+        # A batch lost to a database server crash is deleted again by the next
+        # run, so its commit need not wait for the WAL to reach the disk.
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(sql, [status, cutoff, floor, size])
         selected, tasks, progress_n, events_n, last, _, _ = cursor.fetchone()
     return _Deleted(selected, tasks, progress_n, events_n, last)
