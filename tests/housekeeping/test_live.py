@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from datetime import timedelta
@@ -58,7 +59,7 @@ def test_the_presets_fire_under_beat_with_the_database_scheduler(
         )
         wait_for(lambda: _status(lost) == ("failed", "lost"), timeout=40, what="reconcile_lost")
         wait_for(
-            lambda: "django_taskqueue.report[" in worker.log and "succeeded" in worker.log,
+            lambda: re.search(r"Task django_taskqueue\.report\[[^\]]+\] succeeded", worker.log),
             timeout=40,
             what="the report preset to run",
         )
