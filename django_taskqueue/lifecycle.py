@@ -213,16 +213,20 @@ def _recording(*, inline: bool = False) -> Iterator[str]:
     reorder them; the stale-task detection then finds tasks left ``processing``.
 
     With ``inline`` the ``SET LOCAL`` is not sent here but yielded, for the
-    caller to send in the same round trip as its first statement.
+    caller to send in the same round trip as its one statement. Outside any
+    transaction (autocommit) that string is then its own transaction: no
+    ``BEGIN``/``COMMIT`` round trips at all.
     """
     connection = transaction.get_connection()
     prefix = ""
-    if (
-        not connection.in_atomic_block
-        and connection.vendor == "postgresql"
-        and not conf.SYNCHRONOUS_COMMIT
-    ):
+    owned = not connection.in_atomic_block
+    if owned and connection.vendor == "postgresql" and not conf.SYNCHRONOUS_COMMIT:
         prefix = _ASYNC_COMMIT
+    if inline and owned and connection.vendor == "postgresql" and connection.get_autocommit():
+        # PostgreSQL runs a multi-statement query string as one implicit
+        # transaction, and SET LOCAL holds within it.
+        yield prefix
+        return
     with transaction.atomic():
         if prefix and not inline:
             with connection.cursor() as cursor:
