@@ -28,7 +28,7 @@ def _warning(n: int, msg: str, hint: str | None = None) -> Warning:
     return Warning(msg, hint=hint, id=f"{_PREFIX}.W{n:03d}")
 
 
-def check_settings(**kwargs: Any) -> list[CheckMessage]:
+def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one check per key)
     """Validate ``settings.DJANGO_TASKQUEUE``."""
     user = getattr(settings, "DJANGO_TASKQUEUE", {})
     if not isinstance(user, Mapping):

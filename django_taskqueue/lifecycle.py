@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Avg, Count, F, Q, Subquery, Value
+from django.db.models import Avg, Case, Count, F, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
@@ -333,10 +333,9 @@ def _transition(
                 parent_known = True
         else:
             changed = bool(qs.filter(allowed).update(status=target, **updates))
-            if changed:
-                if pk is None:
-                    pk, parent_id = qs.values_list("pk", "parent_id").get()
-                    parent_known = True
+            if changed and pk is None:
+                pk, parent_id = qs.values_list("pk", "parent_id").get()
+                parent_known = True
         if changed:
             assert pk is not None
             if before is not None:
@@ -500,13 +499,18 @@ def mark_started(
     must not run it.
     """
     now = timezone.now()
-    updates = {
+    updates: dict[str, Any] = {
         "started_at": Coalesce(F("started_at"), Value(now), output_field=models.DateTimeField()),
         "heartbeat_at": now,
         "worker": worker[:255],
         "attempt": attempt,
         "next_retry_at": None,
     }
+    queue = str((defaults or {}).get("queue") or "")[:255]
+    if queue:
+        # The producer knows the queue only when it was named in the call; a
+        # queue chosen by task_routes is first known here, from the delivery.
+        updates["queue"] = Case(When(queue="", then=Value(queue)), default=F("queue"))
     event = (
         EventType.STARTED,
         f"started on {worker}" if worker else "started",

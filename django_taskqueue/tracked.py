@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import _state as celery_state
 from celery.contrib.django.task import DjangoTask
-from celery.exceptions import Ignore, TimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
 from django.utils import timezone
@@ -57,10 +57,14 @@ def record_safely(
     """Call a lifecycle function; log and swallow any error.
 
     The database being down, a serialization bug or a constraint violation
-    must never fail the task being recorded.
+    must never fail the task being recorded. A soft time limit that fires
+    while recording is not ours to swallow: it propagates, so the task stops
+    as its author expects (and is recorded as failed by the limit).
     """
     try:
         return func(*args, **kwargs)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception:
         logger.exception("django_taskqueue could not record %s for task %s", what, task_id)
         return None

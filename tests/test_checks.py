@@ -91,8 +91,8 @@ def test_checks_are_registered() -> None:
 
 
 def test_every_id_is_documented() -> None:
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     source = Path(__file__).parent.parent / "django_taskqueue" / "checks.py"
     page = (Path(__file__).parent.parent / "docs" / "checks.md").read_text()

@@ -10,8 +10,8 @@ from django_taskqueue.conf import DEFAULTS, TaskQueueSettings, conf
 def test_defaults_when_unset() -> None:
     with override_settings(DJANGO_TASKQUEUE={}):
         assert conf.ENABLED is True
-        assert conf.PROGRESS_MIN_INTERVAL == DEFAULTS["PROGRESS_MIN_INTERVAL"]
-        assert conf.REDACT_KEYS == DEFAULTS["REDACT_KEYS"]
+        assert DEFAULTS["PROGRESS_MIN_INTERVAL"] == conf.PROGRESS_MIN_INTERVAL
+        assert DEFAULTS["REDACT_KEYS"] == conf.REDACT_KEYS
 
 
 def test_values_are_read_live() -> None:

@@ -76,7 +76,11 @@ class TestStarted:
     def test_pending_to_processing(self) -> None:
         log = make_log()
         outcome = started(log)
-        assert (outcome.applied, outcome.status, outcome.pk) == (True, TaskStatus.PROCESSING, log.pk)
+        assert (outcome.applied, outcome.status, outcome.pk) == (
+            True,
+            TaskStatus.PROCESSING,
+            log.pk,
+        )
         assert (outcome.parent_known, outcome.parent_id) == (True, None)
         log.refresh_from_db()
         assert log.status == TaskStatus.PROCESSING
@@ -97,7 +101,7 @@ class TestStarted:
         assert log.args == [1, 2]
         assert log.kwargs == {"token": "********"}
         assert events(log) == ["created", "started"]
-        assert log.events.first().metadata == {"source": "worker"}
+        assert log.events.order_by("id")[0].metadata == {"source": "worker"}
 
     def test_second_delivery_changes_nothing_but_leaves_an_event(self) -> None:
         log = make_log()
@@ -109,7 +113,7 @@ class TestStarted:
         log.refresh_from_db()
         assert log.started_at == first_start
         assert events(log) == ["created", "started", "ignored"]
-        ignored = log.events.last()
+        ignored = log.events.order_by("-id")[0]
         assert ignored.metadata["attempted"] == "started"
         assert ignored.metadata["status"] == "processing"
 
@@ -191,7 +195,7 @@ class TestEnd:
             log.celery_task_id, result=None, progress=ProgressWrite(97, "last page", {"p": 9}, True)
         )
         log.refresh_from_db()
-        last = log.progress_history.last()
+        last = log.progress_history.order_by("-id")[0]
         assert (last.progress, last.message, last.data) == (97, "last page", {"p": 9})
         assert log.progress_message == "last page"
         assert events(log) == ["created", "started", "progress", "completed"]
@@ -210,7 +214,7 @@ class TestCancel:
         assert log.error_message == "wrong file"
         assert log.cancelled_at is not None
         assert log.completed_at == log.cancelled_at
-        event = log.events.last()
+        event = log.events.order_by("-id")[0]
         assert event.event_type == "cancelled"
         assert event.metadata["by_username"] == "alice"
         assert event.metadata["reason"] == "wrong file"
@@ -246,7 +250,7 @@ class TestCancel:
         log.refresh_from_db()
         assert log.status == TaskStatus.CANCELLED
         assert log.error_message == "terminated by a revoke"
-        assert log.events.last().metadata["terminated"] is True
+        assert log.events.order_by("-id")[0].metadata["terminated"] is True
 
     def test_expired_message_fails(self) -> None:
         log = make_log()
@@ -267,7 +271,7 @@ class TestRetrying:
         assert (log.status, log.retry_count, log.attempt) == (TaskStatus.RETRYING, 1, 1)
         assert log.next_retry_at == eta
         assert (log.error_message, log.error_code) == ("timeout", "TimeoutError")
-        event = log.events.last()
+        event = log.events.order_by("-id")[0]
         assert event.event_type == "retried"
         assert event.metadata["attempt"] == 1
 
@@ -333,9 +337,10 @@ class TestProgressBuffer:
 
     def test_history_on_step_or_message_change(self) -> None:
         buf = lifecycle.ProgressBuffer(min_interval=0.0, step=10)
-        got = [buf.offer(p, m, None, now=float(i)) for i, (p, m) in enumerate(
-            [(0, "a"), (5, "a"), (10, "a"), (11, "b"), (12, "b")]
-        )]
+        got = [
+            buf.offer(p, m, None, now=float(i))
+            for i, (p, m) in enumerate([(0, "a"), (5, "a"), (10, "a"), (11, "b"), (12, "b")])
+        ]
         assert [w.history for w in got if w] == [True, False, True, True, False]
 
     def test_thousands_of_calls_cause_a_bounded_number_of_writes(self) -> None:
@@ -349,14 +354,19 @@ class TestProgressBuffer:
 
     @pytest.mark.parametrize(
         ("args", "expected"),
-        [((40, None, None), 40.0), ((None, 3, 4), 75.0), ((150, None, None), 100.0), ((-3, None, None), 0.0)],
+        [
+            ((40, None, None), 40.0),
+            ((None, 3, 4), 75.0),
+            ((150, None, None), 100.0),
+            ((-3, None, None), 0.0),
+        ],
     )
     def test_percent_from(self, args: tuple[Any, Any, Any], expected: float) -> None:
         assert lifecycle.percent_from(*args) == expected
 
     @pytest.mark.parametrize("args", [(None, None, None), (None, 1, 0), (float("nan"), None, None)])
     def test_percent_from_rejects(self, args: tuple[Any, Any, Any]) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"percentage|total|NaN"):
             lifecycle.percent_from(*args)
 
 
@@ -451,12 +461,15 @@ class TestQuerysets:
         assert set(TaskLog.objects.active()) == {fresh, old}
         assert list(TaskLog.objects.terminal()) == [done]
         assert list(TaskLog.objects.stale(timedelta(hours=1))) == [old]
-        last_seen = TaskLog.objects.with_last_seen().get(pk=old.pk).last_seen
+        annotated: Any = TaskLog.objects.with_last_seen().get(pk=old.pk)
+        last_seen = annotated.last_seen
         assert last_seen < timezone.now() - timedelta(hours=1)
 
 
 class TestSignals:
-    def test_status_changed_is_sent_after_commit(self, django_capture_on_commit_callbacks: Any) -> None:
+    def test_status_changed_is_sent_after_commit(
+        self, django_capture_on_commit_callbacks: Any
+    ) -> None:
         received: list[dict[str, Any]] = []
 
         def receiver(**kwargs: Any) -> None:
@@ -490,7 +503,9 @@ class TestSignals:
                 lifecycle.record_progress(ProgressWrite(10, "m", None, True), pk=log.pk)
         finally:
             task_progress.disconnect(receiver)
-        assert [(r["task_log_id"], r["progress"], r["message"]) for r in received] == [(log.pk, 10, "m")]
+        assert [(r["task_log_id"], r["progress"], r["message"]) for r in received] == [
+            (log.pk, 10, "m")
+        ]
 
     def test_no_listener_no_extra_query(self) -> None:
         log = make_log()
@@ -506,3 +521,15 @@ class TestSignals:
             assert statements == ["WITH"]
         else:
             assert statements == ["UPDATE", "INSERT"]
+
+
+class TestQueue:
+    def test_routed_queue_is_filled_in_at_start(self) -> None:
+        log = make_log()
+        lifecycle.mark_started(log.celery_task_id, worker="w", defaults={"queue": "high"})
+        assert TaskLog.objects.get(pk=log.pk).queue == "high"
+
+    def test_named_queue_is_kept(self) -> None:
+        log = make_log(queue="low")
+        lifecycle.mark_started(log.celery_task_id, worker="w", defaults={"queue": "other"})
+        assert TaskLog.objects.get(pk=log.pk).queue == "low"

@@ -45,7 +45,9 @@ def test_no_missing_migrations() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("auto_field", ["django.db.models.BigAutoField", "django.db.models.AutoField"])
+@pytest.mark.parametrize(
+    "auto_field", ["django.db.models.BigAutoField", "django.db.models.AutoField"]
+)
 def test_no_migrations_under_another_default_auto_field(auto_field: str) -> None:
     with override_settings(DEFAULT_AUTO_FIELD=auto_field):
         out = StringIO()

@@ -99,7 +99,7 @@ def test_plain_send_task_is_recorded_by_the_worker(worker: Any) -> None:
     assert result.get(timeout=10) == 2
     log = finished(result.id)
     assert events(log) == ["created", "started", "completed"]
-    assert log.events.first().metadata == {"source": "worker"}
+    assert log.events.order_by("id")[0].metadata == {"source": "worker"}
 
 
 def test_untracked_task_leaves_no_row(worker: Any) -> None:
@@ -119,7 +119,7 @@ def test_failure_records_message_code_and_traceback(worker: Any) -> None:
         result.get(timeout=10)
     log = finished(result.id)
     assert (log.status, log.error_code, log.error_message) == ("failed", "ValueError", "kaput")
-    assert 'raise ValueError(message)' in log.traceback
+    assert "raise ValueError(message)" in log.traceback
     assert events(log) == ["created", "started", "failed"]
 
 
@@ -127,6 +127,7 @@ def test_unserializable_result_is_stored_as_a_marked_repr(worker: Any) -> None:
     result = tasks.unserializable_result.delay()
     log = finished(result.id)
     assert log.status == TaskStatus.COMPLETED
+    assert log.result is not None
     assert log.result["type"] == "object"
     assert log.result["repr"].startswith("<object object at")
 
@@ -136,7 +137,15 @@ def test_retry_records_count_reason_and_eta(worker: Any) -> None:
     assert result.get(timeout=20) == 2
     log = finished(result.id)
     assert (log.status, log.retry_count, log.attempt) == ("completed", 2, 2)
-    assert events(log) == ["created", "started", "retried", "started", "retried", "started", "completed"]
+    assert events(log) == [
+        "created",
+        "started",
+        "retried",
+        "started",
+        "retried",
+        "started",
+        "completed",
+    ]
     retried = log.events.filter(event_type="retried").order_by("id")
     assert [e.metadata["attempt"] for e in retried] == [1, 2]
     assert [e.message for e in retried] == ["attempt 0 failed", "attempt 1 failed"]
@@ -170,7 +179,8 @@ def test_progress_with_step_history(worker: Any) -> None:
     result = tasks.progress.delay(100)
     result.get(timeout=10)
     log = finished(result.id)
-    assert list(log.progress_history.values_list("progress", flat=True)) == list(range(1, 101, 5)) + [100]
+    history = list(log.progress_history.values_list("progress", flat=True))
+    assert history == [*range(1, 101, 5), 100]
 
 
 def test_bad_progress_arguments_do_not_fail_the_task(worker: Any, caplog: Any) -> None:
@@ -182,12 +192,16 @@ def test_bad_progress_arguments_do_not_fail_the_task(worker: Any, caplog: Any) -
 
 def test_cancel_stops_a_running_task_at_its_next_check(worker: Any) -> None:
     result = tasks.wait_for_cancel.delay(10)
-    log = wait_for(lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first())
+    log = wait_for(
+        lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first()
+    )
     lifecycle.cancel(log, reason="user cancelled")
     done = finished(result.id)
     assert done.status == TaskStatus.CANCELLED
     assert done.result is None
-    wait_for(lambda: done.events.filter(event_type="revoked", message__contains="cancel check").exists())
+    wait_for(
+        lambda: done.events.filter(event_type="revoked", message__contains="cancel check").exists()
+    )
     assert "completed" not in events(done)
 
 

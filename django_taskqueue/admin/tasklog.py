@@ -36,6 +36,7 @@ from django_taskqueue.admin.filters import DateRangeFilter, OwnerFilter, TaskTyp
 from django_taskqueue.admin.history import EventInline, ProgressInline, pretty_json
 from django_taskqueue.admin.overview import Bucket, build_overview
 from django_taskqueue.admin.pagination import CappedCountPaginator
+from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
@@ -112,7 +113,8 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     Attributes:
         stale_after: the overview lists ``processing`` tasks silent for longer
-            than this as stuck.
+            than this as stuck; ``None`` (the default) uses the ``STALE_AFTER``
+            setting, the threshold the housekeeping task applies.
     """
 
     list_display = (
@@ -151,7 +153,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     inlines = (ProgressInline, EventInline)
     change_list_template = "admin/django_taskqueue/tasklog/change_list.html"
     change_form_template = "admin/django_taskqueue/tasklog/change_form.html"
-    stale_after = timedelta(minutes=15)
+    stale_after: timedelta | None = None
 
     fieldsets = (
         (
@@ -600,7 +602,8 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """The overview page: counts, charts, runtimes, stuck tasks and recent failures."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        overview = build_overview(stale_after=self.stale_after)
+        stale_after = self.stale_after or conf.STALE_AFTER
+        overview = build_overview(stale_after=stale_after)
         hourly = [
             (bucket, timezone.localtime(bucket.start).strftime("%H:00"))  # type: ignore[arg-type]
             for bucket in overview.hourly
@@ -655,7 +658,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 )
                 for runtime in overview.runtimes
             ],
-            "stale_minutes": int(self.stale_after.total_seconds() // 60),
+            "stale_minutes": int(stale_after.total_seconds() // 60),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/django_taskqueue/tasklog/overview.html", context)

@@ -28,9 +28,11 @@ def test_recording_commits_asynchronously_unless_asked() -> None:
     # Inside the test's transaction the caller owns the commit: nothing is changed.
     with _recording(inline=True) as prefix:
         assert prefix == ""
-    with override_settings(DJANGO_TASKQUEUE={"SYNCHRONOUS_COMMIT": True}):
-        with _recording(inline=True) as prefix:
-            assert prefix == ""
+    with (
+        override_settings(DJANGO_TASKQUEUE={"SYNCHRONOUS_COMMIT": True}),
+        _recording(inline=True) as prefix,
+    ):
+        assert prefix == ""
     assert connection.vendor == "postgresql"
 
 

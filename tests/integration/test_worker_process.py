@@ -116,7 +116,7 @@ def test_terminate_a_running_task(live_worker: Any) -> None:
 
 def test_worker_lost_marks_failed(live_worker: Any) -> None:
     result = tasks.sleepy.delay(30)
-    log = running(result.id)
+    running(result.id)
     for pid in live_worker.child_pids():
         os.kill(pid, signal.SIGKILL)
     done = finished(result.id)
@@ -156,7 +156,7 @@ def test_database_error_while_recording_does_not_fail_the_task(live_worker: Any)
 
 
 def test_cancel_racing_completion_ends_in_one_state(live_worker: Any) -> None:
-    """Threads on PostgreSQL: each pair ends in exactly one final state, with both attempts on file."""
+    """Threads on PostgreSQL: one final state per pair, both attempts on file."""
     outcomes: dict[str, list[str]] = {}
     for _ in range(25):
         log = make_log()
@@ -164,7 +164,9 @@ def test_cancel_racing_completion_ends_in_one_state(live_worker: Any) -> None:
         barrier = threading.Barrier(2)
         applied: list[str] = []
 
-        def complete(log: TaskLog = log, barrier: threading.Barrier = barrier) -> None:
+        def complete(
+            log: TaskLog = log, barrier: threading.Barrier = barrier, applied: list[str] = applied
+        ) -> None:
             barrier.wait()
             try:
                 if lifecycle.mark_completed(log.celery_task_id, result=1).applied:
@@ -172,7 +174,9 @@ def test_cancel_racing_completion_ends_in_one_state(live_worker: Any) -> None:
             finally:
                 close_old_connections()
 
-        def cancel(log: TaskLog = log, barrier: threading.Barrier = barrier) -> None:
+        def cancel(
+            log: TaskLog = log, barrier: threading.Barrier = barrier, applied: list[str] = applied
+        ) -> None:
             barrier.wait()
             try:
                 lifecycle.cancel(TaskLog.objects.get(pk=log.pk), revoke=False)

@@ -1,0 +1,227 @@
+"""Throughput of TrackedTask against plain Celery and django-celery-results.
+
+Run from the repository root (PostgreSQL on 127.0.0.1:5432 and Redis on
+127.0.0.1:6379, as on the development machines)::
+
+    python benchmarks/throughput.py            # 2,000 tasks per variant, 3 rounds
+    python benchmarks/throughput.py --tasks 500 --rounds 1
+
+It creates (and drops at the start) the PostgreSQL database ``bench_tq_core``,
+starts one real worker (prefork, concurrency 2, Redis broker) and, in rounds,
+publishes N small tasks of each variant and times until the last one ends:
+
+- ``plain``: a Celery task, no result stored;
+- ``results``: django-celery-results with the ``django-db`` backend;
+- ``results+started``: the same with ``track_started`` (two writes, as tracking does);
+- ``tracked``: TrackedTask, recording created, started and completed with their events.
+
+Then it times 1,000 ``update_progress`` calls inside one task against 1,000
+``update_state`` calls on the django-db backend, and checks that the final progress
+value was stored. Every variant runs with the same ``CELERY_DB_REUSE_MAX``.
+Timings are medians of the rounds; compare ratios, not seconds (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.core.settings")
+os.environ.setdefault("BENCH_BROKER", "redis://127.0.0.1:6379/9")
+
+
+def create_database() -> None:
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db["NAME"]}"')
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    log = open(ROOT / "benchmarks" / "worker.log", "wb")  # noqa: SIM115 (lives as long as the worker)
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "benchmarks.core.celery_app", "worker",
+        "-P", "prefork", "-c", "2", "-l", "WARNING", "--without-gossip", "--without-mingle",
+        "-n", "bench@localhost",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CELERY_SKIP_CHECKS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    from benchmarks.core.celery_app import app
+
+    deadline = time.monotonic() + 60
+    while not app.control.ping(destination=["bench@localhost"], timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the benchmark worker did not start; see benchmarks/worker.log")
+    return proc
+
+
+def run_batch(task: Any, n: int) -> float:
+    """Publish ``n`` tasks and return the seconds until the last one finished."""
+    import redis
+
+    from benchmarks.core.tasks import COUNTER
+
+    r = redis.Redis.from_url(os.environ["BENCH_BROKER"])
+    r.set(COUNTER, 0)
+    start = time.perf_counter()
+    for i in range(n):
+        task.delay(i)
+    while int(r.get(COUNTER) or 0) < n:
+        time.sleep(0.005)
+    return time.perf_counter() - start
+
+
+def run_drain(task: Any, n: int) -> float:
+    """Queue ``n`` tasks while no worker consumes them, then time the worker alone."""
+    import redis
+
+    from benchmarks.core.celery_app import app
+    from benchmarks.core.tasks import COUNTER
+
+    r = redis.Redis.from_url(os.environ["BENCH_BROKER"])
+    r.set(COUNTER, 0)
+    for i in range(n):
+        task.apply_async((i,), queue="drain")
+    start = time.perf_counter()
+    app.control.add_consumer("drain", destination=["bench@localhost"], reply=True)
+    while int(r.get(COUNTER) or 0) < n:
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    app.control.cancel_consumer("drain", destination=["bench@localhost"], reply=True)
+    return elapsed
+
+
+def publish_cost(task: Any, n: int) -> float:
+    """Milliseconds per ``delay()`` call, with no worker running the tasks."""
+    start = time.perf_counter()
+    for i in range(n):
+        task.apply_async((i,), queue="unconsumed")
+    return (time.perf_counter() - start) / n * 1000
+
+
+def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--progress-calls", type=int, default=1000)
+    opts = parser.parse_args()
+
+    import django
+
+    django.setup()
+    create_database()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+    from celery import current_app
+    from django.db import connection
+    from django_celery_results.models import TaskResult
+
+    from benchmarks.core import tasks
+    from django_taskqueue.models import TaskLog, TaskProgress
+
+    variants = {
+        "plain": tasks.plain,
+        "results": tasks.results,
+        "results+started": tasks.results_started,
+        "tracked": tasks.tracked,
+    }
+    worker = start_worker()
+    try:
+        run_batch(tasks.plain, 200)  # warm-up: worker children, connections
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for round_no in range(1, opts.rounds + 1):
+            for name, task in variants.items():
+                times[name].append(run_batch(task, opts.tasks))
+            print(f"round {round_no}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+
+        rows = TaskLog.objects.filter(task_name="bench.tracked")
+        recorded = rows.filter(status="completed").count()
+        events = sum(1 for _ in rows.values_list("events__event_type", flat=True))
+        assert recorded == opts.tasks * opts.rounds, recorded
+        assert events == 3 * recorded, events
+        # Both results variants stored one row per task.
+        assert TaskResult.objects.count() == 2 * opts.tasks * opts.rounds
+
+        print(
+            f"\nthroughput, {opts.tasks} tasks, median of {opts.rounds} rounds "
+            "(prefork -c 2, Redis broker, PostgreSQL):"
+        )
+        base = statistics.median(times["plain"])
+        for name, values in times.items():
+            med = statistics.median(values)
+            print(f"  {name:16s} {opts.tasks / med:8.0f} tasks/s   {base / med:5.2f}x plain Celery")
+        tracked = statistics.median(times["tracked"])
+        results = statistics.median(times["results"])
+        print(f"  tracked vs django-celery-results: {results / tracked:.2f}x")
+
+        drains: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(opts.rounds):
+            for name, task in variants.items():
+                drains[name].append(run_drain(task, opts.tasks))
+        print(f"\nworker throughput: {opts.tasks} tasks queued first, then drained by the worker:")
+        base = statistics.median(drains["plain"])
+        for name, values in drains.items():
+            med = statistics.median(values)
+            print(f"  {name:16s} {opts.tasks / med:8.0f} tasks/s   {base / med:5.2f}x plain Celery")
+
+        print("\npublishing cost per call (no worker consuming):")
+        costs = {name: publish_cost(task, min(opts.tasks, 1000)) for name, task in variants.items()}
+        for name, ms in costs.items():
+            print(f"  {name:16s} {ms:6.3f} ms per apply_async()")
+        redis_client = __import__("redis").Redis.from_url(os.environ["BENCH_BROKER"])
+        redis_client.delete("unconsumed")
+
+        progress_times, state_times = [], []
+        for _ in range(opts.rounds):
+            log = tasks.tracked_progress.submit(args=(opts.progress_calls,))
+            done = TaskLog.objects.filter(pk=log.pk, status="completed")
+            wait_until(done.exists)
+            progress_times.append(TaskLog.objects.get(pk=log.pk).result)
+            res = tasks.update_state.delay(opts.progress_calls)
+            state_times.append(res.get(timeout=300))
+        last = TaskProgress.objects.filter(task=log).order_by("-id").first()
+        final = TaskLog.objects.get(pk=log.pk)
+        assert last is not None
+        assert last.progress == 100
+        assert final.progress == 100
+        writes = TaskProgress.objects.filter(task=log).count()
+        p, s = statistics.median(progress_times), statistics.median(state_times)
+        print(f"\n{opts.progress_calls} progress calls inside one task (median of {opts.rounds}):")
+        print(
+            f"  update_progress (TrackedTask)     {p * 1000:8.1f} ms  ({writes} history rows, "
+            f"final value {last.progress}% stored)"
+        )
+        print(f"  update_state (django-db backend)  {s * 1000:8.1f} ms")
+        print(f"  update_progress costs {p / s:.3f} of update_state ({s / p:.0f}x cheaper)")
+        del current_app, connection
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+
+def wait_until(predicate: Any, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()
