@@ -31,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import postgres_database  # noqa: E402 (needs the path)
+
 DB_NAME = os.environ.get("TASKQUEUE_BENCH_DB", "bench_tq_api")
 os.environ["TASKQUEUE_TEST_DB"] = "postgres"
 os.environ["TASKQUEUE_WORKER_DB_NAME"] = DB_NAME  # tests/settings.py: the database NAME
@@ -45,25 +47,6 @@ REQUESTS = 200
 BULK_FILES = 1_000
 STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"]
 WEIGHTS = [5, 3, 1, 70, 15, 6]
-
-
-def ensure_database(rebuild: bool) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=os.environ.get("PGHOST", "127.0.0.1"),
-        port=os.environ.get("PGPORT", "5432"),
-        user=os.environ.get("PGUSER", "postgres"),
-        password=os.environ.get("PGPASSWORD", ""),
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
-        if exists and rebuild:
-            conn.execute(f'DROP DATABASE "{DB_NAME}"')
-            exists = None
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
 def populate() -> None:
@@ -270,7 +253,7 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="drop and refill the database")
     parser.add_argument("--only", choices=("list", "bulk"), help="run one of the two parts")
     args = parser.parse_args()
-    ensure_database(args.rebuild)
+    postgres_database(DB_NAME, rebuild=args.rebuild)
 
     import django
 

@@ -27,36 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import django_on, postgres_database  # noqa: E402 (needs the path)
+
 DB_NAME = os.environ.get("BENCH_DB_NAME", "bench_tq_house")
-
-
-def _ensure_database() -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=os.environ.get("PGHOST", "127.0.0.1"),
-        port=os.environ.get("PGPORT", "5432"),
-        user=os.environ.get("PGUSER", "postgres"),
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-
-
-def _setup_django() -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        TASKQUEUE_TEST_DB="postgres",
-        TASKQUEUE_WORKER_DB_NAME=DB_NAME,  # tests.settings points NAME at it
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def _fill(rows: int, recent: int, events_per_task: int, progress_every: int) -> float:
@@ -194,8 +168,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    _ensure_database()
-    _setup_django()
+    postgres_database(DB_NAME)
+    django_on(DB_NAME)
     from django.db import connection
 
     from django_taskqueue import housekeeping

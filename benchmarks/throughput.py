@@ -39,18 +39,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.core.settings")
 os.environ.setdefault("BENCH_BROKER", "redis://127.0.0.1:6379/9")
 
 
-def create_database() -> None:
-    import psycopg
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db["NAME"]}"')
-
-
 def start_worker() -> subprocess.Popen[bytes]:
     log = open(ROOT / "benchmarks" / "worker.log", "wb")  # noqa: SIM115 (lives as long as the worker)
     cmd = [
@@ -123,7 +111,11 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     import django
 
     django.setup()
-    create_database()
+    from django.conf import settings
+
+    from benchmarks.common import postgres_database
+
+    postgres_database(settings.DATABASES["default"]["NAME"], rebuild=True)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

@@ -21,6 +21,19 @@ def events(log: TaskLog) -> list[str]:
     return list(log.events.order_by("created_at", "id").values_list("event_type", flat=True))
 
 
+def finished(celery_task_id: str, timeout: float = 30.0) -> TaskLog:
+    """Wait until the task's row reaches a terminal status; return it."""
+    from tests.live import wait_for
+
+    def get() -> TaskLog | None:
+        return TaskLog.objects.filter(
+            celery_task_id=celery_task_id, status__in=("completed", "failed", "cancelled")
+        ).first()
+
+    log: TaskLog = wait_for(get, timeout, what=f"task {celery_task_id} to finish")
+    return log
+
+
 def make_user(username: str, *, staff: bool = False) -> Any:
     from django.contrib.auth import get_user_model
 

@@ -17,22 +17,10 @@ from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.signals import task_status_changed
 from django_taskqueue.status import TaskStatus
 from tests import tasks
-from tests.helpers import events, make_user
+from tests.helpers import events, finished, make_user
 from tests.live import wait_for
 
 pytestmark = pytest.mark.worker
-
-
-def finished(celery_task_id: str, timeout: float = 20.0) -> TaskLog:
-    """Wait until the task's row reaches a terminal status; return it."""
-
-    def get() -> TaskLog | None:
-        return TaskLog.objects.filter(
-            celery_task_id=celery_task_id, status__in=("completed", "failed", "cancelled")
-        ).first()
-
-    log: TaskLog = wait_for(get, timeout, what=f"task {celery_task_id} to finish")
-    return log
 
 
 def test_delay_records_the_whole_life(worker: Any) -> None:

@@ -17,20 +17,10 @@ from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
 from tests import tasks
-from tests.helpers import events, make_log
+from tests.helpers import events, finished, make_log
 from tests.live import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def finished(celery_task_id: str, timeout: float = 30.0) -> TaskLog:
-    def get() -> TaskLog | None:
-        return TaskLog.objects.filter(
-            celery_task_id=celery_task_id, status__in=("completed", "failed", "cancelled")
-        ).first()
-
-    log: TaskLog = wait_for(get, timeout, what=f"task {celery_task_id} to finish")
-    return log
 
 
 def running(celery_task_id: str) -> TaskLog:
