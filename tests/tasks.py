@@ -171,3 +171,14 @@ def idempotent_sleeper(self: TrackedTask, seconds: float = 30.0) -> int:
     if not self.request.retries:
         time.sleep(seconds)
     return int(self.request.retries or 0)
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.busy_progress", **_SOFT_LIMIT)
+def busy_progress(self: TrackedTask, seconds: float = 3.0) -> str:
+    """Does nothing but report progress, so the soft limit fires inside a progress write."""
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        self.update_progress(i % 100, message=f"step {i}")
+    return "ran to the end"

@@ -200,3 +200,9 @@ def test_duplicate_delivery_is_not_run_twice(live_worker: Any) -> None:
     assert log.status == TaskStatus.COMPLETED
     assert events(log) == ["created", "started", "completed", "ignored"]
     assert again.id == result.id
+
+
+def test_soft_time_limit_inside_a_progress_write_stops_the_task(live_worker: Any) -> None:
+    log = finished(tasks.busy_progress.delay(3.0).id)
+    assert (log.status, log.error_code) == ("failed", "SoftTimeLimitExceeded")
+    assert log.result is None
