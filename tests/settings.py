@@ -127,6 +127,10 @@ DJANGO_TASKQUEUE = {
     "PROGRESS_MIN_INTERVAL": 0.0,
 }
 
+# Django 6.1 configures mail through MAILERS (and warns when sending without it);
+# earlier versions ignore the setting. The test runner swaps in locmem either way.
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
