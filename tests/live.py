@@ -87,6 +87,21 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _spawn(
+    command: list[str], log_path: Path, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """Start a Celery process in its own session, its output going to ``log_path``."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env or worker_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @contextlib.contextmanager
 def worker_process(
     tmp_path: Path,
@@ -124,15 +139,7 @@ def worker_process(
         "--without-mingle",
         *extra_args,
     ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env or worker_env(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _spawn(command, log_path, env)
     worker = WorkerProcess(process, log_path, hostname)
     try:
         deadline = time.monotonic() + ready_timeout
@@ -186,15 +193,7 @@ def beat_process(
         str(tmp_path / f"{name}-schedule"),
         *extra_args,
     ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env or worker_env(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _spawn(command, log_path, env)
     beat = WorkerProcess(process, log_path, name)
     try:
         deadline = time.monotonic() + ready_timeout
