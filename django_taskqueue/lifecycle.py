@@ -712,8 +712,13 @@ def mark_failed(
     metadata: Mapping[str, Any] | None = None,
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
+    guard: Q | None = None,
 ) -> Outcome:
-    """Record failure, with the error's message, code (exception class) and traceback."""
+    """Record failure, with the error's message, code (exception class) and traceback.
+
+    ``guard`` narrows the conditional update further (the housekeeping
+    detectors re-check their own condition in it).
+    """
     now = timezone.now()
     updates = {
         "completed_at": now,
@@ -729,6 +734,7 @@ def mark_failed(
         pk=pk,
         updates=updates,
         event=(event_type, error_message, meta),
+        guard=guard,
         before=_progress_writer(progress),
         parent_id=parent_id,
         parent_known=parent_known,
@@ -1230,18 +1236,12 @@ def mark_stale(
     completion landing between the detector's query and this write wins: the
     task is left alone (with an ``ignored`` event).
     """
-    now = timezone.now()
-    updates = {
-        "completed_at": now,
-        "error_message": error_message,
-        "error_code": "worker_lost",
-        "next_retry_at": None,
-    }
-    return _transition(
-        TaskStatus.FAILED,
+    return mark_failed(
         pk=pk,
-        updates=updates,
-        event=(EventType.STALE, error_message, {"error_code": "worker_lost", **(metadata or {})}),
+        error_message=error_message,
+        error_code="worker_lost",
+        event_type=EventType.STALE,
+        metadata=metadata,
         guard=_stale_guard(cutoff),
     )
 
@@ -1293,18 +1293,12 @@ def mark_lost(
     Guarded on the status still being ``pending`` and on the creation time, so
     a task that a worker starts meanwhile is not touched.
     """
-    now = timezone.now()
-    updates = {
-        "completed_at": now,
-        "error_message": error_message,
-        "error_code": "lost",
-        "next_retry_at": None,
-    }
-    return _transition(
-        TaskStatus.FAILED,
+    return mark_failed(
         pk=pk,
-        updates=updates,
-        event=(EventType.STALE, error_message, {"error_code": "lost", **(metadata or {})}),
+        error_message=error_message,
+        error_code="lost",
+        event_type=EventType.STALE,
+        metadata=metadata,
         guard=Q(status=TaskStatus.PENDING, created_at__lt=created_before),
     )
 
