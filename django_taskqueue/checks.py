@@ -103,8 +103,9 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
         value = user.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value < 64:
             errors.append(_error(n, f"DJANGO_TASKQUEUE['{name}'] must be an integer >= 64."))
-    if not isinstance(user.get("SYNCHRONOUS_COMMIT", False), bool):
-        errors.append(_error(16, "DJANGO_TASKQUEUE['SYNCHRONOUS_COMMIT'] must be True or False."))
+    for name in ("SYNCHRONOUS_COMMIT", "PREPARED_STATEMENTS"):
+        if not isinstance(user.get(name, DEFAULTS[name]), bool):
+            errors.append(_error(16, f"DJANGO_TASKQUEUE['{name}'] must be True or False."))
     errors.extend(_check_api(user))
     errors.extend(_check_housekeeping(user))
     return errors

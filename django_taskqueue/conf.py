@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "RESULT_MAX_BYTES": 65_536,
     "TRACEBACK_MAX_CHARS": 20_000,
     "SYNCHRONOUS_COMMIT": False,
+    "PREPARED_STATEMENTS": True,
     # The REST API (docs/api.md).
     "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
     "API_PAGE_SIZE": 20,
@@ -143,6 +144,16 @@ class TaskQueueSettings:
         asynchronously, see ``docs/settings.md``.
         """
         return bool(self._get("SYNCHRONOUS_COMMIT"))
+
+    @property
+    def PREPARED_STATEMENTS(self) -> bool:
+        """Let psycopg 3 prepare the recording statements on PostgreSQL.
+
+        On by default. Turn it off behind a connection pooler in transaction
+        mode that does not support prepared statements (PgBouncer before 1.21,
+        or without ``max_prepared_statements``); see ``docs/settings.md``.
+        """
+        return bool(self._get("PREPARED_STATEMENTS"))
 
     @property
     def TRACEBACK_MAX_CHARS(self) -> int:

@@ -26,14 +26,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Avg, Case, Count, F, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
-from django.db.models.sql import InsertQuery, UpdateQuery
+from django.db.models import Avg, Count, F, Q, Subquery
 from django.utils import timezone
 
+from django_taskqueue import _fastsql
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -198,11 +197,11 @@ def _announce(outcome: Outcome, event_type: str, previous_status: str | None = N
     transaction.on_commit(send)
 
 
-_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF; "
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"
 
 
 @contextmanager
-def _recording(*, inline: bool = False) -> Iterator[str]:
+def _recording(*, inline: bool = False) -> Iterator[bool]:
     """A transaction for recording, committed without waiting for the disk when allowed.
 
     On PostgreSQL, unless ``SYNCHRONOUS_COMMIT`` is on, a transaction this
@@ -212,80 +211,23 @@ def _recording(*, inline: bool = False) -> Iterator[str]:
     crash can lose the last fraction of a second of records, never corrupt or
     reorder them; the stale-task detection then finds tasks left ``processing``.
 
-    With ``inline`` the ``SET LOCAL`` is not sent here but yielded, for the
-    caller to send in the same round trip as its one statement. Outside any
-    transaction (autocommit) that string is then its own transaction: no
-    ``BEGIN``/``COMMIT`` round trips at all.
+    With ``inline`` the setting is not sent here: the context yields whether
+    the caller's one statement should turn the wait off itself (see
+    :func:`django_taskqueue._fastsql.execute`). Outside any transaction
+    (autocommit) that statement is its own transaction: no ``BEGIN``/``COMMIT``
+    round trips at all.
     """
     connection = transaction.get_connection()
-    prefix = ""
     owned = not connection.in_atomic_block
-    if owned and connection.vendor == "postgresql" and not conf.SYNCHRONOUS_COMMIT:
-        prefix = _ASYNC_COMMIT
-    if inline and owned and connection.vendor == "postgresql" and connection.get_autocommit():
-        # PostgreSQL runs a multi-statement query string as one implicit
-        # transaction, and SET LOCAL holds within it.
-        yield prefix
+    async_commit = owned and connection.vendor == "postgresql" and not conf.SYNCHRONOUS_COMMIT
+    if inline and owned and connection.get_autocommit():
+        yield async_commit
         return
     with transaction.atomic():
-        if prefix and not inline:
+        if async_commit and not inline:
             with connection.cursor() as cursor:
-                cursor.execute(prefix)
-        yield prefix if inline else ""
-
-
-def _fetch_last(cursor: Any) -> Any:
-    """The first row of the last statement of a multi-statement execute."""
-    while cursor.description is None and cursor.nextset():
-        pass
-    return cursor.fetchone() if cursor.description is not None else None
-
-
-def _event_insert_sql(
-    event: tuple[str, str, Mapping[str, Any] | None], source: str
-) -> tuple[str, list[Any]]:
-    """``INSERT INTO <events> ... SELECT id, ... FROM <source>`` and its parameters."""
-    connection = transaction.get_connection()
-    meta = TaskEventLog._meta
-    qn = connection.ops.quote_name
-    columns = ", ".join(
-        qn(cast("models.Field[Any, Any]", meta.get_field(name)).column)
-        for name in ("task", "event_type", "message", "metadata", "created_at")
-    )
-    kind, message, metadata = event
-    params = [
-        str(kind),
-        message[:10_000],
-        meta.get_field("metadata").get_db_prep_save(to_json(metadata or {}), connection),
-        meta.get_field("created_at").get_db_prep_save(timezone.now(), connection),
-    ]
-    sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) SELECT id, %s, %s, %s, %s FROM {source}"
-    return sql, params
-
-
-def _pg_update_with_event(
-    prefix: str,
-    qs: models.QuerySet[TaskLog],
-    updates: Mapping[str, Any],
-    event: tuple[str, str, Mapping[str, Any] | None],
-) -> tuple[uuid.UUID, uuid.UUID | None] | None:
-    """PostgreSQL: the conditional UPDATE and its event in one statement, one round trip.
-
-    Returns the row's ``(pk, parent_id)`` when the UPDATE matched, else ``None``.
-    """
-    connection = transaction.get_connection()
-    query = cast(UpdateQuery, qs.query.chain(UpdateQuery))
-    query.add_update_values(dict(updates))
-    update_sql, update_params = query.get_compiler(connection=connection).as_sql()
-    insert_sql, insert_params = _event_insert_sql(event, "u")
-    sql = (
-        f"{prefix}WITH u AS ({update_sql} RETURNING id, parent_id), e AS ({insert_sql}) "
-        "SELECT id, parent_id FROM u"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*update_params, *insert_params])
-        row = _fetch_last(cursor)
-    return None if row is None else (row[0], row[1])
+                cursor.execute(_ASYNC_COMMIT)
+        yield async_commit and inline
 
 
 def _rows(celery_task_id: str | None, pk: uuid.UUID | None) -> models.QuerySet[TaskLog]:
@@ -315,24 +257,35 @@ def _transition(
     that knows the row's ``parent_id`` (``parent_known``) saves the query that
     looks for a bulk parent to update.
     """
-    qs = _rows(celery_task_id, pk)
-    allowed = Q(status__in=ALLOWED_FROM[target])
-    if guard is not None:
-        allowed &= guard
+    connection = transaction.get_connection()
     # The one-statement path, unless progress rows must be written before the
     # event (their order in the trail is the order they happened in).
-    fast = before is None and transaction.get_connection().vendor == "postgresql"
-    with _recording(inline=fast) as prefix:
-        if fast:
-            hit = _pg_update_with_event(
-                prefix, qs.filter(allowed), {"status": target, **updates}, event
-            )
+    statement = None
+    if before is None and connection.vendor == "postgresql":
+        statement = _fastsql.update_with_event(
+            connection,
+            key=("id", pk) if pk is not None else ("celery_task_id", celery_task_id),
+            statuses=ALLOWED_FROM[target],
+            guard=guard,
+            updates={"status": target, **updates},
+            event=event,
+        )
+    fast = statement is not None
+    with _recording(inline=fast) as async_commit:
+        if statement is not None:
+            hit = _fastsql.execute(connection, *statement, async_commit=async_commit)
             changed = hit is not None
             if hit is not None:
                 pk, parent_id = hit
                 parent_known = True
         else:
-            changed = bool(qs.filter(allowed).update(status=target, **updates))
+            qs = _rows(celery_task_id, pk)
+            allowed = Q(status__in=ALLOWED_FROM[target])
+            if guard is not None:
+                allowed &= guard
+            changed = bool(
+                qs.filter(allowed).update(status=target, **_fastsql.orm_updates(updates))
+            )
             if changed and pk is None:
                 pk, parent_id = qs.values_list("pk", "parent_id").get()
                 parent_known = True
@@ -344,7 +297,7 @@ def _transition(
                 _events(pk, event)
             outcome = Outcome(True, target, pk, parent_id, parent_known)
         else:
-            row = qs.values_list("pk", "status").first()
+            row = _rows(celery_task_id, pk).values_list("pk", "status").first()
             if row is None:
                 return Outcome(False, None, None)
             pk, status = row
@@ -450,30 +403,18 @@ def create_task_log(
         **fields,
     )
     event = (EventType.CREATED, event_message, metadata)
-    fast = transaction.get_connection().vendor == "postgresql"
-    with _recording(inline=fast) as prefix:
+    connection = transaction.get_connection()
+    fast = connection.vendor == "postgresql"
+    with _recording(inline=fast) as async_commit:
         if fast:
-            _pg_insert_with_event(prefix, log, event)
+            sql, params = _fastsql.insert_with_event(connection, log, event)
+            _fastsql.execute(connection, sql, params, async_commit=async_commit)
+            log._state.adding = False
+            log._state.db = connection.alias
         else:
             log.save(force_insert=True)
             _events(log.pk, event)
     return log
-
-
-def _pg_insert_with_event(
-    prefix: str, log: TaskLog, event: tuple[str, str, Mapping[str, Any] | None]
-) -> None:
-    """PostgreSQL: insert the row and its event in one statement, one round trip."""
-    connection = transaction.get_connection()
-    query = InsertQuery(TaskLog)
-    query.insert_values(TaskLog._meta.concrete_fields, [log])
-    [(insert_sql, insert_params)] = query.get_compiler(connection=connection).as_sql()
-    event_sql, event_params = _event_insert_sql(event, "t")
-    sql = f"{prefix}WITH t AS ({insert_sql} RETURNING id) {event_sql}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*insert_params, *event_params])
-    log._state.adding = False
-    log._state.db = connection.alias
 
 
 # --- the worker side ----------------------------------------------------------------
@@ -500,7 +441,7 @@ def mark_started(
     """
     now = timezone.now()
     updates: dict[str, Any] = {
-        "started_at": Coalesce(F("started_at"), Value(now), output_field=models.DateTimeField()),
+        "started_at": _fastsql.KeepFirst(now),
         "heartbeat_at": now,
         "worker": worker[:255],
         "attempt": attempt,
@@ -510,7 +451,7 @@ def mark_started(
     if queue:
         # The producer knows the queue only when it was named in the call; a
         # queue chosen by task_routes is first known here, from the delivery.
-        updates["queue"] = Case(When(queue="", then=Value(queue)), default=F("queue"))
+        updates["queue"] = _fastsql.FillEmpty(queue)
     event = (
         EventType.STARTED,
         f"started on {worker}" if worker else "started",

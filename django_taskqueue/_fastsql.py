@@ -1,0 +1,338 @@
+"""Hand-built SQL for the lifecycle's hot paths on PostgreSQL.
+
+Building a statement through the ORM (a queryset, its ``Q`` filters, an
+``UpdateQuery`` and its compiler) costs the worker several times what
+PostgreSQL spends running it, and every tracked task makes three such
+statements: that Python time decides how many tasks a worker gets through. The
+builders here produce the same statements from the models' metadata with plain
+string joins and the fields' own ``get_db_prep_save``.
+
+They know only simple shapes: plain values, the two expressions below and
+``AND``-ed comparisons. For anything else they return ``None`` and the
+lifecycle uses the ORM. Only :mod:`django_taskqueue.lifecycle` calls them.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from django.db import models
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.serialization import to_json
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+Event = tuple[str, str, Mapping[str, Any] | None]
+
+# Where a built statement takes the clause that turns off synchronous_commit.
+_ASYNC_SLOT = " /*async*/"
+
+
+@dataclass(frozen=True)
+class KeepFirst:
+    """An update that sets the column only while it is NULL (``COALESCE(col, value)``)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class FillEmpty:
+    """An update that sets a text column only while it is empty."""
+
+    value: str
+
+
+def orm_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """The same updates for ``QuerySet.update()``: the markers become ORM expressions."""
+    out: dict[str, Any] = {}
+    for name, value in updates.items():
+        if isinstance(value, KeepFirst):
+            field = cast("models.Field[Any, Any]", TaskLog._meta.get_field(name))
+            out[name] = Coalesce(F(name), Value(value.value), output_field=field)
+        elif isinstance(value, FillEmpty):
+            out[name] = Case(When(**{name: ""}, then=Value(value.value)), default=F(name))
+        else:
+            out[name] = value
+    return out
+
+
+_OPERATORS = {"exact": "=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+# Values psycopg sends as they are; anything else goes through the field's
+# get_db_prep_save (JSON above all, which needs the driver's Jsonb wrapper).
+_NATIVE = (str, int, float, datetime, uuid.UUID)
+
+
+def _quote(name: str | None) -> str:
+    # PostgreSQL's quoting, as DatabaseOperations.quote_name does it.
+    assert name is not None
+    return name if name.startswith('"') else f'"{name}"'
+
+
+@functools.cache
+def _field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or field.is_relation:
+        return None
+    return field
+
+
+def _prep(field: models.Field[Any, Any], value: Any, conn: BaseDatabaseWrapper) -> Any:
+    if type(value) in _NATIVE and not isinstance(field, models.JSONField):
+        return value
+    return field.get_db_prep_save(value, conn)
+
+
+@functools.cache
+def _event_columns() -> str:
+    meta = TaskEventLog._meta
+    return ", ".join(
+        _quote(cast("models.Field[Any, Any]", meta.get_field(name)).column)
+        for name in ("task", "event_type", "message", "metadata", "created_at")
+    )
+
+
+@functools.cache
+def _insert_fields() -> tuple[tuple[models.Field[Any, Any], str, bool], ...]:
+    """``(field, quoted column, is JSON)`` of every TaskLog column, in order."""
+    return tuple(
+        (field, _quote(field.column), isinstance(field, models.JSONField))
+        for field in TaskLog._meta.concrete_fields
+    )
+
+
+def _where(q: Q, conn: BaseDatabaseWrapper, params: list[Any]) -> list[str] | None:
+    """``AND``-ed simple comparisons of ``q`` as SQL, or ``None`` for any other shape."""
+    if q.negated or (q.connector != Q.AND and len(q.children) > 1):
+        return None
+    parts: list[str] = []
+    for child in q.children:
+        if isinstance(child, Q):
+            nested = _where(child, conn, params)
+            if nested is None:
+                return None
+            parts.extend(nested)
+            continue
+        name, value = cast("tuple[str, Any]", child)
+        column, _, lookup = str(name).partition("__")
+        field = _field(TaskLog, column)
+        if (
+            field is None
+            or hasattr(value, "resolve_expression")
+            or value is None
+            or (lookup not in _OPERATORS and lookup not in ("", "in"))
+        ):
+            return None
+        qcol = _quote(field.column)
+        if lookup == "in":
+            values = list(value)
+            if not values:
+                return None
+            parts.append(f"{qcol} IN ({', '.join(['%s'] * len(values))})")
+            params.extend(_prep(field, v, conn) for v in values)
+        else:
+            parts.append(f"{qcol} {_OPERATORS[lookup or 'exact']} %s")
+            params.append(_prep(field, value, conn))
+    return parts
+
+
+def _literal(identifier: str) -> str:
+    if not identifier.replace("_", "").isalnum():
+        raise ValueError(f"not a status: {identifier!r}")
+    return f"'{identifier}'"
+
+
+def _assignments(
+    updates: Mapping[str, Any], conn: BaseDatabaseWrapper, params: list[Any]
+) -> list[str] | None:
+    parts: list[str] = []
+    for name, value in updates.items():
+        field = _field(TaskLog, name)
+        if field is None:
+            return None
+        col = _quote(field.column)
+        if isinstance(value, KeepFirst):
+            parts.append(f"{col} = COALESCE({col}, %s)")
+            params.append(_prep(field, value.value, conn))
+        elif isinstance(value, FillEmpty):
+            parts.append(f"{col} = CASE WHEN {col} = '' THEN %s ELSE {col} END")
+            params.append(_prep(field, value.value, conn))
+        elif hasattr(value, "resolve_expression"):
+            return None
+        else:
+            prepared = None if value is None else _prep(field, value, conn)
+            if prepared is None:
+                parts.append(f"{col} = NULL")
+            else:
+                parts.append(f"{col} = %s")
+                params.append(prepared)
+    return parts
+
+
+def event_insert(conn: BaseDatabaseWrapper, event: Event, source: str) -> tuple[str, list[Any]]:
+    """``INSERT INTO <events> ... SELECT id, ... FROM <source>`` and its parameters."""
+    kind, message, metadata = event
+    field = cast("models.Field[Any, Any]", TaskEventLog._meta.get_field("metadata"))
+    params = [
+        str(kind),
+        message[:10_000],
+        field.get_db_prep_save(to_json(metadata or {}), conn),
+        timezone.now(),
+    ]
+    sql = (
+        f"INSERT INTO {_quote(TaskEventLog._meta.db_table)} ({_event_columns()}) "
+        f"SELECT id, %s, %s, %s, %s FROM {source}"
+    )
+    return sql, params
+
+
+def update_with_event(
+    conn: BaseDatabaseWrapper,
+    *,
+    key: tuple[str, Any],
+    statuses: Iterable[str],
+    guard: Q | None,
+    updates: Mapping[str, Any],
+    event: Event,
+) -> tuple[str, list[Any]] | None:
+    """The conditional UPDATE of one TaskLog and its event's INSERT as one statement.
+
+    The statement returns ``(id, parent_id)`` when the row matched, nothing
+    otherwise. ``key`` is ``("id", pk)`` or ``("celery_task_id", id)``.
+
+    Returns:
+        ``(sql, params)``, or ``None`` when a value or the guard has a shape
+        this builder does not know (the caller then uses the ORM).
+    """
+    params: list[Any] = []
+    assignments = _assignments(updates, conn, params)
+    if assignments is None:
+        return None
+    name, value = key
+    field = _field(TaskLog, name)
+    if field is None or value is None:
+        return None
+    conditions = [
+        f"{_quote(field.column)} = %s",
+        # Statuses are the package's own identifiers: written into the text,
+        # they spare the driver quoting a parameter each.
+        f"{_quote('status')} IN ({', '.join(_literal(status) for status in sorted(statuses))})",
+    ]
+    params.append(_prep(field, value, conn))
+    if guard is not None:
+        extra = _where(guard, conn, params)
+        if extra is None:
+            return None
+        conditions.extend(extra)
+    event_sql, event_params = event_insert(conn, event, "u")
+    sql = (
+        f"WITH u AS (UPDATE {_quote(TaskLog._meta.db_table)} SET {', '.join(assignments)} "
+        f"WHERE {' AND '.join(conditions)} RETURNING id, parent_id), "
+        f"e AS ({event_sql}) SELECT id, parent_id FROM u{_ASYNC_SLOT}"
+    )
+    return sql, [*params, *event_params]
+
+
+def insert_with_event(
+    conn: BaseDatabaseWrapper, log: TaskLog, event: Event
+) -> tuple[str, list[Any]]:
+    """The INSERT of a new TaskLog and of its first event, as one statement."""
+    columns: list[str] = []
+    values: list[str] = []
+    params: list[Any] = []
+    for field, column, is_json in _insert_fields():
+        columns.append(column)
+        value = field.pre_save(log, True)
+        # Values at their usual defaults go into the SQL text: fewer
+        # parameters to send, and still one statement text to prepare.
+        kind = type(value)
+        if value is None:
+            values.append("NULL")
+        elif kind is str and not value:
+            values.append("''")
+        elif kind is bool:
+            values.append("TRUE" if value else "FALSE")
+        elif kind is int and value == 0:
+            values.append("0")
+        elif is_json and value in ([], {}):
+            values.append("'[]'" if value == [] else "'{}'")
+        else:
+            values.append("%s")
+            params.append(_prep(field, value, conn))
+    event_sql, event_params = event_insert(conn, event, "t")
+    sql = (
+        f"WITH t AS (INSERT INTO {_quote(TaskLog._meta.db_table)} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(values)}) RETURNING id) {event_sql}{_ASYNC_SLOT} RETURNING id"
+    )
+    return sql, [*params, *event_params]
+
+
+# Appended to a statement's last FROM: turns off the wait for the WAL flush for
+# the transaction the statement is in. A function call, not ``SET LOCAL``, so
+# the statement stays a single one (which server-side binding requires).
+_ASYNC_COMMIT_CLAUSE = " WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL"
+
+
+def execute(
+    conn: BaseDatabaseWrapper, sql: str, params: list[Any], *, async_commit: bool
+) -> tuple[Any, ...] | None:
+    """Run one built statement and return its first row.
+
+    With psycopg 3 the statement goes through a server-side-binding cursor and
+    is prepared once per connection, so PostgreSQL stops parsing and planning
+    these wide statements for every task, most of its work per statement. Django's
+    cursor is used instead when queries are being logged or wrapped (``DEBUG``,
+    ``assertNumQueries``, instrumentation), when the ``PREPARED_STATEMENTS``
+    setting is off, and with psycopg2.
+
+    ``async_commit`` makes the statement itself turn off ``synchronous_commit``
+    for its transaction (see :func:`django_taskqueue.lifecycle._recording`).
+    """
+    # The final SELECT/INSERT reads from a CTE that yields at most one row.
+    sql = sql.replace(_ASYNC_SLOT, _ASYNC_COMMIT_CLAUSE if async_commit else "")
+    raw = _server_side_connection(conn)
+    if raw is None:
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            first: tuple[Any, ...] | None = cursor.fetchone()
+            return first
+    import psycopg
+
+    # Django connects with prepare_threshold=None, which turns preparing off
+    # for the whole connection, even for an execute(prepare=True). Lift it
+    # for this one statement only: the host's own queries stay unprepared.
+    # psycopg keeps the connection's prepared statements in an LRU
+    # (prepared_max), so they are reused across calls.
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = 0
+    try:
+        with conn.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row
+    finally:
+        raw.prepare_threshold = threshold
+
+
+def _server_side_connection(conn: BaseDatabaseWrapper) -> Any:
+    from django_taskqueue.conf import conf
+
+    if conn.queries_logged or conn.execute_wrappers or not conf.PREPARED_STATEMENTS:
+        return None
+    conn.ensure_connection()
+    conn.validate_no_broken_transaction()
+    raw = conn.connection
+    if not type(raw).__module__.startswith("psycopg") or type(raw).__module__.startswith(
+        "psycopg2"
+    ):
+        return None  # psycopg2
+    return raw
