@@ -328,6 +328,8 @@ def _server_side_connection(conn: BaseDatabaseWrapper) -> Any:
 
     if conn.queries_logged or conn.execute_wrappers or not conf.PREPARED_STATEMENTS:
         return None
+    # What Django's cursor() does first: CONN_HEALTH_CHECKS, then (re)connect.
+    conn.close_if_health_check_failed()
     conn.ensure_connection()
     conn.validate_no_broken_transaction()
     raw = conn.connection
