@@ -79,11 +79,12 @@ def _quote(name: str | None) -> str:
 
 
 @functools.cache
-def _field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:
-    field = model._meta.get_field(name)
+def _column(name: str) -> tuple[models.Field[Any, Any], str] | None:
+    """A plain TaskLog field and its quoted column, or ``None`` for a relation."""
+    field = TaskLog._meta.get_field(name)
     if not isinstance(field, models.Field) or field.is_relation:
         return None
-    return field
+    return field, _quote(field.column)
 
 
 def _prep(field: models.Field[Any, Any], value: Any, conn: BaseDatabaseWrapper) -> Any:
@@ -124,24 +125,17 @@ def _where(q: Q, conn: BaseDatabaseWrapper, params: list[Any]) -> list[str] | No
             continue
         name, value = cast("tuple[str, Any]", child)
         column, _, lookup = str(name).partition("__")
-        field = _field(TaskLog, column)
+        found = _column(column)
         if (
-            field is None
+            found is None
             or hasattr(value, "resolve_expression")
             or value is None
-            or (lookup not in _OPERATORS and lookup not in ("", "in"))
+            or (lookup and lookup not in _OPERATORS)
         ):
             return None
-        qcol = _quote(field.column)
-        if lookup == "in":
-            values = list(value)
-            if not values:
-                return None
-            parts.append(f"{qcol} IN ({', '.join(['%s'] * len(values))})")
-            params.extend(_prep(field, v, conn) for v in values)
-        else:
-            parts.append(f"{qcol} {_OPERATORS[lookup or 'exact']} %s")
-            params.append(_prep(field, value, conn))
+        field, qcol = found
+        parts.append(f"{qcol} {_OPERATORS[lookup or 'exact']} %s")
+        params.append(_prep(field, value, conn))
     return parts
 
 
@@ -156,10 +150,10 @@ def _assignments(
 ) -> list[str] | None:
     parts: list[str] = []
     for name, value in updates.items():
-        field = _field(TaskLog, name)
-        if field is None:
+        found = _column(name)
+        if found is None:
             return None
-        col = _quote(field.column)
+        field, col = found
         if isinstance(value, KeepFirst):
             parts.append(f"{col} = COALESCE({col}, %s)")
             params.append(_prep(field, value.value, conn))
@@ -218,11 +212,12 @@ def update_with_event(
     if assignments is None:
         return None
     name, value = key
-    field = _field(TaskLog, name)
-    if field is None or value is None:
+    found = _column(name)
+    if found is None or value is None:
         return None
+    field, column = found
     conditions = [
-        f"{_quote(field.column)} = %s",
+        f"{column} = %s",
         # Statuses are the package's own identifiers: written into the text,
         # they spare the driver quoting a parameter each.
         f"{_quote('status')} IN ({', '.join(_literal(status) for status in sorted(statuses))})",
@@ -332,9 +327,7 @@ def _server_side_connection(conn: BaseDatabaseWrapper) -> Any:
     conn.close_if_health_check_failed()
     conn.ensure_connection()
     conn.validate_no_broken_transaction()
-    raw = conn.connection
-    if not type(raw).__module__.startswith("psycopg") or type(raw).__module__.startswith(
-        "psycopg2"
-    ):
-        return None  # psycopg2
-    return raw
+    # Only reached on PostgreSQL, so one of the two drivers is importable.
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return conn.connection if is_psycopg3 else None
