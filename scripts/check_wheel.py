@@ -23,6 +23,8 @@ WHEEL_REQUIRED = (
     f"{PACKAGE}/py.typed",
     f"{PACKAGE}/migrations/__init__.py",
     f"{PACKAGE}/migrations/0001_initial.py",
+    f"{PACKAGE}/contrib/postgres/migrations/__init__.py",
+    f"{PACKAGE}/contrib/postgres/migrations/0001_trigram_search.py",
 )
 # Top-level folders of the repository that must never end up installed.
 WHEEL_FORBIDDEN_TOP = ("tests", "example_project", "benchmarks", "docs", "scripts")
@@ -34,6 +36,7 @@ SDIST_REQUIRED = (
     "CHANGELOG.md",
     f"{PACKAGE}/py.typed",
     f"{PACKAGE}/migrations/0001_initial.py",
+    f"{PACKAGE}/contrib/postgres/migrations/0001_trigram_search.py",
 )
 # Build and tool leftovers that must not leak into the sdist.
 SDIST_FORBIDDEN_PARTS = (
