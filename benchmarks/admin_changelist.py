@@ -17,8 +17,9 @@ Targets: every changelist (unfiltered and filtered) under 300 ms, the overview
 under 500 ms (medians), the same number of queries for every changelist page
 and filter, and no query that reads more than a quarter of the table by sequential scan
 (EXPLAIN ANALYZE; a scan that a LIMIT stops early is fine). Searching part of a file
-or task name is reported but not held to a target: ``ILIKE '%...%'`` cannot use
-a b-tree index. Exits non-zero when a target is missed.
+name is held to them too: the test settings install ``django_taskqueue.contrib.postgres``,
+whose trigram indexes serve it (a fill drops them and builds them again afterwards, and
+prints how long that took). Exits non-zero when a target is missed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ USERS = 1_000
 def _fill(rows: int) -> float:
     """Insert the users and the task rows; return the seconds it took."""
     from django.contrib.auth import get_user_model
+    from django.core.management import call_command
     from django.db import connection
 
     from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -51,6 +53,8 @@ def _fill(rows: int) -> float:
     user_model = get_user_model()
     log_table = TaskLog._meta.db_table
     started = time.perf_counter()
+    # One build of the trigram indexes after the insert, not a million index updates.
+    call_command("migrate", "django_taskqueue_postgres", "zero", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(
             f"TRUNCATE {TaskEventLog._meta.db_table}, {TaskProgress._meta.db_table}, {log_table}"
@@ -108,6 +112,10 @@ def _fill(rows: int) -> float:
             """,
             [first_user, USERS, rows, rows],
         )
+    building = time.perf_counter()
+    call_command("migrate", "django_taskqueue_postgres", verbosity=0)
+    print(f"  trigram indexes built concurrently in {time.perf_counter() - building:.1f} s")
+    with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {log_table}")
     return time.perf_counter() - started
 
@@ -221,7 +229,7 @@ def main() -> int:
             "list",
         ),
         ("search celery id", changelist + f"?q={some['celery_task_id']}", "list"),
-        ("search file name (ILIKE)", changelist + "?q=upload-4242", "info"),
+        ("search part of a file name", changelist + "?q=upload-4242", "list"),
         ("task page", reverse("admin:django_taskqueue_tasklog_change", args=[some["pk"]]), "page"),
         ("overview", reverse("admin:django_taskqueue_tasklog_overview"), "overview"),
     ]
