@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -220,6 +220,20 @@ def test_an_invalid_index_left_by_an_interrupted_build_is_rebuilt() -> None:
     definition, valid = _indexes()[name]
     assert valid
     assert "gin_trgm_ops" in definition
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_indexes_are_built_the_plain_way() -> None:
+    # CREATE INDEX CONCURRENTLY would fail here ("cannot run inside a transaction block").
+    try:
+        with transaction.atomic():
+            call_command("migrate", APP, "zero", verbosity=0)
+            assert _indexes() == {}
+            call_command("migrate", APP, verbosity=0)
+            assert {name for name, (_, valid) in _indexes().items() if valid} == set(INDEXES)
+    finally:
+        call_command("migrate", APP, verbosity=0)
+    assert set(_indexes()) == set(INDEXES)
 
 
 # --- the planner uses them for the real queries -------------------------------------
