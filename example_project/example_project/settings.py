@@ -185,6 +185,9 @@ DATABASES = {
         else sqlite_database(DATA_DIR / "db.sqlite3")
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Trigram indexes under the admin's and the API's search (docs/postgres.md).
+    INSTALLED_APPS += ["django_taskqueue.contrib.postgres"]
 
 # Mail goes to files in DATA_DIR/mail unless EMAIL_BACKEND says otherwise (for example
 # django.core.mail.backends.smtp.EmailBackend with EMAIL_HOST and EMAIL_PORT). The
