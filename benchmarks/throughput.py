@@ -29,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,128 @@ def start_worker() -> subprocess.Popen[bytes]:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the benchmark worker did not start; see benchmarks/worker.log")
     return proc
+
+
+class CpuMeter:
+    """CPU seconds spent, per process group, while a batch runs (Linux ``/proc``).
+
+    The groups: this (publishing) process, the worker's main process, its pool
+    children, the PostgreSQL backends connected to the benchmark database, and
+    the Redis server. On 2 cores they all compete, so the CPU each variant
+    costs per task, summed over all of them, is what sets the end-to-end rate.
+    A thread samples every process every 20 ms, so one that starts during the
+    batch (a database connection the worker reopens) counts from zero, and one
+    that exits counts up to its last sample; the thread's own CPU is taken off
+    the producer's.
+    """
+
+    GROUPS = ("producer", "worker main", "pool children", "PostgreSQL", "Redis")
+
+    def __init__(self, worker_pid: int) -> None:
+        import psycopg
+
+        self.worker_pid = worker_pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.first: dict[tuple[str, int], float] = {}
+        self.last: dict[tuple[str, int], float] = {}
+        self.used: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.own = 0.0
+        # The sampler's own connection: Django's belongs to the publishing thread.
+        self.pg = psycopg.connect(
+            host=os.environ.get("PGHOST", "127.0.0.1"),
+            port=os.environ.get("PGPORT", "5432"),
+            user=os.environ.get("PGUSER", "postgres"),
+            dbname="postgres",
+            autocommit=True,
+        )
+
+    @staticmethod
+    def _stat(pid: int) -> list[str] | None:
+        try:
+            # Fields after the command name, which may itself hold spaces.
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+
+    def _groups(self) -> dict[str, list[int]]:
+        from django.conf import settings
+
+        children, redis_pids = [], []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            fields = self._stat(int(entry.name))
+            if fields is not None and int(fields[1]) == self.worker_pid:
+                children.append(int(entry.name))
+            try:
+                if (entry / "comm").read_text().strip() == "redis-server":
+                    redis_pids.append(int(entry.name))
+            except OSError:
+                pass
+        backends = [
+            row[0]
+            for row in self.pg.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                [settings.DATABASES["default"]["NAME"]],
+            )
+        ]
+        return {
+            "producer": [os.getpid()],
+            "worker main": [self.worker_pid],
+            "pool children": children,
+            "PostgreSQL": backends,
+            "Redis": redis_pids,
+        }
+
+    def _sample(self, *, initial: bool = False) -> None:
+        for group, pids in self._groups().items():
+            for pid in pids:
+                fields = self._stat(pid)
+                if fields is None:
+                    continue
+                seconds = (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
+                self.first.setdefault((group, pid), seconds if initial else 0.0)
+                self.last[(group, pid)] = seconds
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.02):
+            self._sample()
+        self.own = time.thread_time()  # the sampling itself, not the publishing
+
+    def __enter__(self) -> CpuMeter:
+        if Path("/proc/self/stat").exists():  # Linux only; elsewhere no breakdown
+            self._sample(initial=True)
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.first:
+            self.pg.close()
+            return
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        self.pg.close()
+        self.used = dict.fromkeys(self.GROUPS, 0.0)
+        for (group, pid), seconds in self.last.items():
+            self.used[group] += seconds - self.first[(group, pid)]
+        self.used["producer"] -= self.own
+
+
+def print_cpu(cpu: dict[str, list[dict[str, float]]], tasks: int) -> None:
+    """Print each variant's CPU per task by process group (medians of the rounds)."""
+    if not all(cpu.values()):
+        return
+    print("\nCPU per task, end to end (ms, median of the rounds; 2 cores shared by all):")
+    print(" " * 18 + "".join(f"{group:>15s}" for group in CpuMeter.GROUPS) + "  total")
+    for name, rounds in cpu.items():
+        per_task = [
+            statistics.median(r[group] for r in rounds) / tasks * 1000 for group in CpuMeter.GROUPS
+        ]
+        columns = "".join(f"{ms:15.3f}" for ms in per_task)
+        print(f"  {name:16s}{columns}  {sum(per_task):5.2f}")
 
 
 def run_batch(task: Any, n: int) -> float:
@@ -137,9 +260,13 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     try:
         run_batch(tasks.plain, 200)  # warm-up: worker children, connections
         times: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for round_no in range(1, opts.rounds + 1):
             for name, task in variants.items():
-                times[name].append(run_batch(task, opts.tasks))
+                with CpuMeter(worker.pid) as meter:
+                    times[name].append(run_batch(task, opts.tasks))
+                if meter.used:
+                    cpu[name].append(meter.used)
             print(f"round {round_no}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
 
         rows = TaskLog.objects.filter(task_name="bench.tracked")
@@ -161,6 +288,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
         tracked = statistics.median(times["tracked"])
         results = statistics.median(times["results"])
         print(f"  tracked vs django-celery-results: {results / tracked:.2f}x")
+        print_cpu(cpu, opts.tasks)
 
         drains: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(opts.rounds):
