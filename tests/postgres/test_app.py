@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from io import StringIO
 from pathlib import Path
 
@@ -84,12 +83,3 @@ def test_check_is_registered_and_silenced_in_the_sqlite_test_settings() -> None:
     else:  # tests/settings.py silences it: manage.py check does not report it
         assert len(found) == 1
         assert found[0].is_silenced()
-
-
-def test_check_id_is_documented() -> None:
-    source = (ROOT / "django_taskqueue" / "contrib" / "postgres" / "checks.py").read_text()
-    found = set(re.findall(r'id="(django_taskqueue\.[EW]\d{3})"', source))
-    assert found == {"django_taskqueue.W007"}
-    page = (ROOT / "docs" / "checks.md").read_text()
-    for check_id in found:
-        assert f"`{check_id}`" in page, f"{check_id} is not in docs/checks.md"
