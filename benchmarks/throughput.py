@@ -93,28 +93,28 @@ class CpuMeter:
         )
 
     @staticmethod
-    def _stat(pid: int) -> list[str] | None:
+    def _stat(pid: int) -> tuple[str, list[str]] | None:
+        """The process's command name and the fields after it, or ``None`` once it is gone."""
         try:
-            # Fields after the command name, which may itself hold spaces.
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            # "pid (comm) state ppid ...": the name may itself hold spaces and ")".
+            head, _, tail = Path(f"/proc/{pid}/stat").read_text().rpartition(")")
+        except OSError:
             return None
+        return head.partition("(")[2], tail.split()
 
     def _groups(self) -> dict[str, list[int]]:
         from django.conf import settings
 
         children, redis_pids = [], []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
+            stat = self._stat(int(entry.name)) if entry.name.isdigit() else None
+            if stat is None:
                 continue
-            fields = self._stat(int(entry.name))
-            if fields is not None and int(fields[1]) == self.worker_pid:
+            name, fields = stat
+            if int(fields[1]) == self.worker_pid:  # ppid
                 children.append(int(entry.name))
-            try:
-                if (entry / "comm").read_text().strip() == "redis-server":
-                    redis_pids.append(int(entry.name))
-            except OSError:
-                pass
+            elif name == "redis-server":
+                redis_pids.append(int(entry.name))
         backends = [
             row[0]
             for row in self.pg.execute(
@@ -133,9 +133,10 @@ class CpuMeter:
     def _sample(self, *, initial: bool = False) -> None:
         for group, pids in self._groups().items():
             for pid in pids:
-                fields = self._stat(pid)
-                if fields is None:
+                stat = self._stat(pid)
+                if stat is None:
                     continue
+                fields = stat[1]
                 seconds = (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
                 self.first.setdefault((group, pid), seconds if initial else 0.0)
                 self.last[(group, pid)] = seconds
