@@ -130,3 +130,115 @@ def test_logged_queries_go_through_djangos_cursor() -> None:
     assert queries[0]["sql"].startswith("WITH t AS (INSERT")
     assert queries[1]["sql"].startswith("WITH u AS (UPDATE")
     assert _prepared_recording_statements() == []
+
+
+def _prepared_statement_names() -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE %s ORDER BY name",
+            ["WITH _ AS (%django_taskqueue_tasklog%"],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_statements_run_through_libpq_under_names_of_their_own() -> None:
+    from django.db import connection
+
+    connection.close()
+    log = lifecycle.create_task_log("pq-1", task_name="t", args=(1,), kwargs={"k": "v"})
+    started = lifecycle.mark_started("pq-1", attempt=0, worker="w@host")
+    ended = lifecycle.mark_completed("pq-1", pk=log.pk, result={"n": 1.5, "ok": True})
+    # Prepared by this package, not by psycopg's cursor (whose names are _pg3_*).
+    names = _prepared_statement_names()
+    assert len(names) == 3, names
+    assert all(name.startswith("_taskqueue_") for name in names), names
+    assert (started.applied, started.pk, started.parent_known) == (True, log.pk, True)
+    assert (ended.applied, ended.status) == (True, "completed")
+    row = TaskLog.objects.get(pk=log.pk)
+    assert (row.worker, row.result, row.progress, row.kwargs) == (
+        "w@host",
+        {"n": 1.5, "ok": True},
+        100,
+        {"k": "v"},
+    )
+    assert row.started_at is not None
+    assert row.completed_at is not None
+    assert row.started_at <= row.completed_at
+    assert list(row.events.order_by("id").values_list("event_type", flat=True)) == [
+        "created",
+        "started",
+        "completed",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_dropped_from_the_session_are_prepared_again() -> None:
+    from django.db import connection
+
+    connection.close()
+    lifecycle.create_task_log("drop-1", task_name="t")
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a pooler or DISCARD ALL does
+    # The next write finds its statement gone, runs through psycopg's cursor
+    # instead and succeeds; the one after prepares it again.
+    lifecycle.create_task_log("drop-2", task_name="t")
+    lifecycle.create_task_log("drop-3", task_name="t")
+    assert TaskLog.objects.filter(celery_task_id__startswith="drop-").count() == 3
+    assert any(name.startswith("_taskqueue_") for name in _prepared_statement_names())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callers_transaction_stays_atomic() -> None:
+    from django.db import connection, transaction
+
+    from django_taskqueue import _fastsql
+
+    class Abort(Exception):
+        pass
+
+    # A statement first in the block (psycopg has not sent its BEGIN yet),
+    # then recording after a query of the caller's (the transaction is open):
+    # both roll back with the caller's transaction.
+    def insert_first() -> None:
+        with transaction.atomic():
+            log = TaskLog(celery_task_id="atomic-1", task_name="t")
+            sql, params = _fastsql.insert_with_event(connection, log, ("created", "", None))
+            _fastsql.execute(connection, sql, params, async_commit=False)
+            raise Abort
+
+    def record_after_a_query() -> None:
+        with transaction.atomic():
+            TaskLog.objects.exists()
+            lifecycle.create_task_log("atomic-2", task_name="t")
+            lifecycle.mark_started("atomic-2", attempt=0, worker="w")
+            raise Abort
+
+    with pytest.raises(Abort):
+        insert_first()
+    with pytest.raises(Abort):
+        record_after_a_query()
+    assert not TaskLog.objects.filter(celery_task_id__startswith="atomic-").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_errors_on_the_libpq_path_are_djangos() -> None:
+    from django.db import DataError, IntegrityError, connection
+
+    from django_taskqueue import _fastsql
+
+    connection.close()
+    lifecycle.create_task_log("dup-1", task_name="t")
+    sql, params = _fastsql.insert_with_event(
+        connection, TaskLog(celery_task_id="dup-1", task_name="t"), ("created", "", None)
+    )
+    with pytest.raises(IntegrityError):
+        _fastsql.execute(connection, sql, params, async_commit=True)
+    # A NUL character is refused with psycopg's own message, before anything is sent.
+    with pytest.raises(DataError, match="NUL"):
+        lifecycle.create_task_log("nul-1", task_name="bad\x00name")
+    # The connection is still usable, and nothing half-written was left.
+    lifecycle.create_task_log("dup-2", task_name="t")
+    assert sorted(TaskLog.objects.values_list("celery_task_id", flat=True)) == ["dup-1", "dup-2"]
