@@ -3,7 +3,7 @@
 Run from the repository root (PostgreSQL on 127.0.0.1:5432 and Redis on
 127.0.0.1:6379, as on the development machines)::
 
-    python benchmarks/throughput.py            # 2,000 tasks per variant, 3 rounds
+    python benchmarks/throughput.py            # 2,000 tasks per variant, 5 rounds
     python benchmarks/throughput.py --tasks 500 --rounds 1
 
 It creates (and drops at the start) the PostgreSQL database ``bench_tq_core``,
@@ -167,11 +167,11 @@ class CpuMeter:
         self.used["producer"] -= self.own
 
 
-def print_cpu(cpu: dict[str, list[dict[str, float]]], tasks: int) -> None:
+def print_cpu(cpu: dict[str, list[dict[str, float]]], tasks: int, title: str) -> None:
     """Print each variant's CPU per task by process group (medians of the rounds)."""
     if not all(cpu.values()):
         return
-    print("\nCPU per task, end to end (ms, median of the rounds; 2 cores shared by all):")
+    print(f"\nCPU per task, {title} (ms, median of the rounds; 2 cores shared by all):")
     print(" " * 18 + "".join(f"{group:>15s}" for group in CpuMeter.GROUPS) + "  total")
     for name, rounds in cpu.items():
         per_task = [
@@ -179,6 +179,26 @@ def print_cpu(cpu: dict[str, list[dict[str, float]]], tasks: int) -> None:
         ]
         columns = "".join(f"{ms:15.3f}" for ms in per_task)
         print(f"  {name:16s}{columns}  {sum(per_task):5.2f}")
+
+
+def print_rates(times: dict[str, list[float]], tasks: int) -> None:
+    """Print each variant's rate (median of the rounds) and its ratio to plain Celery.
+
+    The ratio is also given round by round: each round runs every variant one
+    after the other, so a round's ratio compares runs a minute apart, while the
+    machine's speed drifts far more than that over a whole run. Their median and
+    range say more than the ratio of the medians on a shared machine.
+    """
+    base = statistics.median(times["plain"])
+    for name, values in times.items():
+        med = statistics.median(values)
+        paired = sorted(plain / own for plain, own in zip(times["plain"], values, strict=True))
+        mid = statistics.median(paired)
+        spread = f"round by round {mid:.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})"
+        print(
+            f"  {name:16s} {tasks / med:8.0f} tasks/s   {base / med:5.2f}x plain Celery"
+            + ("" if name == "plain" else f"   {spread}")
+        )
 
 
 def run_batch(task: Any, n: int) -> float:
@@ -228,7 +248,7 @@ def publish_cost(task: Any, n: int) -> float:
 def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--progress-calls", type=int, default=1000)
     opts = parser.parse_args()
 
@@ -282,24 +302,23 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
             f"\nthroughput, {opts.tasks} tasks, median of {opts.rounds} rounds "
             "(prefork -c 2, Redis broker, PostgreSQL):"
         )
-        base = statistics.median(times["plain"])
-        for name, values in times.items():
-            med = statistics.median(values)
-            print(f"  {name:16s} {opts.tasks / med:8.0f} tasks/s   {base / med:5.2f}x plain Celery")
+        print_rates(times, opts.tasks)
         tracked = statistics.median(times["tracked"])
         results = statistics.median(times["results"])
         print(f"  tracked vs django-celery-results: {results / tracked:.2f}x")
-        print_cpu(cpu, opts.tasks)
+        print_cpu(cpu, opts.tasks, "end to end")
 
         drains: dict[str, list[float]] = {name: [] for name in variants}
+        drain_cpu: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for _ in range(opts.rounds):
             for name, task in variants.items():
-                drains[name].append(run_drain(task, opts.tasks))
+                with CpuMeter(worker.pid) as meter:
+                    drains[name].append(run_drain(task, opts.tasks))
+                if meter.used:
+                    drain_cpu[name].append(meter.used)
         print(f"\nworker throughput: {opts.tasks} tasks queued first, then drained by the worker:")
-        base = statistics.median(drains["plain"])
-        for name, values in drains.items():
-            med = statistics.median(values)
-            print(f"  {name:16s} {opts.tasks / med:8.0f} tasks/s   {base / med:5.2f}x plain Celery")
+        print_rates(drains, opts.tasks)
+        print_cpu(drain_cpu, opts.tasks, "worker alone (producer: the queueing)")
 
         print("\npublishing cost per call (no worker consuming):")
         costs = {name: publish_cost(task, min(opts.tasks, 1000)) for name, task in variants.items()}
