@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -407,6 +408,19 @@ def _decode(raw: bytes | None, oid: int, encoding: str) -> Any:
     return raw.decode(encoding)
 
 
+def _green_threads() -> bool:
+    """Whether gevent or eventlet patched ``socket`` (Celery's gevent/eventlet pools).
+
+    libpq's call blocks the whole process until the server answers, which would
+    stall every other greenlet; psycopg's cursor waits cooperatively there.
+    """
+    gevent = sys.modules.get("gevent.monkey")
+    if gevent is not None and gevent.is_module_patched("socket"):
+        return True
+    eventlet = sys.modules.get("eventlet.patcher")
+    return eventlet is not None and bool(eventlet.is_monkey_patched("socket"))
+
+
 @dataclass
 class _Session:
     """What this module knows of one psycopg connection's server session."""
@@ -424,6 +438,8 @@ def _run_prepared(raw: Any, sql: str, params: list[Any]) -> object:
     """
     from psycopg import errors, pq
 
+    if _green_threads():
+        return _UNHANDLED
     pgconn = raw.pgconn
     status = pgconn.transaction_status
     if not (

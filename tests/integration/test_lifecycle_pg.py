@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from django_taskqueue import lifecycle
@@ -242,3 +244,24 @@ def test_database_errors_on_the_libpq_path_are_djangos() -> None:
     # The connection is still usable, and nothing half-written was left.
     lifecycle.create_task_log("dup-2", task_name="t")
     assert sorted(TaskLog.objects.values_list("celery_task_id", flat=True)) == ["dup-1", "dup-2"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_green_thread_pools_keep_psycopgs_cooperative_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from django.db import connection
+
+    # What gevent.monkey.patch_all() leaves behind, as Celery's gevent pool runs it.
+    monkey = types.SimpleNamespace(is_module_patched=lambda name: name == "socket")
+    monkeypatch.setitem(sys.modules, "gevent.monkey", monkey)
+    connection.close()
+    lifecycle.create_task_log("green-1", task_name="t")
+    lifecycle.mark_started("green-1", attempt=0, worker="w")
+    names = _prepared_statement_names()
+    # Prepared by psycopg's cursor (which waits through the patched select), not by libpq's call.
+    assert len(names) == 2, names
+    assert not any(name.startswith("_taskqueue_") for name in names), names
+    assert TaskLog.objects.get(celery_task_id="green-1").status == "processing"
