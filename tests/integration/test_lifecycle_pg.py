@@ -80,12 +80,14 @@ def test_the_statement_turns_off_the_wait_for_its_own_transaction_only() -> None
     assert TaskLog.objects.filter(celery_task_id__in=["sc-1", "sc-2"]).count() == 2
 
 
-def _prepared_recording_statements() -> list[str]:
+def _prepared_recording(column: str = "statement") -> list[str]:
+    """A column (``statement`` or ``name``) of the session's prepared recording statements."""
     from django.db import connection
 
+    assert column in {"statement", "name"}
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+            f"SELECT {column} FROM pg_prepared_statements WHERE statement LIKE %s ORDER BY name",
             ["WITH _ AS (%django_taskqueue_tasklog%"],
         )
         return [row[0] for row in cursor.fetchall()]
@@ -101,7 +103,7 @@ def test_recording_statements_are_prepared_once_per_connection() -> None:
         log = lifecycle.create_task_log(f"prep-{n}", task_name="t", args=(n,))
         lifecycle.mark_started(log.celery_task_id, attempt=0, worker="w")
         lifecycle.mark_completed(log.celery_task_id, pk=log.pk, result=n)
-    statements = _prepared_recording_statements()
+    statements = _prepared_recording()
     # One each for the insert, the start and the end, reused by every task.
     assert len(statements) == 3, statements
     assert all("$1" in sql for sql in statements)
@@ -113,7 +115,7 @@ def test_recording_statements_are_prepared_once_per_connection() -> None:
     with override_settings(DJANGO_TASKQUEUE={"PREPARED_STATEMENTS": False}):
         log = lifecycle.create_task_log("prep-off", task_name="t")
         lifecycle.mark_started(log.celery_task_id, attempt=0, worker="w")
-        assert _prepared_recording_statements() == []
+        assert _prepared_recording() == []
     assert TaskLog.objects.get(celery_task_id="prep-off").status == "processing"
 
 
@@ -131,18 +133,7 @@ def test_logged_queries_go_through_djangos_cursor() -> None:
     assert len(queries) == 2
     assert queries[0]["sql"].startswith("WITH t AS (INSERT")
     assert queries[1]["sql"].startswith("WITH u AS (UPDATE")
-    assert _prepared_recording_statements() == []
-
-
-def _prepared_statement_names() -> list[str]:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT name FROM pg_prepared_statements WHERE statement LIKE %s ORDER BY name",
-            ["WITH _ AS (%django_taskqueue_tasklog%"],
-        )
-        return [row[0] for row in cursor.fetchall()]
+    assert _prepared_recording() == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -154,7 +145,7 @@ def test_recording_statements_run_through_libpq_under_names_of_their_own() -> No
     started = lifecycle.mark_started("pq-1", attempt=0, worker="w@host")
     ended = lifecycle.mark_completed("pq-1", pk=log.pk, result={"n": 1.5, "ok": True})
     # Prepared by this package, not by psycopg's cursor (whose names are _pg3_*).
-    names = _prepared_statement_names()
+    names = _prepared_recording("name")
     assert len(names) == 3, names
     assert all(name.startswith("_taskqueue_") for name in names), names
     assert (started.applied, started.pk, started.parent_known) == (True, log.pk, True)
@@ -189,7 +180,7 @@ def test_statements_dropped_from_the_session_are_prepared_again() -> None:
     lifecycle.create_task_log("drop-2", task_name="t")
     lifecycle.create_task_log("drop-3", task_name="t")
     assert TaskLog.objects.filter(celery_task_id__startswith="drop-").count() == 3
-    assert any(name.startswith("_taskqueue_") for name in _prepared_statement_names())
+    assert any(name.startswith("_taskqueue_") for name in _prepared_recording("name"))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -260,7 +251,7 @@ def test_green_thread_pools_keep_psycopgs_cooperative_wait(
     connection.close()
     lifecycle.create_task_log("green-1", task_name="t")
     lifecycle.mark_started("green-1", attempt=0, worker="w")
-    names = _prepared_statement_names()
+    names = _prepared_recording("name")
     # Prepared by psycopg's cursor (which waits through the patched select), not by libpq's call.
     assert len(names) == 2, names
     assert not any(name.startswith("_taskqueue_") for name in names), names
