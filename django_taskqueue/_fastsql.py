@@ -334,8 +334,9 @@ def execute(
 # start write, psycopg's cursor took about 250 µs of CPU against about 35 µs for
 # libpq's PQexecPrepared with the parameters as text. The statements here have a
 # few plain types only, so they are sent that way; anything else (a parameter
-# type not in _text_param, a transaction psycopg has not begun yet, an error)
-# goes through the cursor, which knows every case.
+# type not in _text_param, a gevent or eventlet pool, a transaction psycopg has
+# not begun yet, statements dropped from the session) goes through the cursor,
+# which knows every case.
 
 _UNHANDLED = object()
 # PostgreSQL type oids for the parameters, as psycopg would send them: a str
@@ -345,6 +346,8 @@ _OID_TIMESTAMP, _OID_TIMESTAMPTZ = 1114, 1184
 _INT_OIDS = frozenset({20, 21, 23})
 # Statement names per connection: a prepared statement lives in its session.
 _prepared: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
+# The builders make a handful of shapes; past this many, a new one goes through
+# the cursor rather than growing the session's statements without bound.
 _MAX_PREPARED = 32
 _names = itertools.count()
 _MISSING_STATEMENT = b"26000"  # invalid_sql_statement_name: e.g. after DISCARD ALL
