@@ -359,6 +359,11 @@ def _text_str(value: str, encoding: str) -> tuple[bytes | None, int] | None:
     return str.encode(value, encoding), 0
 
 
+def _text_int(value: int, encoding: str) -> tuple[bytes | None, int]:
+    # int() first: an int subclass may print otherwise (IntEnum before Python 3.11).
+    return str(int(value)).encode(), _OID_INT8
+
+
 def _text_datetime(value: datetime, encoding: str) -> tuple[bytes | None, int]:
     oid = _OID_TIMESTAMP if value.tzinfo is None else _OID_TIMESTAMPTZ
     return value.isoformat().encode(), oid
@@ -380,7 +385,7 @@ def _text_encoders() -> dict[type, _TextEncoder]:
     return {
         str: _text_str,
         datetime: _text_datetime,
-        int: lambda value, _: (str(value).encode(), _OID_INT8),
+        int: _text_int,
         bool: lambda value, _: ((b"t" if value else b"f"), _OID_BOOL),
         float: lambda value, _: (repr(value).encode(), _OID_FLOAT8),
         uuid.UUID: lambda value, _: (str(value).encode(), _OID_UUID),
@@ -397,7 +402,7 @@ def _text_param(value: Any, encoding: str) -> tuple[bytes | None, int] | None:
     if isinstance(value, str):  # statuses and event types are str enums
         return _text_str(value, encoding)
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value)).encode(), _OID_INT8
+        return _text_int(value, encoding)
     return None
 
 
