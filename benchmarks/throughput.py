@@ -44,6 +44,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,26 @@ def run_drain(task: Any, n: int) -> float:
     return (end - float(r.get(FIRST_DONE) or 0)) * n / (n - 1)
 
 
+def run_rounds(
+    variants: dict[str, Any],
+    runner: Callable[[Any, int], float],
+    tasks: int,
+    rounds: int,
+    worker_pid: int,
+) -> tuple[dict[str, list[float]], dict[str, list[dict[str, float]]]]:
+    """Time ``runner`` on every variant, round after round; return the seconds and the CPU."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for round_no in range(1, rounds + 1):
+        for name, task in in_order(variants, round_no):
+            with CpuMeter(worker_pid) as meter:
+                times[name].append(runner(task, tasks))
+            if meter.used:
+                cpu[name].append(meter.used)
+        print(f"round {round_no}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+    return times, cpu
+
+
 def publish_cost(task: Any, n: int) -> float:
     """Milliseconds per ``delay()`` call, with no worker running the tasks."""
     start = time.perf_counter()
@@ -318,15 +339,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     worker = start_worker()
     try:
         run_batch(tasks.plain, 200)  # warm-up: worker children, connections
-        drains: dict[str, list[float]] = {name: [] for name in variants}
-        drain_cpu: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-        for round_no in range(1, opts.rounds + 1):
-            for name, task in in_order(variants, round_no):
-                with CpuMeter(worker.pid) as meter:
-                    drains[name].append(run_drain(task, opts.tasks))
-                if meter.used:
-                    drain_cpu[name].append(meter.used)
-            print(f"round {round_no}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in drains.items()))
+        drains, drain_cpu = run_rounds(variants, run_drain, opts.tasks, opts.rounds, worker.pid)
         print(
             f"\nworker throughput, {opts.tasks} tasks queued first, then drained by the worker "
             f"(median of {opts.rounds} rounds; prefork -c 2, Redis broker, PostgreSQL):"
@@ -334,15 +347,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
         worker_ratio = print_rates(drains, opts.tasks)["tracked"]
         print_cpu(drain_cpu, opts.tasks, "worker alone (producer: the queueing)")
 
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        cpu: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-        for round_no in range(1, opts.rounds + 1):
-            for name, task in in_order(variants, round_no):
-                with CpuMeter(worker.pid) as meter:
-                    times[name].append(run_batch(task, opts.tasks))
-                if meter.used:
-                    cpu[name].append(meter.used)
-            print(f"round {round_no}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+        times, cpu = run_rounds(variants, run_batch, opts.tasks, opts.rounds, worker.pid)
         print(
             f"\nend to end, {opts.tasks} tasks published while the worker runs them, producer, "
             "worker, PostgreSQL and Redis on one machine:"
