@@ -272,7 +272,9 @@ def run_drain(task: Any, n: int) -> float:
         time.sleep(0.002)
     end = time.time()
     app.control.cancel_consumer("drain", destination=["bench@localhost"], reply=True)
-    return (end - float(r.get(FIRST_DONE) or 0)) * n / (n - 1)
+    first = r.get(FIRST_DONE)
+    assert first is not None, "the worker did not record its first finished task"
+    return (end - float(first)) * n / (n - 1)
 
 
 def run_rounds(
@@ -309,6 +311,8 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--progress-calls", type=int, default=1000)
     opts = parser.parse_args()
+    if opts.tasks < 2:
+        parser.error("--tasks must be at least 2: the worker alone is timed from its first task")
 
     import django
 
