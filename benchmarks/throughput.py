@@ -37,6 +37,7 @@ rounds' own ratios), and ``update_progress`` at most 1/10 of ``update_state``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -54,7 +55,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.core.settings")
 os.environ.setdefault("BENCH_BROKER", "redis://127.0.0.1:6379/9")
 
 
-def start_worker() -> subprocess.Popen[bytes]:
+def start_worker(cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
+    """Start the benchmark's worker (on ``cpus`` only, when given) and wait until it answers."""
     log = open(ROOT / "benchmarks" / "worker.log", "wb")  # noqa: SIM115 (lives as long as the worker)
     cmd = [
         sys.executable, "-m", "celery", "-A", "benchmarks.core.celery_app", "worker",
@@ -62,7 +64,15 @@ def start_worker() -> subprocess.Popen[bytes]:
         "-n", "bench@localhost",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CELERY_SKIP_CHECKS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # A process starts with the CPUs of the thread that forked it, and the pool
+    # children the worker forks inherit the worker's.
+    own = os.sched_getaffinity(0)
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        os.sched_setaffinity(0, own)
     from benchmarks.core.celery_app import app
 
     deadline = time.monotonic() + 60
@@ -70,6 +80,75 @@ def start_worker() -> subprocess.Popen[bytes]:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the benchmark worker did not start; see benchmarks/worker.log")
     return proc
+
+
+class SplitLayout:
+    """The worker on its own CPU; this process, PostgreSQL and Redis on the others (Linux).
+
+    In production the database and the broker run on machines of their own, and a
+    worker's throughput is bounded by the CPU of its own host. On one small
+    machine ``--split`` models that: the worker and the pool children it forks get
+    the first CPU, everything else the rest. The affinity of every local PostgreSQL
+    and Redis process (and thread) is set for the run and put back at the end; new
+    PostgreSQL backends inherit it from the postmaster. Processes this user may not
+    change are left as they are, and the layout says so.
+    """
+
+    SERVICES = ("postgres", "redis-server")
+
+    def __init__(self) -> None:
+        self.all_cpus = os.sched_getaffinity(0)
+        cpus = sorted(self.all_cpus)
+        if len(cpus) < 2:
+            raise SystemExit("--split needs at least 2 CPUs")
+        self.worker_cpus = {cpus[0]}
+        self.other_cpus = set(cpus[1:])
+        self.saved: dict[int, set[int]] = {}
+        self.pinned: dict[str, int] = dict.fromkeys(self.SERVICES, 0)
+        self.denied = 0
+
+    def _service_threads(self) -> list[tuple[str, int]]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                name = (entry / "comm").read_text().strip()
+                if name in self.SERVICES:
+                    found += [(name, int(task.name)) for task in (entry / "task").iterdir()]
+            except OSError:
+                continue  # gone meanwhile
+        return found
+
+    def __enter__(self) -> SplitLayout:
+        os.sched_setaffinity(0, self.other_cpus)  # this process: the producer
+        for name, tid in self._service_threads():
+            try:
+                previous = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, self.other_cpus)
+            except OSError:
+                self.denied += 1
+                continue
+            self.saved[tid] = previous
+            self.pinned[name] += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for tid, mask in self.saved.items():
+            with contextlib.suppress(OSError):  # the thread has ended
+                os.sched_setaffinity(tid, mask)
+        os.sched_setaffinity(0, self.all_cpus)
+
+    def describe(self) -> str:
+        cpus = ",".join(map(str, sorted(self.other_cpus)))
+        text = (
+            f"the worker on CPU {min(self.worker_cpus)}; this process, PostgreSQL "
+            f"({self.pinned['postgres']} threads) and Redis ({self.pinned['redis-server']} "
+            f"threads) on CPU {cpus}"
+        )
+        if self.denied:
+            text += f" ({self.denied} threads of theirs could not be moved and run anywhere)"
+        return text
 
 
 class CpuMeter:
@@ -185,7 +264,7 @@ def print_cpu(cpu: dict[str, list[dict[str, float]]], tasks: int, title: str) ->
     """Print each variant's CPU per task by process group (medians of the rounds)."""
     if not all(cpu.values()):
         return
-    print(f"\nCPU per task, {title} (ms, median of the rounds; 2 cores shared by all):")
+    print(f"\nCPU per task, {title} (ms, median of the rounds):")
     print(" " * 18 + "".join(f"{group:>15s}" for group in CpuMeter.GROUPS) + "  total")
     for name, rounds in cpu.items():
         per_task = [
@@ -310,6 +389,12 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--progress-calls", type=int, default=1000)
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="run the worker on a CPU of its own, and this process, PostgreSQL and Redis on "
+        "the others, as when the database and the broker have machines of their own (Linux)",
+    )
     opts = parser.parse_args()
     if opts.tasks < 2:
         parser.error("--tasks must be at least 2: the worker alone is timed from its first task")
@@ -340,72 +425,81 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
         "tracked": tasks.tracked,
         "floor": tasks.floor,
     }
-    worker = start_worker()
-    try:
-        run_batch(tasks.plain, 200)  # warm-up: worker children, connections
-        drains, drain_cpu = run_rounds(variants, run_drain, opts.tasks, opts.rounds, worker.pid)
-        print(
-            f"\nworker throughput, {opts.tasks} tasks queued first, then drained by the worker "
-            f"(median of {opts.rounds} rounds; prefork -c 2, Redis broker, PostgreSQL):"
-        )
-        worker_ratio = print_rates(drains, opts.tasks)["tracked"]
-        print_cpu(drain_cpu, opts.tasks, "worker alone (producer: the queueing)")
+    layout = SplitLayout() if opts.split else None
+    with layout if layout is not None else contextlib.nullcontext():
+        where = layout.describe() if layout is not None else "every process on any CPU"
+        print(f"layout: {where}")
+        worker = start_worker(layout.worker_cpus if layout is not None else None)
+        try:
+            run_batch(tasks.plain, 200)  # warm-up: worker children, connections
+            drains, drain_cpu = run_rounds(variants, run_drain, opts.tasks, opts.rounds, worker.pid)
+            print(
+                f"\nworker throughput, {opts.tasks} tasks queued first, then drained by the "
+                f"worker (median of {opts.rounds} rounds; prefork -c 2, Redis broker, "
+                f"PostgreSQL; {where}):"
+            )
+            worker_ratio = print_rates(drains, opts.tasks)["tracked"]
+            print_cpu(drain_cpu, opts.tasks, "worker alone (producer: the queueing)")
 
-        times, cpu = run_rounds(variants, run_batch, opts.tasks, opts.rounds, worker.pid)
-        print(
-            f"\nend to end, {opts.tasks} tasks published while the worker runs them, producer, "
-            "worker, PostgreSQL and Redis on one machine:"
-        )
-        print_rates(times, opts.tasks)
-        tracked = statistics.median(times["tracked"])
-        results = statistics.median(times["results"])
-        print(f"  tracked vs django-celery-results: {results / tracked:.2f}x")
-        print_cpu(cpu, opts.tasks, "end to end")
+            times, cpu = run_rounds(variants, run_batch, opts.tasks, opts.rounds, worker.pid)
+            print(
+                f"\nend to end, {opts.tasks} tasks published by this process while the worker runs "
+                f"them ({where}):"
+            )
+            print_rates(times, opts.tasks)
+            tracked = statistics.median(times["tracked"])
+            results = statistics.median(times["results"])
+            print(f"  tracked vs django-celery-results: {results / tracked:.2f}x")
+            print_cpu(cpu, opts.tasks, "end to end")
 
-        # Both phases ran every variant opts.rounds times.
-        runs = 2 * opts.tasks * opts.rounds
-        for name in ("bench.tracked", "bench.floor"):
-            rows = TaskLog.objects.filter(task_name=name)
-            recorded = rows.filter(status="completed").count()
-            events = sum(1 for _ in rows.values_list("events__event_type", flat=True))
-            assert recorded == runs, (name, recorded)
-            assert events == 3 * recorded, (name, events)
-        # Both results variants stored one row per task.
-        assert TaskResult.objects.count() == 2 * runs
+            # Both phases ran every variant opts.rounds times.
+            runs = 2 * opts.tasks * opts.rounds
+            for name in ("bench.tracked", "bench.floor"):
+                rows = TaskLog.objects.filter(task_name=name)
+                recorded = rows.filter(status="completed").count()
+                events = sum(1 for _ in rows.values_list("events__event_type", flat=True))
+                assert recorded == runs, (name, recorded)
+                assert events == 3 * recorded, (name, events)
+            # Both results variants stored one row per task.
+            assert TaskResult.objects.count() == 2 * runs
 
-        print("\npublishing cost per call (no worker consuming):")
-        costs = {name: publish_cost(task, min(opts.tasks, 1000)) for name, task in variants.items()}
-        for name, ms in costs.items():
-            print(f"  {name:16s} {ms:6.3f} ms per apply_async()")
-        redis_client = __import__("redis").Redis.from_url(os.environ["BENCH_BROKER"])
-        redis_client.delete("unconsumed")
+            print("\npublishing cost per call (no worker consuming):")
+            costs = {
+                name: publish_cost(task, min(opts.tasks, 1000)) for name, task in variants.items()
+            }
+            for name, ms in costs.items():
+                print(f"  {name:16s} {ms:6.3f} ms per apply_async()")
+            redis_client = __import__("redis").Redis.from_url(os.environ["BENCH_BROKER"])
+            redis_client.delete("unconsumed")
 
-        progress_times, state_times = [], []
-        for _ in range(opts.rounds):
-            log = tasks.tracked_progress.submit(args=(opts.progress_calls,))
-            done = TaskLog.objects.filter(pk=log.pk, status="completed")
-            wait_until(done.exists)
-            progress_times.append(TaskLog.objects.get(pk=log.pk).result)
-            res = tasks.update_state.delay(opts.progress_calls)
-            state_times.append(res.get(timeout=300))
-        last = TaskProgress.objects.filter(task=log).order_by("-id").first()
-        final = TaskLog.objects.get(pk=log.pk)
-        assert last is not None
-        assert last.progress == 100
-        assert final.progress == 100
-        writes = TaskProgress.objects.filter(task=log).count()
-        p, s = statistics.median(progress_times), statistics.median(state_times)
-        print(f"\n{opts.progress_calls} progress calls inside one task (median of {opts.rounds}):")
-        print(
-            f"  update_progress (TrackedTask)     {p * 1000:8.1f} ms  ({writes} history rows, "
-            f"final value {last.progress}% stored)"
-        )
-        print(f"  update_state (django-db backend)  {s * 1000:8.1f} ms")
-        print(f"  update_progress costs {p / s:.3f} of update_state ({s / p:.0f}x cheaper)")
-        del current_app, connection
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+            progress_times, state_times = [], []
+            for _ in range(opts.rounds):
+                log = tasks.tracked_progress.submit(args=(opts.progress_calls,))
+                done = TaskLog.objects.filter(pk=log.pk, status="completed")
+                wait_until(done.exists)
+                progress_times.append(TaskLog.objects.get(pk=log.pk).result)
+                res = tasks.update_state.delay(opts.progress_calls)
+                state_times.append(res.get(timeout=300))
+            last = TaskProgress.objects.filter(task=log).order_by("-id").first()
+            final = TaskLog.objects.get(pk=log.pk)
+            assert last is not None
+            assert last.progress == 100
+            assert final.progress == 100
+            writes = TaskProgress.objects.filter(task=log).count()
+            p, s = statistics.median(progress_times), statistics.median(state_times)
+            print(
+                f"\n{opts.progress_calls} progress calls inside one task (median of {opts.rounds}):"
+            )
+            print(
+                f"  update_progress (TrackedTask)     {p * 1000:8.1f} ms  ({writes} history rows, "
+                f"final value {last.progress}% stored)"
+            )
+            print(f"  update_state (django-db backend)  {s * 1000:8.1f} ms")
+            print(f"  update_progress costs {p / s:.3f} of update_state ({s / p:.0f}x cheaper)")
+            del current_app, connection
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
 
     checks = {
         f"worker throughput with TrackedTask >= 0.70x plain Celery (round by round): "
