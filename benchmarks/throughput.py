@@ -3,7 +3,8 @@
 Run from the repository root (PostgreSQL on 127.0.0.1:5432 and Redis on
 127.0.0.1:6379, as on the development machines)::
 
-    python benchmarks/throughput.py            # 2,000 tasks per variant, 5 rounds
+    python benchmarks/throughput.py --split    # the worker on a CPU of its own
+    python benchmarks/throughput.py            # every process on any CPU
     python benchmarks/throughput.py --tasks 500 --rounds 1
 
 It creates (and drops at the start) the PostgreSQL database ``bench_tq_core``,
@@ -26,6 +27,10 @@ end, published by this process while the worker runs them, all on one machine.
 Last, it times 1,000 ``update_progress`` calls inside one task against 1,000
 ``update_state`` calls on the django-db backend, and checks that the final
 progress value was stored. Every variant runs with the same ``CELERY_DB_REUSE_MAX``.
+
+With ``--split`` (Linux) the worker and its pool children run on the first CPU
+and this process, PostgreSQL and Redis on the others, as in production, where the
+database and the broker have machines of their own: see :class:`SplitLayout`.
 
 Rounds alternate the variants' order. Rates are medians of the rounds and every
 ratio is also given round by round; compare ratios, not seconds (the machine is
