@@ -71,13 +71,14 @@ def start_worker(cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CELERY_SKIP_CHECKS": "1"}
     # A process starts with the CPUs of the thread that forked it, and the pool
     # children the worker forks inherit the worker's.
-    own = os.sched_getaffinity(0)
+    own = os.sched_getaffinity(0) if cpus is not None else None
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     finally:
-        os.sched_setaffinity(0, own)
+        if own is not None:
+            os.sched_setaffinity(0, own)
     from benchmarks.core.celery_app import app
 
     deadline = time.monotonic() + 60

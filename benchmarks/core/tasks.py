@@ -13,6 +13,7 @@ from celery import Task, shared_task
 from celery.signals import task_postrun
 from django.db import connection
 from django.utils import timezone
+from psycopg import pq
 
 from django_taskqueue import TrackedTask
 
@@ -123,7 +124,7 @@ def _floor_run(name: bytes, params: list[bytes]) -> Any:
             raw.pgconn.prepare(statement, sql, _FLOOR_TYPES[statement])
         _floor_ready.add(raw)
     result = raw.pgconn.exec_prepared(name, params)
-    if result.status != 2:  # TUPLES_OK
+    if result.status != pq.ExecStatus.TUPLES_OK:
         raise RuntimeError(result.error_message.decode())
     return result
 
