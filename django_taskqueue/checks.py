@@ -227,6 +227,11 @@ def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
         value = user.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
             wrong.append((name, "a positive number of seconds"))
+    per_user = user.get("API_STREAM_MAX_PER_USER", DEFAULTS["API_STREAM_MAX_PER_USER"])
+    if per_user is not None and (
+        isinstance(per_user, bool) or not isinstance(per_user, int) or per_user < 1
+    ):
+        wrong.append(("API_STREAM_MAX_PER_USER", "an integer >= 1, or None for no cap"))
     if not isinstance(user.get("API_CANCEL_TERMINATE", False), bool):
         wrong.append(("API_CANCEL_TERMINATE", "True or False"))
     return [_error(15, f"DJANGO_TASKQUEUE['{key}'] must be {what}.") for key, what in wrong]

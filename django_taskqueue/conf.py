@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "API_PUBLISH_RETRIES": 1,
     "API_STREAM_POLL_INTERVAL": 1.0,
     "API_STREAM_HEARTBEAT": 15.0,
-    "API_STREAM_MAX_SECONDS": 3600,
+    "API_STREAM_MAX_SECONDS": 25,
+    "API_STREAM_MAX_PER_USER": 3,
     # Housekeeping (docs/housekeeping.md).
     "RETENTION": {"completed": 30, "failed": 90, "cancelled": 30},
     "RETENTION_BATCH_SIZE": 1000,
@@ -207,8 +208,23 @@ class TaskQueueSettings:
 
     @property
     def API_STREAM_MAX_SECONDS(self) -> float:
-        """The longest one event stream stays open; the client reconnects after it."""
+        """The longest one event stream stays open; the client reconnects after it.
+
+        Short by default (25 s): on a sync WSGI worker a stream holds the whole
+        worker while it lasts, and gunicorn kills a sync worker busy for more
+        than its ``--timeout`` (30 s by default).
+        """
         return float(self._get("API_STREAM_MAX_SECONDS"))
+
+    @property
+    def API_STREAM_MAX_PER_USER(self) -> int | None:
+        """How many event streams one user (or anonymous address) may hold open at once.
+
+        Counted in Django's default cache, which must be shared (Redis,
+        Memcached) for the cap to hold across processes. ``None``: no cap.
+        """
+        value = self._get("API_STREAM_MAX_PER_USER")
+        return None if value is None else int(value)
 
     @property
     def RETENTION(self) -> dict[str, timedelta | None]:

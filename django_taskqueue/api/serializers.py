@@ -410,6 +410,17 @@ class ConflictSerializer(serializers.Serializer[dict[str, Any]]):
     status = serializers.ChoiceField(choices=TaskStatus.choices, help_text="The task's status.")
 
 
+class StreamLimitSerializer(serializers.Serializer[dict[str, Any]]):
+    """429 on opening a stream: throttled, or too many streams open (``code``)."""
+
+    detail = serializers.CharField()
+    code = serializers.ChoiceField(
+        choices=["too_many_streams"],
+        required=False,
+        help_text="Present when the user holds API_STREAM_MAX_PER_USER streams already.",
+    )
+
+
 class UnavailableSerializer(serializers.Serializer[dict[str, Any]]):
     """503: the broker could not be reached; the task was recorded as failed, not left pending."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
 from celery import current_app
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -43,6 +45,7 @@ from django_taskqueue.api.serializers import (
     RetriedSerializer,
     RetrySerializer,
     StatusCountsSerializer,
+    StreamLimitSerializer,
     TaskEventSerializer,
     TaskLogDetailSerializer,
     TaskLogSerializer,
@@ -51,8 +54,17 @@ from django_taskqueue.api.serializers import (
     UnavailableSerializer,
     startable_task,
 )
-from django_taskqueue.api.stream import task_events
-from django_taskqueue.api.throttling import THROTTLE_SCOPES, TaskQueueScopedRateThrottle
+from django_taskqueue.api.stream import (
+    EventStreamResponse,
+    StreamSlots,
+    atask_events,
+    task_events,
+)
+from django_taskqueue.api.throttling import (
+    THROTTLE_SCOPES,
+    TaskQueueScopedRateThrottle,
+    client_ident,
+)
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
@@ -516,9 +528,17 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             (200, "text/event-stream"): OpenApiResponse(
                 OpenApiTypes.STR,
                 description="A text/event-stream: `progress` events while the task runs, one "
-                "`end` event when it has ended, `: keep-alive` comments in between.",
+                "`end` event when it has ended, `: keep-alive` comments in between. After "
+                "`API_STREAM_MAX_SECONDS` the stream ends with a `retry:` hint; the client "
+                "reconnects with `Last-Event-ID`.",
             ),
             404: _E404,
+            429: OpenApiResponse(
+                StreamLimitSerializer,
+                description="Throttled (the `taskqueue_stream` scope, when the host sets a "
+                "rate), or the user already holds `API_STREAM_MAX_PER_USER` open streams. "
+                "`Retry-After` says when to try again.",
+            ),
             **_READ_ERRORS,
         },
         parameters=[
@@ -526,29 +546,57 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 "Last-Event-ID",
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
-                description="Sent by a reconnecting EventSource; the stream restarts with the "
-                "current state either way.",
-            )
+                description="Sent by a reconnecting EventSource: the id of the last event "
+                "received. The stream then sends only what changed since (an id it did not "
+                "send is ignored).",
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                OpenApiTypes.INT,
+                OpenApiParameter.HEADER,
+                response=[429],
+                description="Seconds to wait before opening the stream again.",
+            ),
         ],
         filters=False,
     )
     @action(detail=True, methods=["get"], pagination_class=None)
-    def stream(self, request: Request, pk: str | None = None) -> StreamingHttpResponse:
-        """Stream the task's status and progress until it ends.
+    def stream(self, request: Request, pk: str | None = None) -> StreamingHttpResponse | Response:
+        """Stream the task's status and progress until it ends, or for ``API_STREAM_MAX_SECONDS``.
 
         Behind nginx the response's ``X-Accel-Buffering: no`` header turns off
         buffering; other proxies must be told not to buffer this path.
         """
         task_log = self.get_object()
-        response = StreamingHttpResponse(
-            task_events(
-                task_log.pk,
-                poll_interval=conf.API_STREAM_POLL_INTERVAL,
-                heartbeat=conf.API_STREAM_HEARTBEAT,
-                max_seconds=conf.API_STREAM_MAX_SECONDS,
-            ),
-            content_type="text/event-stream; charset=utf-8",
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        lease = None
+        limit = conf.API_STREAM_MAX_PER_USER
+        max_seconds = conf.API_STREAM_MAX_SECONDS
+        if limit is not None:
+            slots = StreamSlots(
+                client_ident(request), limit, poll_interval=conf.API_STREAM_POLL_INTERVAL
+            )
+            lease = slots.acquire(ends_at=time.time() + max_seconds)
+            if lease is None:
+                wait = slots.retry_after()
+                return Response(
+                    {
+                        "detail": f"Too many open streams: at most {limit} per user. Close "
+                        f"one, or try again in {wait} seconds.",
+                        "code": "too_many_streams",
+                    },
+                    status=http.HTTP_429_TOO_MANY_REQUESTS,
+                    headers={"Retry-After": str(wait)},
+                )
+        options: dict[str, Any] = {
+            "poll_interval": conf.API_STREAM_POLL_INTERVAL,
+            "heartbeat": conf.API_STREAM_HEARTBEAT,
+            "max_seconds": max_seconds,
+            "last_event_id": request.headers.get("Last-Event-ID"),
+            "lease": lease,
+        }
+        # Under ASGI a synchronous iterator would be read to its end before the
+        # first byte is sent (Django has to consume it in a thread): serve an
+        # asynchronous one there.
+        if isinstance(request._request, ASGIRequest):
+            return EventStreamResponse(atask_events(task_log.pk, **options), lease=lease)
+        return EventStreamResponse(task_events(task_log.pk, **options), lease=lease)

@@ -32,6 +32,9 @@ def test_the_defaults_pass(settings: Any) -> None:
         ({"API_STREAM_POLL_INTERVAL": 0}, "API_STREAM_POLL_INTERVAL"),
         ({"API_STREAM_HEARTBEAT": "15"}, "API_STREAM_HEARTBEAT"),
         ({"API_STREAM_MAX_SECONDS": -5}, "API_STREAM_MAX_SECONDS"),
+        ({"API_STREAM_MAX_PER_USER": 0}, "API_STREAM_MAX_PER_USER'] must be an integer >= 1"),
+        ({"API_STREAM_MAX_PER_USER": 2.5}, "API_STREAM_MAX_PER_USER"),
+        ({"API_STREAM_MAX_PER_USER": True}, "API_STREAM_MAX_PER_USER"),
         ({"API_CANCEL_TERMINATE": "yes"}, "True or False"),
     ],
 )
@@ -39,6 +42,10 @@ def test_wrong_values_are_reported(settings: Any, values: dict[str, Any], fragme
     messages = e015(settings, **values)
     assert len(messages) == 1
     assert fragment in messages[0]
+
+
+def test_no_stream_cap_is_allowed(settings: Any) -> None:
+    assert e015(settings, API_STREAM_MAX_PER_USER=None) == []
 
 
 def test_api_keys_are_known_keys(settings: Any) -> None:
