@@ -105,6 +105,21 @@ def finish(log: TaskLog, status: str, **kwargs: Any) -> TaskLog:
     return log
 
 
+def running_task(owner: Any = None, progress: int = 40, message: str = "resized") -> TaskLog:
+    """A task in ``processing`` at ``progress``, as a worker would have left it."""
+    task = make_task(owner)
+    lifecycle.mark_started(task.celery_task_id)
+    set_progress(task, progress, message)
+    return task
+
+
+def set_progress(task: TaskLog, progress: int, message: str = "") -> None:
+    """Record a progress value of a running task through the lifecycle."""
+    lifecycle.record_progress(
+        lifecycle.ProgressWrite(progress, message, None, False), celery_task_id=task.celery_task_id
+    )
+
+
 @pytest.fixture
 def dead_broker(celery_app: Any) -> Iterator[Any]:
     """Make a Celery app whose broker is a closed port the current app, for one test."""

@@ -26,7 +26,14 @@ from django_taskqueue import lifecycle
 from django_taskqueue.api import stream as stream_module
 from django_taskqueue.api.stream import StreamSlots, task_events
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import basic, client_for, finish, make_task
+from tests.api.conftest import (
+    basic,
+    client_for,
+    finish,
+    make_task,
+    running_task,
+    set_progress,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,20 +42,6 @@ def _no_slots_left() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
-
-
-def running_task(owner: Any = None, progress: int = 40, message: str = "resized") -> TaskLog:
-    """A task in ``processing`` at ``progress``, as a worker would have left it."""
-    task = make_task(owner)
-    lifecycle.mark_started(task.celery_task_id)
-    set_progress(task, progress, message)
-    return task
-
-
-def set_progress(task: TaskLog, progress: int, message: str = "") -> None:
-    lifecycle.record_progress(
-        lifecycle.ProgressWrite(progress, message, None, False), celery_task_id=task.celery_task_id
-    )
 
 
 def parse(chunks: list[bytes]) -> list[tuple[str, Any]]:
