@@ -184,9 +184,17 @@ class StreamSlots:
     def acquire(self, ends_at: float) -> StreamLease | None:
         """Take a free slot until about ``ends_at`` (a ``time.time()``), or ``None``."""
         value = {"token": uuid.uuid4().hex, "ends_at": ends_at}
-        for key in self.keys:
-            if cache.add(key, value, self.lease_seconds):
-                return StreamLease(key, value, self.lease_seconds)
+        try:
+            # One read finds the free slots; add() settles a race for one of them.
+            held = cache.get_many(self.keys)
+            for key in self.keys:
+                if key not in held and cache.add(key, value, self.lease_seconds):
+                    return StreamLease(key, value, self.lease_seconds)
+        except Exception:
+            # An unreachable cache does not take the stream down with it: it is
+            # served uncounted (its lease takes a slot once the cache is back).
+            logger.warning("Could not count the open streams in the cache", exc_info=True)
+            return StreamLease(self.keys[0], value, self.lease_seconds)
         return None
 
     def retry_after(self) -> int:

@@ -21,6 +21,7 @@ from django.core.cache import cache
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
 from django.db import close_old_connections, connections
+from django.test import override_settings
 
 from django_taskqueue import lifecycle
 from django_taskqueue.api import stream as stream_module
@@ -389,6 +390,23 @@ def test_a_running_stream_keeps_its_slot(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(taken) >= 10
     assert not any(taken)
     assert slots.acquire(ends_at=time.time()) is not None
+
+
+@pytest.mark.django_db
+def test_an_unreachable_cache_does_not_take_the_stream_down(
+    alice: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("redis")
+    task = finish(make_task(alice), "completed")
+    unreachable = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+    }
+    with override_settings(CACHES={"default": unreachable}):
+        response = client_for(alice).get(url(task))
+        assert response.status_code == 200
+        assert kinds(list(response.streaming_content)) == ["retry", "end"]
+    assert "Could not count the open streams" in caplog.text
 
 
 @pytest.mark.django_db
