@@ -87,7 +87,6 @@ def test_open_streams_hold_no_database_connection(kind: str, tmp_path: Path) -> 
             time.sleep(0.25)
         # Each poll borrows a connection for a few milliseconds, then gives it back;
         # six streams that each held theirs would show six all the time.
-        print(kind, samples)
         assert min(samples) == 0, samples
         assert max(samples) <= 2, samples
         for stream in streams:
