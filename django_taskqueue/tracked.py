@@ -25,6 +25,7 @@ from django.utils import timezone
 from django_taskqueue import heartbeat, lifecycle
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TaskCancelled
+from django_taskqueue.failurelog import recording_failures
 from django_taskqueue.serialization import (
     bound_traceback,
     encode_result,
@@ -60,14 +61,22 @@ def record_safely(
     must never fail the task being recorded. A soft time limit that fires
     while recording is not ours to swallow: it propagates, so the task stops
     as its author expects (and is recorded as failed by the limit).
+
+    Failures go to :data:`~django_taskqueue.failurelog.recording_failures`: an
+    outage logs one line per kind of write, not a traceback per call, and a
+    summary once a write succeeds again.
     """
     try:
-        return func(*args, **kwargs)
+        value = func(*args, **kwargs)
     except SoftTimeLimitExceeded:
         raise
-    except Exception:
-        logger.exception("django_taskqueue could not record %s for task %s", what, task_id)
+    except Exception as exc:
+        recording_failures.failed(
+            what, exc, "django_taskqueue could not record %s for task %s", what, task_id
+        )
         return None
+    recording_failures.succeeded()
+    return value
 
 
 def _tuple(args: Sequence[Any] | None) -> tuple[Any, ...] | None:
