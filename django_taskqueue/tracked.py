@@ -20,6 +20,7 @@ from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
+from django.db import connections
 from django.utils import timezone
 
 from django_taskqueue import heartbeat, lifecycle
@@ -74,9 +75,29 @@ def record_safely(
         recording_failures.failed(
             what, exc, "django_taskqueue could not record %s for task %s", what, task_id
         )
+        _drop_broken_connections()
         return None
     recording_failures.succeeded()
     return value
+
+
+def _drop_broken_connections() -> None:
+    """Close this thread's database connections that a failed write left unusable.
+
+    Django replaces a broken connection only at the end of a request, and a
+    worker with ``CELERY_DB_REUSE_MAX`` keeps its connection across tasks: a
+    connection lost while the database restarted would fail every later write
+    of the process, long after the database is back. A connection inside the
+    caller's transaction (or with autocommit turned off) is left alone: closing
+    it would discard their work.
+    """
+    for conn in connections.all(initialized_only=True):
+        try:
+            if conn.connection is None or conn.in_atomic_block or not conn.get_autocommit():
+                continue
+            conn.close_if_unusable_or_obsolete()
+        except Exception:
+            logger.debug("could not close a broken database connection", exc_info=True)
 
 
 def _tuple(args: Sequence[Any] | None) -> tuple[Any, ...] | None:

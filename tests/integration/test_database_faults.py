@@ -1,0 +1,174 @@
+"""A real worker whose PostgreSQL goes away or freezes (a private server the test controls).
+
+The worker records into a PostgreSQL server of its own (tests/pgserver.py) that
+the test stops, restarts and freezes with SIGSTOP; the tasks are sent with
+``send_task``, so this process needs no database and the shared server of the
+integration tier is never touched. Each test prints its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.result import AsyncResult
+
+from tests import pgserver
+from tests.celery_app import app
+from tests.live import ROOT, worker_env, worker_process
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not pgserver.available(), reason="needs PostgreSQL's initdb and pg_ctl"),
+]
+
+#: The private server's port (this suite's range is 16080-16089).
+PORT = 16080
+DATABASE = "taskqueue_faults"
+
+#: The connection settings docs/production.md recommends, with a short connect timeout.
+DOCUMENTED_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 2,
+    "options": "-c statement_timeout=5000 -c lock_timeout=2000 "
+    "-c idle_in_transaction_session_timeout=60000",
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10000,
+}
+
+# A worker's log line, as Celery formats it: "[time: LEVEL/ProcessName] message".
+_LINE = re.compile(r"^\[[^]]*: (?P<level>[A-Z]+)/(?P<process>[^]]+)\] (?P<message>.*)$")
+
+
+@pytest.fixture(scope="module")
+def private_db() -> Iterator[pgserver.PostgresServer]:
+    """A private PostgreSQL server with the test project's tables."""
+    with pgserver.private_postgres(PORT) as server:
+        server.createdb(DATABASE)
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "-v0"],
+            env=env_for(server, DOCUMENTED_OPTIONS),
+            cwd=ROOT,
+            check=True,
+            timeout=300,
+        )
+        yield server
+
+
+def env_for(server: pgserver.PostgresServer, options: dict[str, Any]) -> dict[str, str]:
+    """A worker's environment: the private server, with these connection OPTIONS."""
+    return worker_env(
+        PGHOST=server.host,
+        PGPORT=str(server.port),
+        TASKQUEUE_WORKER_DB_NAME=DATABASE,
+        TASKQUEUE_TEST_DB_OPTIONS=json.dumps(options),
+    )
+
+
+def log_lines(log: str) -> list[tuple[str, str, str]]:
+    """(level, process, message) of each of the worker's formatted log lines."""
+    found = (_LINE.match(line) for line in log.splitlines())
+    return [(m["level"], m["process"], m["message"]) for m in found if m]
+
+
+def statuses(server: pgserver.PostgresServer, ids: list[str]) -> Counter[str]:
+    """How many of these tasks have a row in each status ("" for no row)."""
+    if not ids:
+        return Counter()
+    quoted = ",".join(f"'{i}'" for i in ids)
+    rows = server.psql(
+        f"SELECT celery_task_id, status FROM django_taskqueue_tasklog "
+        f"WHERE celery_task_id IN ({quoted})",
+        DATABASE,
+    )
+    found = dict(line.split("|") for line in rows.splitlines() if line)
+    return Counter(found.get(i, "") for i in ids)
+
+
+def test_an_outage_is_logged_once_per_kind_and_recording_recovers(
+    private_db: pgserver.PostgresServer, tmp_path: Path
+) -> None:
+    """Stop the database for 8 s while tasks start, report progress and end; start it again.
+
+    Before: every failed write logged its traceback (thousands in an outage),
+    and a pool child whose connection broke kept failing every write after the
+    database was back, so the tasks that came later left no record at all.
+    """
+    outage = 8.0
+    app.control.purge()
+    with worker_process(
+        tmp_path, env=env_for(private_db, DOCUMENTED_OPTIONS), concurrency=2
+    ) as worker:
+        # One long task reporting progress through the outage, and a stream of short ones.
+        long_task = app.send_task(
+            "tests.progress", kwargs={"steps": int((outage + 8) / 0.05), "sleep": 0.05}
+        )
+        sent: dict[str, list[AsyncResult[Any]]] = {"before": [], "during": [], "after": []}
+        phase = ["before"]
+        stop = threading.Event()
+
+        def submit() -> None:
+            while not stop.is_set():
+                sent[phase[0]].append(
+                    app.send_task("tests.progress", kwargs={"steps": 3, "sleep": 0.05})
+                )
+                time.sleep(0.2)
+
+        submitter = threading.Thread(target=submit)
+        submitter.start()
+        try:
+            time.sleep(3)
+            phase[0] = "during"
+            private_db.stop()
+            down = time.monotonic()
+            time.sleep(outage)
+            private_db.start()
+            downtime = time.monotonic() - down
+            phase[0] = "after"
+            time.sleep(4)
+        finally:
+            stop.set()
+            submitter.join()
+        assert long_task.get(timeout=60) == int((outage + 8) / 0.05)
+        for results in sent.values():
+            for result in results:
+                result.get(timeout=60)
+        time.sleep(1)  # the last ends are written after the result
+        log = worker.log
+
+    lines = log_lines(log)
+    failures = [(p, m) for level, p, m in lines if "could not record" in m]
+    summaries = [(p, m) for level, p, m in lines if "recording recovered after" in m]
+    tracebacks = log.count("Traceback (most recent call last)")
+    after = statuses(private_db, [r.id for r in sent["after"]])
+    print(
+        f"\noutage {downtime:.1f} s; tasks before/during/after: "
+        f"{len(sent['before'])}/{len(sent['during'])}/{len(sent['after'])}; "
+        f"failure lines {len(failures)}, tracebacks {tracebacks}, summaries {len(summaries)}"
+    )
+    for process, message in summaries:
+        print(f"  {process}: {message}")
+
+    # Every task sent once the database was back is recorded, in every pool child.
+    assert after == Counter({"completed": len(sent["after"])}), after
+    # Bounded: one line per kind of write and exception class in each process.
+    per_process = Counter(p for p, _ in failures)
+    assert failures and max(per_process.values()) <= 8, failures
+    # The log configuration prints a logged traceback twice, each with its cause.
+    assert tracebacks <= 4 * len(per_process) * 2
+    # One summary per process that saw failures.
+    assert sorted(p for p, _ in summaries) == sorted(per_process)
+    assert all("writes failed" in m for _, m in summaries)
+    # The long task went on reporting after the outage and ended recorded.
+    assert statuses(private_db, [long_task.id]) == Counter({"completed": 1})
