@@ -172,3 +172,87 @@ def test_an_outage_is_logged_once_per_kind_and_recording_recovers(
     assert all("writes failed" in m for _, m in summaries)
     # The long task went on reporting after the outage and ended recorded.
     assert statuses(private_db, [long_task.id]) == Counter({"completed": 1})
+
+
+def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
+    private_db: pgserver.PostgresServer, tmp_path: Path
+) -> None:
+    """SIGSTOP every server process (its host still answers TCP) and send tasks.
+
+    - ``bounded``: the documented OPTIONS; the task's writes must connect, and
+      each gives up after ``connect_timeout`` (2 s), is logged, and the task runs.
+    - ``unbounded``: no OPTIONS, as before: the first write waits as long as the freeze.
+    - ``limited``: the documented OPTIONS on a connection opened before the
+      freeze: no client setting bounds a statement the stopped server never
+      answers; the task's hard time limit does, and the worker's main process
+      then records it on a new connection, bounded by ``connect_timeout``.
+    """
+    app.control.purge()
+    documented = env_for(private_db, DOCUMENTED_OPTIONS)
+    with (
+        worker_process(
+            tmp_path, env=documented, concurrency=1, queues="tq_bounded"
+        ) as bounded_worker,
+        worker_process(
+            tmp_path, env=env_for(private_db, {}), concurrency=1, queues="tq_unbounded"
+        ) as unbounded_worker,
+        worker_process(
+            tmp_path, env=documented, concurrency=1, queues="tq_limited"
+        ) as limited_worker,
+    ):
+        # The limited worker's pool child opens its connection (and keeps it) before the freeze.
+        app.send_task("tests.add", args=(1, 1), queue="tq_limited").get(timeout=30)
+        with private_db.frozen():
+            frozen_at = time.monotonic()
+            bounded = app.send_task("tests.add", args=(2, 2), queue="tq_bounded")
+            unbounded = app.send_task("tests.add", args=(3, 3), queue="tq_unbounded")
+            limited = app.send_task(
+                "tests.add", args=(4, 4), queue="tq_limited", time_limit=4
+            )
+            # Seconds from the freeze until each thing is seen (None: not within 15 s).
+            seen: dict[str, float | None] = dict.fromkeys(
+                ("bounded", "limited", "limited logged", "unbounded")
+            )
+            checks = {
+                "bounded": bounded.ready,
+                "limited": limited.ready,
+                "limited logged": lambda: "could not record hard time limit" in limited_worker.log,
+                "unbounded": unbounded.ready,
+            }
+            while time.monotonic() < frozen_at + 15:
+                for name, check in checks.items():
+                    if seen[name] is None and check():
+                        seen[name] = time.monotonic() - frozen_at
+                time.sleep(0.05)
+            frozen_for = time.monotonic() - frozen_at
+        thawed_at = time.monotonic()
+        assert unbounded.get(timeout=60) == 6
+        unbounded_after = time.monotonic() - frozen_at
+        bounded_log, limited_log = bounded_worker.log, limited_worker.log
+        unbounded_log = unbounded_worker.log
+
+    print(
+        f"\nfrozen {frozen_for:.1f} s; seconds from the freeze: "
+        + ", ".join(f"{name} {'-' if t is None else f'{t:.1f}'}" for name, t in seen.items())
+        + f"; unbounded done {unbounded_after:.1f} s "
+        f"({unbounded_after - (thawed_at - frozen_at):.1f} s after the thaw)"
+    )
+    bounded_lines = [m for _, _, m in log_lines(bounded_log) if "could not record" in m]
+    for message in bounded_lines:
+        print(f"  bounded: {message[:160]}")
+
+    # Documented settings: the start and the end each fail after connect_timeout, logged.
+    bounded_after, limited_after = seen["bounded"], seen["limited"]
+    assert bounded_after is not None and bounded_after < 2 * 2 + 3, bounded_after
+    assert bounded.get(timeout=1) == 4  # the task itself ran and succeeded
+    assert any(m.startswith("django_taskqueue could not record start") for m in bounded_lines)
+    assert all("timeout expired" in m for m in bounded_lines), bounded_lines
+    # No settings: still waiting after 15 s, and done only once the server is back.
+    assert seen["unbounded"] is None
+    assert "could not record" not in unbounded_log
+    # An open connection: only the hard time limit ended the wait, and the main
+    # process's record of it gave up after connect_timeout.
+    assert limited_after is not None and 4 <= limited_after < 4 + 3, limited_after
+    logged_after = seen["limited logged"]
+    assert logged_after is not None and logged_after < 4 + 2 + 4, logged_after
+    assert "timeout expired" in limited_log
