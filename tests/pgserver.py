@@ -15,6 +15,8 @@ Usage::
         server.start()      # and comes back
         with server.frozen():   # every server process stopped with SIGSTOP
             ...
+        with pgbouncer(server, port=16081, query_timeout=3) as bouncer_port:
+            ...  # PgBouncer in front of it, where installed
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def available() -> bool:
     return _bin_dir() is not None
 
 
+def pgbouncer_available() -> bool:
+    """Whether the ``pgbouncer`` program is installed."""
+    return _pgbouncer() is not None
+
+
+def _pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(iter(glob.glob("/usr/sbin/pgbouncer")), None)
+
+
 class PostgresServer:
     """One private PostgreSQL cluster in a temporary directory."""
 
@@ -71,9 +82,7 @@ class PostgresServer:
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
 
     def init(self) -> None:
-        if self.user is not None:
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+        self._chown(self.directory)
         self._run(
             "initdb",
             "-D",
@@ -115,6 +124,11 @@ class PostgresServer:
 
     def postmaster_pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def _chown(self, path: Path) -> None:
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def pids(self) -> list[int]:
         """The postmaster and every process it started (backends, background workers)."""
@@ -159,6 +173,59 @@ class PostgresServer:
 
     def createdb(self, name: str) -> None:
         self.psql(f'CREATE DATABASE "{name}"')
+
+
+@contextlib.contextmanager
+def pgbouncer(server: PostgresServer, port: int, **settings: object) -> Iterator[int]:
+    """PgBouncer in front of ``server`` on ``port`` (session pooling, trust); yields the port.
+
+    ``settings`` go to the ``[pgbouncer]`` section (``query_timeout=3``...).
+    """
+    program = _pgbouncer()
+    if program is None:
+        raise RuntimeError("pgbouncer is not installed")
+    directory = server.directory / f"pgbouncer-{port}"
+    directory.mkdir()
+    server._chown(directory)
+    (directory / "users.txt").write_text('"postgres" ""\n')
+    lines = {
+        "listen_addr": HOST,
+        "listen_port": port,
+        "unix_socket_dir": "",
+        "auth_type": "trust",
+        "auth_file": directory / "users.txt",
+        "pool_mode": "session",
+        "logfile": directory / "pgbouncer.log",
+        **settings,
+    }
+    (directory / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={HOST} port={server.port}\n[pgbouncer]\n"
+        + "".join(f"{key} = {value}\n" for key, value in lines.items())
+    )
+    for path in directory.iterdir():
+        server._chown(path)
+    command = [program, str(directory / "pgbouncer.ini")]
+    if server.user is not None:
+        command = ["runuser", "-u", server.user, "--", *command]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while "listening on" not in _read(directory / "pgbouncer.log"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start:\n{_read(directory / 'pgbouncer.log')}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 @contextlib.contextmanager

@@ -256,3 +256,47 @@ def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
     logged_after = seen["limited logged"]
     assert logged_after is not None and logged_after < 4 + 2 + 4, logged_after
     assert "timeout expired" in limited_log
+
+
+@pytest.mark.skipif(not pgserver.pgbouncer_available(), reason="needs pgbouncer")
+def test_pgbouncer_query_timeout_bounds_a_statement_the_frozen_server_never_answers(
+    private_db: pgserver.PostgresServer, tmp_path: Path
+) -> None:
+    """Behind PgBouncer, its query_timeout ends what no client setting can: a statement
+    already sent, on an open connection, to a server process that is stopped."""
+    app.control.purge()
+    with pgserver.pgbouncer(private_db, PORT + 1, query_timeout=3, server_connect_timeout=3):
+        # PgBouncer refuses libpq's "options" (the server settings go on the role there).
+        pooled = {k: v for k, v in DOCUMENTED_OPTIONS.items() if k != "options"}
+        env = env_for(private_db, pooled) | {"PGPORT": str(PORT + 1)}
+        with worker_process(tmp_path, env=env, concurrency=1, queues="tq_pooled") as worker:
+            # The pool child's connection (and PgBouncer's to the server) opens before the freeze.
+            app.send_task("tests.add", args=(1, 1), queue="tq_pooled").get(timeout=30)
+            with private_db.frozen():
+                frozen_at = time.monotonic()
+                result = app.send_task("tests.add", args=(5, 5), queue="tq_pooled")
+                assert result.get(timeout=15) == 10
+                done_after = time.monotonic() - frozen_at
+
+                def failures() -> list[str]:
+                    return [m for _, _, m in log_lines(worker.log) if "could not record" in m]
+
+                deadline = time.monotonic() + 10
+                while len(failures()) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                both_logged_after = time.monotonic() - frozen_at
+                logged = failures()
+    print(
+        f"\nbehind PgBouncer (query_timeout=3): task done {done_after:.1f} s after the "
+        f"freeze, start and end failures logged by {both_logged_after:.1f} s"
+    )
+    for message in logged:
+        print(f"  {message[:200]}")
+    # The start's statement ended by query_timeout; the end's new server connection
+    # by server_connect_timeout: each write bounded, each logged.
+    assert 3 <= done_after < 3 + 3, done_after
+    assert [m.split(" for task")[0] for m in logged] == [
+        "django_taskqueue could not record start",
+        "django_taskqueue could not record success",
+    ]
+    assert both_logged_after < 3 + 3 + 3, both_logged_after
