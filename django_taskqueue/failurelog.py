@@ -141,9 +141,7 @@ class FailureLog:
             episode.failures[kind] += 1
             # Once per kind while the failures last, and not again at once
             # when the same write fails again right after a success.
-            first = key not in episode.reported and not self._recent(
-                self._reported.get(key), now
-            )
+            first = key not in episode.reported and not self._recent(self._reported.get(key), now)
             episode.reported.add(key)
             if first:
                 self._reported[key] = now
@@ -185,7 +183,7 @@ class FailureLog:
         write. Within ``remind_every`` of the previous summary, the summary
         waits for a later success (failures in between are added to it).
         """
-        if self._episode is None:
+        if not self.failing:
             return
         now = self._clock()
         with self._lock:

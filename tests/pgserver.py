@@ -212,7 +212,9 @@ def pgbouncer(server: PostgresServer, port: int, **settings: object) -> Iterator
         deadline = time.monotonic() + 10
         while "listening on" not in _read(directory / "pgbouncer.log"):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"pgbouncer did not start:\n{_read(directory / 'pgbouncer.log')}")
+                raise RuntimeError(
+                    f"pgbouncer did not start:\n{_read(directory / 'pgbouncer.log')}"
+                )
             time.sleep(0.05)
         yield port
     finally:

@@ -56,7 +56,9 @@ def lines(caplog: Any) -> list[logging.LogRecord]:
 
 
 def fail(log: FailureLog, kind: str, exc: Exception | None = None, task: str = "t1") -> None:
-    log.failed(kind, exc or raised(Down("connection refused")), "could not record %s for %s", kind, task)
+    log.failed(
+        kind, exc or raised(Down("connection refused")), "could not record %s for %s", kind, task
+    )
 
 
 def test_an_outage_is_one_line_and_one_summary(log: FailureLog, clock: Clock, caplog: Any) -> None:
@@ -96,9 +98,7 @@ def test_success_without_failures_logs_nothing(log: FailureLog, caplog: Any) -> 
     assert not log.failing
 
 
-def test_a_new_exception_class_is_reported_with_its_traceback(
-    log: FailureLog, caplog: Any
-) -> None:
+def test_a_new_exception_class_is_reported_with_its_traceback(log: FailureLog, caplog: Any) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     fail(log, "progress")
     fail(log, "progress", raised(Broken("value too long")))

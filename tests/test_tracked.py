@@ -261,7 +261,9 @@ def test_an_outage_is_logged_once_per_kind_with_a_summary(
     records = [r for r in caplog.records if r.name == "django_taskqueue"]
     failures = [r.getMessage() for r in records if "could not record" in r.getMessage()]
     assert len(failures) == 1
-    assert failures[0].startswith(f"django_taskqueue could not record progress for task {result.id}")
+    assert failures[0].startswith(
+        f"django_taskqueue could not record progress for task {result.id}"
+    )
     assert "progress table is broken" in failures[0]
     assert sum(r.exc_info is not None for r in records) == 1
     summaries = [r.getMessage() for r in records if "recovered" in r.getMessage()]

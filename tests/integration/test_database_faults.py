@@ -164,7 +164,8 @@ def test_an_outage_is_logged_once_per_kind_and_recording_recovers(
     assert after == Counter({"completed": len(sent["after"])}), after
     # Bounded: one line per kind of write and exception class in each process.
     per_process = Counter(p for p, _ in failures)
-    assert failures and max(per_process.values()) <= 8, failures
+    assert failures
+    assert max(per_process.values()) <= 8, failures
     # The log configuration prints a logged traceback twice, each with its cause.
     assert tracebacks <= 4 * len(per_process) * 2
     # One summary per process that saw failures.
@@ -206,9 +207,7 @@ def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
             frozen_at = time.monotonic()
             bounded = app.send_task("tests.add", args=(2, 2), queue="tq_bounded")
             unbounded = app.send_task("tests.add", args=(3, 3), queue="tq_unbounded")
-            limited = app.send_task(
-                "tests.add", args=(4, 4), queue="tq_limited", time_limit=4
-            )
+            limited = app.send_task("tests.add", args=(4, 4), queue="tq_limited", time_limit=4)
             # Seconds from the freeze until each thing is seen (None: not within 15 s).
             seen: dict[str, float | None] = dict.fromkeys(
                 ("bounded", "limited", "limited logged", "unbounded")
@@ -243,7 +242,8 @@ def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
 
     # Documented settings: the start and the end each fail after connect_timeout, logged.
     bounded_after, limited_after = seen["bounded"], seen["limited"]
-    assert bounded_after is not None and bounded_after < 2 * 2 + 3, bounded_after
+    assert bounded_after is not None
+    assert bounded_after < 2 * 2 + 3, bounded_after
     assert bounded.get(timeout=1) == 4  # the task itself ran and succeeded
     assert any(m.startswith("django_taskqueue could not record start") for m in bounded_lines)
     assert all("timeout expired" in m for m in bounded_lines), bounded_lines
@@ -252,9 +252,11 @@ def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
     assert "could not record" not in unbounded_log
     # An open connection: only the hard time limit ended the wait, and the main
     # process's record of it gave up after connect_timeout.
-    assert limited_after is not None and 4 <= limited_after < 4 + 3, limited_after
+    assert limited_after is not None
+    assert 4 <= limited_after < 4 + 3, limited_after
     logged_after = seen["limited logged"]
-    assert logged_after is not None and logged_after < 4 + 2 + 4, logged_after
+    assert logged_after is not None
+    assert logged_after < 4 + 2 + 4, logged_after
     assert "timeout expired" in limited_log
 
 
