@@ -179,8 +179,8 @@ class FailureLog:
     def succeeded(self) -> None:
         """Report a successful write: ends the failures with their summary line.
 
-        Costs one attribute read when nothing failed, so it can follow every
-        write. Within ``remind_every`` of the previous summary, the summary
+        Costs a property read when nothing failed (no lock), so it can follow
+        every write. Within ``remind_every`` of the previous summary, the summary
         waits for a later success (failures in between are added to it).
         """
         if not self.failing:
