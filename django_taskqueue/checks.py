@@ -6,6 +6,7 @@ Every id is listed in ``docs/checks.md``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from numbers import Real
@@ -14,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
+from django.db import router
 
 from django_taskqueue.conf import DEFAULTS, RETENTION_STATUSES, as_timedelta
 
@@ -267,6 +269,7 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
                     '"transaction_mode": "IMMEDIATE", "timeout": 20}; see docs/checks.md.',
                 )
             )
+    warnings.extend(_check_timeouts())
     if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
         warnings.append(
             _warning(
@@ -277,6 +280,52 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     return warnings
+
+
+# "-c statement_timeout=30s" or "--statement-timeout=30s" in libpq's options; the last wins.
+_STATEMENT_TIMEOUT = re.compile(r"statement[_-]timeout\s*=\s*'?([^\s']+)")
+_NO_LIMIT = re.compile(r"0+[a-z]*", re.IGNORECASE)
+
+
+def _check_timeouts() -> list[CheckMessage]:
+    """W008: the PostgreSQL database that records tasks has no connect or statement timeout.
+
+    Reads ``settings.DATABASES`` only (no connection is opened). A timeout set
+    where Django cannot see it (a service file, the role, PgBouncer) is the
+    reason this is a warning that can be silenced.
+    """
+    from django_taskqueue.models import TaskLog
+
+    alias = router.db_for_write(TaskLog)
+    db = getattr(settings, "DATABASES", {}).get(alias) or {}
+    engine = str(db.get("ENGINE", ""))
+    if "postgresql" not in engine and "postgis" not in engine:
+        return []
+    options = db.get("OPTIONS") or {}
+    missing = []
+    # libpq reads PGCONNECT_TIMEOUT and PGOPTIONS when OPTIONS does not say; 0 means no limit.
+    connect = options.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT", ""))
+    if str(connect).strip() in {"", "0"}:
+        missing.append("connect_timeout")
+    server = _STATEMENT_TIMEOUT.findall(
+        str(options["options"]) if "options" in options else os.environ.get("PGOPTIONS", "")
+    )
+    if not server or _NO_LIMIT.fullmatch(server[-1]):
+        missing.append("statement_timeout")
+    if not missing:
+        return []
+    return [
+        _warning(
+            8,
+            f"Database {alias!r} records the tasks on PostgreSQL without "
+            f"{' or '.join(missing)} in its OPTIONS: a worker that connects to a frozen "
+            "server, or whose statement waits for a lock that is never released, waits "
+            "with no end.",
+            hint='Set OPTIONS = {"connect_timeout": 5, "options": "-c statement_timeout=30s '
+            '-c lock_timeout=10s"} (see the production page of the docs); silence the '
+            "warning if the timeouts are set where Django cannot see them.",
+        )
+    ]
 
 
 def register() -> None:

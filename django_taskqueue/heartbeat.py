@@ -9,7 +9,8 @@ the heartbeat of every tracked task running in that process, every
 One thread per process (not per task) keeps the cost flat with the threads
 pool; the thread is (re)started lazily in the process that runs the task, so a
 prefork child, which does not inherit its parent's threads, gets its own. The
-thread never raises: a failed heartbeat is logged and retried at the next tick.
+thread never raises: a failed heartbeat is reported to the recording failure log
+(:mod:`django_taskqueue.failurelog`) and retried at the next tick.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from celery import signals
 from django.db import connections
 
 from django_taskqueue.conf import conf
+from django_taskqueue.failurelog import recording_failures
 
 logger = logging.getLogger("django_taskqueue")
 
@@ -103,8 +105,8 @@ def _loop() -> None:
         if interval is None:
             continue  # heartbeats are off; look at the setting again later
         try:
-            beat_once()
-        except Exception:
+            _tick()
+        except Exception:  # the thread must outlive anything a tick can raise
             logger.warning("django_taskqueue could not refresh heartbeats", exc_info=True)
         finally:
             # A connection held between ticks would be one idle connection per
@@ -113,6 +115,21 @@ def _loop() -> None:
                 connections.close_all()
             except Exception:
                 logger.debug("closing the heartbeat thread's connection failed", exc_info=True)
+
+
+def _tick() -> None:
+    """One heartbeat: refresh the running tasks' rows, reporting to the recording failure log."""
+    from django_taskqueue import lifecycle
+
+    pks = list(running().values())
+    if not pks:
+        return  # no query: nothing learnt about the database
+    try:
+        lifecycle.touch_many(pks)
+    except Exception as exc:
+        recording_failures.failed("heartbeat", exc, "django_taskqueue could not refresh heartbeats")
+    else:
+        recording_failures.succeeded()
 
 
 def _interval() -> float | None:

@@ -20,11 +20,13 @@ from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
+from django.db import connections
 from django.utils import timezone
 
 from django_taskqueue import heartbeat, lifecycle
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TaskCancelled
+from django_taskqueue.failurelog import recording_failures
 from django_taskqueue.serialization import (
     bound_traceback,
     encode_result,
@@ -60,14 +62,42 @@ def record_safely(
     must never fail the task being recorded. A soft time limit that fires
     while recording is not ours to swallow: it propagates, so the task stops
     as its author expects (and is recorded as failed by the limit).
+
+    Failures go to :data:`~django_taskqueue.failurelog.recording_failures`: an
+    outage logs one line per kind of write, not a traceback per call, and a
+    summary once a write succeeds again.
     """
     try:
-        return func(*args, **kwargs)
+        value = func(*args, **kwargs)
     except SoftTimeLimitExceeded:
         raise
-    except Exception:
-        logger.exception("django_taskqueue could not record %s for task %s", what, task_id)
+    except Exception as exc:
+        recording_failures.failed(
+            what, exc, "django_taskqueue could not record %s for task %s", what, task_id
+        )
+        _drop_broken_connections()
         return None
+    recording_failures.succeeded()
+    return value
+
+
+def _drop_broken_connections() -> None:
+    """Close this thread's database connections that a failed write left unusable.
+
+    Django replaces a broken connection only at the end of a request, and a
+    worker with ``CELERY_DB_REUSE_MAX`` keeps its connection across tasks: a
+    connection lost while the database restarted would fail every later write
+    of the process, long after the database is back. A connection inside the
+    caller's transaction (or with autocommit turned off) is left alone: closing
+    it would discard their work.
+    """
+    for conn in connections.all(initialized_only=True):
+        try:
+            if conn.connection is None or conn.in_atomic_block or not conn.get_autocommit():
+                continue
+            conn.close_if_unusable_or_obsolete()
+        except Exception:
+            logger.debug("could not close a broken database connection", exc_info=True)
 
 
 def _tuple(args: Sequence[Any] | None) -> tuple[Any, ...] | None:

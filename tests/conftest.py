@@ -53,6 +53,14 @@ def live_worker(celery_app: Celery, transactional_db: Any, tmp_path: Any) -> Ite
         yield process
 
 
+@pytest.fixture(autouse=True)
+def _fresh_failure_log() -> None:
+    """Each test starts without the recording failures an earlier one left (they rate-limit)."""
+    from django_taskqueue.failurelog import recording_failures
+
+    recording_failures.reset()
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """Skip integration tests outside the integration env (they need PostgreSQL and Redis)."""
     if INTEGRATION:

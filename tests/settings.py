@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -96,6 +97,14 @@ if os.environ.get("TASKQUEUE_TEST_DB") == "postgres":
     }
     if os.environ.get("TASKQUEUE_WORKER_DB_NAME"):
         DATABASES["default"]["NAME"] = os.environ["TASKQUEUE_WORKER_DB_NAME"]
+    # Timeouts as docs/production.md asks for them (check W008), loose enough for any
+    # test; a fault test's worker gives its own as JSON ("{}" for none).
+    _options = os.environ.get("TASKQUEUE_TEST_DB_OPTIONS")
+    DATABASES["default"]["OPTIONS"] = (
+        json.loads(_options)
+        if _options is not None
+        else {"connect_timeout": 10, "options": "-c statement_timeout=300000"}
+    )
 else:
     # The PostgreSQL search indexes app is installed but has nothing to do here.
     SILENCED_SYSTEM_CHECKS = ["django_taskqueue.W007"]

@@ -77,6 +77,59 @@ def test_sqlite_without_wal_warns(settings: Any) -> None:
         assert "django_taskqueue.W003" not in ids(check_setup())
 
 
+def _postgres(options: dict[str, Any] | None) -> dict[str, Any]:
+    database: dict[str, Any] = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    if options is not None:
+        database["OPTIONS"] = options
+    return {"default": database}
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        (None, "connect_timeout or statement_timeout"),
+        ({"connect_timeout": 5}, "statement_timeout"),
+        ({"connect_timeout": 0, "options": "-c statement_timeout=30s"}, "connect_timeout"),
+        ({"connect_timeout": 5, "options": "-c statement_timeout=0"}, "statement_timeout"),
+        ({"connect_timeout": 5, "options": "-c lock_timeout=10s"}, "statement_timeout"),
+    ],
+)
+def test_postgres_without_timeouts_warns(
+    options: dict[str, Any] | None, missing: str, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    with override_settings(DATABASES=_postgres(options)):
+        warnings = [m for m in check_setup() if m.id == "django_taskqueue.W008"]
+    assert len(warnings) == 1
+    assert f"without {missing} in its OPTIONS" in warnings[0].msg
+
+
+@pytest.mark.parametrize(
+    ("options", "environ"),
+    [
+        ({"connect_timeout": 5, "options": "-c statement_timeout=30s -c lock_timeout=10s"}, {}),
+        ({"connect_timeout": "10", "options": "--statement-timeout=30000"}, {}),
+        ({}, {"PGCONNECT_TIMEOUT": "5", "PGOPTIONS": "-c statement_timeout=30s"}),
+    ],
+)
+def test_postgres_with_timeouts_passes(
+    options: dict[str, Any], environ: dict[str, str], monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with override_settings(DATABASES=_postgres(options)):
+        assert "django_taskqueue.W008" not in ids(check_setup())
+
+
+def test_timeouts_are_not_asked_of_other_databases() -> None:
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}}
+    with override_settings(DATABASES=databases):
+        assert "django_taskqueue.W008" not in ids(check_setup())
+
+
 def test_eager_mode_warns() -> None:
     with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
         assert "django_taskqueue.W004" in ids(check_setup())

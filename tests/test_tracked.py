@@ -238,6 +238,39 @@ def test_database_error_while_recording_does_not_fail_the_task(worker: Any, capl
     assert "event table is broken" in caplog.text
 
 
+def test_an_outage_is_logged_once_per_kind_with_a_summary(
+    worker: Any, settings: Any, caplog: Any
+) -> None:
+    """A write that fails a hundred times: one line and a summary, not a traceback per call."""
+    # Every progress write gets a history row, and every history row fails.
+    settings.DJANGO_TASKQUEUE = {"PROGRESS_MIN_INTERVAL": 0, "PROGRESS_HISTORY_STEP": 0.001}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TRIGGER tq_fail_progress BEFORE INSERT ON django_taskqueue_taskprogress "
+            "BEGIN SELECT RAISE(ABORT, 'progress table is broken'); END;"
+        )
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_taskqueue"):
+            result = tasks.progress.delay(100)
+            assert result.get(timeout=30) == 100
+            # The end writes no progress row: it records, and ends the outage.
+            assert finished(result.id).status == TaskStatus.COMPLETED
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER tq_fail_progress")
+    records = [r for r in caplog.records if r.name == "django_taskqueue"]
+    failures = [r.getMessage() for r in records if "could not record" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].startswith(
+        f"django_taskqueue could not record progress for task {result.id}"
+    )
+    assert "progress table is broken" in failures[0]
+    assert sum(r.exc_info is not None for r in records) == 1
+    summaries = [r.getMessage() for r in records if "recovered" in r.getMessage()]
+    assert len(summaries) == 1
+    assert "100 writes failed: 100 progress (99 repeats not logged)" in summaries[0]
+
+
 def test_status_signal_reaches_receivers_in_the_worker(worker: Any) -> None:
     seen: list[tuple[str, str]] = []
     lock = threading.Lock()

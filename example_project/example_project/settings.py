@@ -53,6 +53,18 @@ def database_from_url(url: str) -> dict[str, Any]:
             # Workers keep their connection between tasks (see CELERY_DB_REUSE_MAX too).
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
+            # A frozen or unreachable server fails a call instead of stalling every
+            # worker (docs/production.md; check django_taskqueue.W008).
+            "OPTIONS": {
+                "connect_timeout": 5,
+                "options": "-c statement_timeout=60s -c lock_timeout=10s "
+                "-c idle_in_transaction_session_timeout=60s",
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30000,
+            },
         }
     if parts.scheme == "sqlite":
         # sqlite:///relative/path, sqlite:////absolute/path
