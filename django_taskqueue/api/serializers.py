@@ -111,6 +111,8 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
         fields = (
             *LIST_FIELDS,
             "queue",
+            "eta",
+            "priority",
             "error_message",
             "error_code",
             "traceback",
