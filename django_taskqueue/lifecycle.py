@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, models, transaction
@@ -1063,7 +1063,9 @@ def create_bulk(
     a chain) and, if that fails, calls :func:`fail_bulk`.
 
     The parent starts ``processing`` (``started_at`` now); its ``metadata["bulk"]``
-    holds ``parallel``, ``files_count`` and the children's task name. When a
+    holds ``parallel``, ``files_count`` and the children's task name. The
+    children's ``created_at`` are a microsecond apart, in the order of
+    ``files``: the order a sequential run follows. When a
     child ends, :func:`_update_parent` updates the parent: see
     :doc:`/api` for the aggregation rule.
 
@@ -1109,7 +1111,7 @@ def create_bulk(
         children = []
         # The keyword arguments are the same for every child: store them once.
         _, stored_kwargs, kwargs_redacted = stored_arguments(None, kwargs)
-        for item in files:
+        for index, item in enumerate(files):
             path = str(item["file_path"])
             args, _, args_redacted = stored_arguments([path], None)
             redacted = args_redacted or kwargs_redacted
@@ -1130,7 +1132,8 @@ def create_bulk(
                     args_redacted=redacted,
                     max_retries=max_retries,
                     parent=parent,
-                    created_at=now,
+                    # A microsecond apart: the run's order, which a sequential run follows.
+                    created_at=now + timedelta(microseconds=index),
                 )
             )
         TaskLog.objects.bulk_create(children, batch_size=_BATCH)

@@ -314,7 +314,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         return Response(TaskLogSerializer(log).data, status=http.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="Start a task on each of several files (a group or a chain)",
+        summary="Start a task on each of several files (at once or one by one)",
         request=BulkCreateSerializer,
         responses={
             201: BulkCreatedSerializer,
@@ -331,7 +331,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
         ``parallel`` runs a Celery group (whose id is the parent's Celery id;
         a worker publishes it, so the answer does not wait for a message per
-        file), otherwise a chain; each child runs ``task(file_path, **metadata)``.
+        file), otherwise one file after the other (each file's success publishes the
+        next); each child runs ``task(file_path, **metadata)``.
         The parent aggregates its children (see docs/api.md).
         """
         serializer = BulkCreateSerializer(data=request.data)

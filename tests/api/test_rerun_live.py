@@ -1,4 +1,4 @@
-"""Re-runs on PostgreSQL, Redis and real workers (integration tier)."""
+"""Re-runs and sequential bulk runs on PostgreSQL, Redis and real workers (integration tier)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import requests
 
 from django_taskqueue.models import TaskLog
 from tests.api.conftest import client_for, finish, make_task
-from tests.helpers import SIDE_QUEUE, purge_queue
+from tests.helpers import SIDE_QUEUE, published, purge_queue
 from tests.live import wait_for
 
 pytestmark = pytest.mark.integration
@@ -110,3 +110,39 @@ def test_force_stops_the_run_it_supersedes(
     old.refresh_from_db()
     assert old.status == "cancelled"
     assert not old.events.filter(event_type__in=["completed", "ignored"]).exists()
+
+
+def test_a_sequential_run_of_300_files_completes_in_order(
+    live_worker: Any, file_root: Path, alice: Any
+) -> None:
+    folder = file_root / "many"
+    folder.mkdir()
+    files = [folder / f"f{i:03d}.txt" for i in range(300)]
+    for path in files:
+        path.write_bytes(b"x")
+    metadata = {"note": "x" * 8000}
+    with published() as sent:
+        response = client_for(alice).post(
+            "/api/tasks/bulk_create/",
+            {
+                "file_paths": [str(p) for p in files],
+                "task_type": "file",
+                "parallel": False,
+                "metadata": metadata,
+            },
+            format="json",
+        )
+    assert response.status_code == 201, response.content
+    # The request publishes the first file only, with one file's arguments.
+    [first] = sent
+    assert first.size < 20 * 1024, first.size
+    parent_id = response.json()["id"]
+    wait_for(
+        lambda: TaskLog.objects.get(pk=parent_id).status != "processing",
+        timeout=180,
+        what="the run to end",
+    )
+    parent = TaskLog.objects.get(pk=parent_id)
+    assert parent.result == {"total": 300, "completed": 300, "failed": 0, "cancelled": 0}
+    runs = TaskLog.objects.filter(parent_id=parent_id).order_by("started_at")
+    assert [run.file_path for run in runs] == [str(p) for p in files]
