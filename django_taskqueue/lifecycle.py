@@ -25,8 +25,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Avg, Count, F, Q, Subquery
@@ -36,7 +36,7 @@ from django_taskqueue import _fastsql
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
-from django_taskqueue.serialization import redact, to_json
+from django_taskqueue.serialization import error_message_for, redact, to_json
 from django_taskqueue.signals import task_progress, task_status_changed
 from django_taskqueue.status import (
     ACTIVE_STATUSES,
@@ -46,6 +46,9 @@ from django_taskqueue.status import (
     EventType,
     TaskStatus,
 )
+
+if TYPE_CHECKING:
+    from django_taskqueue.tracked import TrackedTask
 
 logger = logging.getLogger(__name__)
 
@@ -689,14 +692,15 @@ def mark_cancelled(
     reason: str = "",
     event_type: str = EventType.CANCELLED,
     metadata: Mapping[str, Any] | None = None,
+    error_code: str = "cancelled",
 ) -> Outcome:
-    """Record that the task was cancelled, and why."""
+    """Record that the task was cancelled, and why (``error_code``: why, for machines)."""
     now = timezone.now()
     updates = {
         "cancelled_at": now,
         "completed_at": now,
         "error_message": reason,
-        "error_code": "cancelled",
+        "error_code": error_code,
         "next_retry_at": None,
     }
     return _transition(
@@ -811,25 +815,19 @@ def send_revoke(celery_task_id: str | list[str], *, terminate: bool = False) -> 
     return True
 
 
-def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLog:
-    """Run a failed or cancelled task again, with the same arguments.
+def check_rerun(task_log: TaskLog, *, force: bool = False) -> TrackedTask:
+    """Refuse what can never be run again, without writing anything.
 
-    The new run is a new TaskLog (a new Celery id: a revoked id stays revoked
-    in the workers) that starts in ``retrying``, points at the original through
-    ``retry_of`` and counts ``retry_count = original.retry_count + 1``. The
-    original keeps its final status; both rows get a ``rerun`` event.
+    :func:`rerun` calls it first (and checks the status again under its lock);
+    a caller may call it before its own checks to answer with this reason.
 
-    Args:
-        task_log: the task to run again.
-        force: also allow a task that is still ``pending``, ``processing`` or
-            ``retrying`` (stuck after its worker died): it is first marked
-            failed with ``error_code="superseded"``.
-        user: who asked (recorded in the events).
+    Returns:
+        The registered :class:`~django_taskqueue.TrackedTask` that would run.
 
     Raises:
-        TransitionRefused: the task completed, is active without ``force``, its
-            arguments were redacted or not stored, or its Celery task is not
-            a registered TrackedTask in this process.
+        TransitionRefused: the task is a bulk parent, completed, active
+            without ``force``, its arguments were redacted or not stored, or
+            its Celery task is not a registered TrackedTask in this process.
     """
     from celery import current_app
 
@@ -841,14 +839,7 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
             "a bulk task is not run again as a whole: retry its failed or cancelled children",
             status=status,
         )
-    if status == TaskStatus.COMPLETED:
-        raise TransitionRefused(
-            "the task completed; only failed or cancelled tasks can be retried", status=status
-        )
-    if status not in (TaskStatus.FAILED, TaskStatus.CANCELLED) and not force:
-        raise TransitionRefused(
-            f"the task is {status}; pass force to retry a task that is stuck", status=status
-        )
+    _check_rerun_status(status, force)
     if task_log.args_redacted:
         raise TransitionRefused(
             "the task's arguments were redacted when stored, so it cannot be run again with them",
@@ -859,38 +850,191 @@ def rerun(task_log: TaskLog, *, force: bool = False, user: Any = None) -> TaskLo
         raise TransitionRefused(
             f"the task {task_log.task_name!r} is not a registered TrackedTask here", status=status
         )
-    actor = _actor(user)
-    if status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        outcome = mark_failed(
-            pk=task_log.pk,
-            error_message="superseded: run again by force",
-            error_code="superseded",
-            metadata=actor,
+    return task
+
+
+def _check_rerun_status(status: str, force: bool) -> None:
+    if status == TaskStatus.COMPLETED:
+        raise TransitionRefused(
+            "the task completed; only failed or cancelled tasks can be retried", status=status
         )
-        if not outcome.applied and outcome.status == TaskStatus.COMPLETED:
-            raise TransitionRefused("the task completed meanwhile", status=TaskStatus.COMPLETED)
-    new_log = task.submit(
-        args=task_log.args,
-        kwargs=task_log.kwargs,
-        owner=task_log.owner,
-        task_type=task_log.task_type,
-        tags=task_log.tags,
-        metadata=task_log.metadata,
-        file_path=task_log.file_path,
-        file_name=task_log.file_name,
-        file_size=task_log.file_size,
-        parent=task_log.parent,
-        _rerun_of=task_log,
-        _event_metadata=actor,
-    )
-    _events(
-        task_log.pk,
-        (
-            EventType.RERUN,
-            f"run again as {new_log.celery_task_id}",
-            {"rerun_id": new_log.pk, **actor},
-        ),
-    )
+    if status not in (TaskStatus.FAILED, TaskStatus.CANCELLED) and not force:
+        raise TransitionRefused(
+            f"the task is {status}; pass force to retry a task that is stuck", status=status
+        )
+
+
+def _lineage_root(task_log: TaskLog) -> uuid.UUID:
+    """The first run of the task's lineage (``retry_of`` followed back to its start).
+
+    ``retry_of`` is written once, when a run is created, so the walk needs no lock.
+    """
+    root, up, seen = task_log.pk, task_log.retry_of_id, {task_log.pk}
+    while up is not None and up not in seen:
+        seen.add(up)
+        row = TaskLog.objects.filter(pk=up).values_list("pk", "retry_of_id").first()
+        if row is None:
+            break
+        root, up = row
+    return root
+
+
+def _active_run(root: uuid.UUID, exclude: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    """An active run of the lineage that starts at ``root``, other than ``exclude``."""
+    level = list(TaskLog.objects.filter(pk=root).values_list("pk", "status"))
+    seen = {root}
+    while level:
+        for pk, status in level:
+            if pk != exclude and status in ACTIVE_STATUSES:
+                return pk, status
+        runs = TaskLog.objects.filter(retry_of__in=[pk for pk, _ in level])
+        level = [row for row in runs.values_list("pk", "status") if row[0] not in seen]
+        seen.update(pk for pk, _ in level)
+    return None
+
+
+def rerun_options(task_log: TaskLog, now: datetime | None = None) -> dict[str, Any]:
+    """The publish options of a re-run: the original's queue, priority and ETA.
+
+    The ETA is kept only while it is still ahead: a re-run never starts
+    before the original was due, and one whose time has passed runs now.
+    """
+    now = now or timezone.now()
+    options: dict[str, Any] = {}
+    if task_log.queue:
+        options["queue"] = task_log.queue
+    if task_log.priority is not None:
+        options["priority"] = task_log.priority
+    if task_log.eta is not None and task_log.eta > now:
+        options["eta"] = task_log.eta
+    return options
+
+
+def rerun(
+    task_log: TaskLog,
+    *,
+    force: bool = False,
+    user: Any = None,
+    terminate: bool = False,
+    file: Mapping[str, Any] | None = None,
+    **publish: Any,
+) -> TaskLog:
+    """Run a failed or cancelled task again, with the same arguments.
+
+    The new run is a new TaskLog (a new Celery id: a revoked id stays revoked
+    in the workers) that starts in ``retrying``, points at the original through
+    ``retry_of`` and counts ``retry_count = original.retry_count + 1``. The
+    original keeps its final status; both rows get a ``rerun`` event. It is
+    published like the original (:func:`rerun_options`: queue, priority, and
+    the ETA while that is still ahead).
+
+    One lineage (a task, its re-runs, their re-runs) has at most one active
+    run: while one is pending, processing or retrying, a re-run of any of them
+    is refused. The check and the new row are written under a lock on the
+    lineage's first row, so two requests at once give one re-run and one
+    refusal; the message is published once that transaction has committed.
+
+    Args:
+        task_log: the task to run again.
+        force: also allow a task that is still ``pending``, ``processing`` or
+            ``retrying`` (stuck after its worker died): it is first cancelled
+            with ``error_code="superseded"`` and its Celery id revoked, so a
+            worker that still holds it stops it (see ``terminate``).
+        user: who asked (recorded in the events).
+        terminate: with ``force``, revoke with ``terminate=True``: the worker
+            kills the process running the superseded task (prefork pool).
+            Otherwise it stops at its next progress report or cancel check.
+        file: the file the new run works on instead of the recorded one, as
+            ``{"file_path", "file_name", "file_size"}`` (the API passes the
+            path it re-resolved inside ``ALLOWED_FILE_ROOTS``); it replaces the
+            first positional argument and the file fields.
+        **publish: more ``apply_async`` options (e.g. a retry policy).
+
+    Raises:
+        TransitionRefused: see :func:`check_rerun`; also when another run of
+            the lineage is active, or a forced task completed meanwhile.
+    """
+    task = check_rerun(task_log, force=force)
+    actor = _actor(user)
+    args = list(task_log.args)
+    file_fields = {
+        "file_path": task_log.file_path,
+        "file_name": task_log.file_name,
+        "file_size": task_log.file_size,
+    }
+    if file is not None:
+        args[:1] = [file["file_path"]]
+        file_fields = {key: file[key] for key in file_fields}
+    new_id = str(uuid.uuid4())
+    options = rerun_options(task_log)
+    superseded = False
+    with transaction.atomic():
+        root = _lineage_root(task_log)
+        # Every re-run of the lineage takes this lock first: they run one at a time.
+        list(TaskLog.objects.select_for_update().filter(pk=root).values_list("pk"))
+        status = TaskLog.objects.filter(pk=task_log.pk).values_list("status", flat=True).first()
+        if status is None:
+            raise TransitionRefused("the task no longer exists", status=task_log.status)
+        _check_rerun_status(status, force)
+        active = _active_run(root, exclude=task_log.pk)
+        if active is not None:
+            raise TransitionRefused(
+                f"a run of this task is still {active[1]} ({active[0]}): wait for it to end, "
+                "or retry that one with force if it is stuck",
+                status=status,
+            )
+        if status in ACTIVE_STATUSES:
+            outcome = mark_cancelled(
+                pk=task_log.pk,
+                reason=f"superseded: run again as {new_id}",
+                error_code="superseded",
+                metadata={**actor, "terminate": terminate, "rerun_celery_task_id": new_id},
+            )
+            if not outcome.applied and outcome.status == TaskStatus.COMPLETED:
+                raise TransitionRefused("the task completed meanwhile", status=TaskStatus.COMPLETED)
+            superseded = outcome.applied
+        new_log = create_task_log(
+            new_id,
+            task_name=task.name,
+            status=TaskStatus.RETRYING,
+            args=args,
+            kwargs=task_log.kwargs,
+            event_message="run again",
+            event_metadata={"rerun_of": task_log.pk, **actor},
+            owner_id=task_log.owner_id,
+            task_type=task_log.task_type,
+            tags=task_log.tags,
+            metadata=task_log.metadata,
+            parent_id=task_log.parent_id,
+            retry_of_id=task_log.pk,
+            retry_count=task_log.retry_count + 1,
+            max_retries=task.max_retries,
+            queue=task_log.queue,
+            eta=options.get("eta"),
+            priority=task_log.priority,
+            **file_fields,
+        )
+        _events(
+            task_log.pk,
+            (EventType.RERUN, f"run again as {new_id}", {"rerun_id": new_log.pk, **actor}),
+        )
+        if superseded:
+            old_id = task_log.celery_task_id
+            transaction.on_commit(lambda: send_revoke(old_id, terminate=terminate))
+    try:
+        # The row is committed: a worker that takes the message at once finds it.
+        task.apply_async(
+            args, task_log.kwargs, task_id=new_id, taskqueue_recorded=True, **{**options, **publish}
+        )
+    except Exception as exc:
+        mark_failed(
+            pk=new_log.pk,
+            error_message=f"could not publish the task: {error_message_for(exc)}",
+            error_code="publish_failed",
+        )
+        new_log.status, new_log.error_code = TaskStatus.FAILED, "publish_failed"
+        raise
+    task_log.refresh_from_db()
     return new_log
 
 
@@ -919,7 +1063,9 @@ def create_bulk(
     a chain) and, if that fails, calls :func:`fail_bulk`.
 
     The parent starts ``processing`` (``started_at`` now); its ``metadata["bulk"]``
-    holds ``parallel``, ``files_count`` and the children's task name. When a
+    holds ``parallel``, ``files_count`` and the children's task name. The
+    children's ``created_at`` are a microsecond apart, in the order of
+    ``files``: the order a sequential run follows. When a
     child ends, :func:`_update_parent` updates the parent: see
     :doc:`/api` for the aggregation rule.
 
@@ -965,7 +1111,7 @@ def create_bulk(
         children = []
         # The keyword arguments are the same for every child: store them once.
         _, stored_kwargs, kwargs_redacted = stored_arguments(None, kwargs)
-        for item in files:
+        for index, item in enumerate(files):
             path = str(item["file_path"])
             args, _, args_redacted = stored_arguments([path], None)
             redacted = args_redacted or kwargs_redacted
@@ -986,7 +1132,8 @@ def create_bulk(
                     args_redacted=redacted,
                     max_retries=max_retries,
                     parent=parent,
-                    created_at=now,
+                    # A microsecond apart: the run's order, which a sequential run follows.
+                    created_at=now + timedelta(microseconds=index),
                 )
             )
         TaskLog.objects.bulk_create(children, batch_size=_BATCH)

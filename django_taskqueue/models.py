@@ -46,6 +46,19 @@ class TaskLog(models.Model):
         default=TaskStatus.PENDING,
     )
     queue = models.CharField(_("queue"), max_length=255, blank=True)
+    # What the task was published with, so that a re-run can be published alike.
+    eta = models.DateTimeField(
+        _("ETA"),
+        null=True,
+        blank=True,
+        help_text=_("When the task was due to start, if it was published with a countdown or ETA."),
+    )
+    priority = models.PositiveSmallIntegerField(
+        _("priority"),
+        null=True,
+        blank=True,
+        help_text=_("The message priority it was published with, if any."),
+    )
 
     file_name = models.CharField(_("file name"), max_length=255, blank=True)
     file_size = models.BigIntegerField(_("file size"), null=True, blank=True)

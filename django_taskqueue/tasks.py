@@ -64,3 +64,17 @@ def publish_bulk(parent_id: str, task_kwargs: dict[str, Any] | None = None) -> i
     from django_taskqueue import bulk
 
     return bulk.publish_group(uuid.UUID(parent_id), task_kwargs or {})
+
+
+@shared_task(name="django_taskqueue.continue_bulk", ignore_result=True)
+def continue_bulk(
+    parent_id: str, after: str, task_kwargs: dict[str, Any] | None = None
+) -> str | None:
+    """Publish the next child of a sequential bulk run (see :mod:`django_taskqueue.bulk`).
+
+    Each child of the run carries this as its success callback, so the run
+    goes on one file at a time without a message that holds them all.
+    """
+    from django_taskqueue import bulk
+
+    return bulk.publish_next(uuid.UUID(parent_id), after, task_kwargs or {})

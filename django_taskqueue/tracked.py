@@ -108,6 +108,31 @@ def _dict(kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if kwargs is None else dict(kwargs)
 
 
+def _scheduling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The TaskLog fields that keep how a task was published: its queue, ETA and priority.
+
+    ``countdown`` becomes the ETA it amounts to now, as Celery computes it;
+    a naive ``eta`` is taken in the current time zone. What cannot be read
+    is left out: recording never refuses a publish Celery accepts.
+    """
+    fields: dict[str, Any] = {"queue": str(options.get("queue") or "")}
+    eta = options.get("eta")
+    countdown = options.get("countdown")
+    try:
+        if countdown is not None:
+            eta = timezone.now() + timedelta(seconds=float(countdown))
+        elif isinstance(eta, str):
+            eta = datetime.fromisoformat(eta)
+        if isinstance(eta, datetime):
+            fields["eta"] = timezone.make_aware(eta) if timezone.is_naive(eta) else eta
+    except (TypeError, ValueError, OverflowError):
+        logger.warning("Not recording the unreadable ETA of a task: %r", eta or countdown)
+    priority = options.get("priority")
+    if isinstance(priority, int) and 0 <= priority <= 255:
+        fields["priority"] = priority
+    return fields
+
+
 @dataclass
 class _RunState:
     """What one run of a task remembers between its hooks."""
@@ -216,7 +241,7 @@ class TrackedTask(_TaskBase):
             kwargs=kwargs,
             task_type=self.task_type,
             max_retries=self.max_retries,
-            queue=str(options.get("queue") or ""),
+            **_scheduling_fields(options),
         )
         return self._publish(
             log, args, kwargs, task_id, producer, link, link_error, shadow, options
@@ -290,7 +315,7 @@ class TrackedTask(_TaskBase):
             "file_size": file_size,
             "parent": parent,
             "max_retries": self.max_retries,
-            "queue": str(options.get("queue") or ""),
+            **_scheduling_fields(options),
         }
         status = TaskStatus.PENDING
         if _rerun_of is not None:

@@ -127,11 +127,19 @@ def process_file(self: TrackedTask, /, file_path: str, **options: Any) -> dict[s
 
     ``seconds`` spreads ten-per-second progress reports over that time (each
     one a cancel point); ``fail_unless`` names a file that must exist, or the
-    task fails (so a retry after creating it succeeds).
+    task fails (so a retry after creating it succeeds); ``hold_while`` names a
+    file the task waits on while it exists (at most a minute), reporting
+    progress unless ``quiet``.
     """
     fail_unless = options.get("fail_unless")
     if fail_unless and not os.path.exists(fail_unless):
         raise FileNotFoundError(f"{fail_unless} does not exist")
+    hold_while = options.get("hold_while")
+    deadline = time.monotonic() + 60
+    while hold_while and os.path.exists(hold_while) and time.monotonic() < deadline:
+        if not options.get("quiet"):
+            self.update_progress(1, message="holding")
+        time.sleep(0.1)
     size = os.path.getsize(file_path)
     seconds = float(options.get("seconds", 0))
     steps = max(4, int(seconds * 10))

@@ -399,7 +399,7 @@ class TestRerun:
             lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
         new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), force=True)
         old = TaskLog.objects.get(pk=log.pk)
-        assert (old.status, old.error_code) == (TaskStatus.FAILED, "superseded")
+        assert (old.status, old.error_code) == (TaskStatus.CANCELLED, "superseded")
         assert new.retry_of_id == log.pk
 
     def test_redacted_arguments_are_refused(self, celery_app: Any) -> None:

@@ -166,6 +166,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     "task_type",
                     "celery_task_id",
                     "queue",
+                    "priority",
                     "owner_column",
                     "worker",
                     "tags_display",
@@ -178,6 +179,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             {
                 "fields": (
                     "created_at",
+                    "eta",
                     "started_at",
                     "completed_at",
                     "cancelled_at",

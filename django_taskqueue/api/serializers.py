@@ -111,6 +111,8 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
         fields = (
             *LIST_FIELDS,
             "queue",
+            "eta",
+            "priority",
             "error_message",
             "error_code",
             "traceback",
@@ -288,7 +290,7 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
     )
     task_type = serializers.CharField(help_text="One of the TASK_TYPES keys.")
     parallel = serializers.BooleanField(
-        default=True, help_text="Run the files at once (a Celery group) or one by one (a chain)."
+        default=True, help_text="Run the files at once (a Celery group) or one by one, in order."
     )
     metadata = MetadataField(
         required=False, help_text="Keyword arguments of every task, stored on each child."

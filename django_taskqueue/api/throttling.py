@@ -6,7 +6,7 @@ from typing import cast
 
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 #: The throttle scope of each write action of the task API.
@@ -18,6 +18,10 @@ THROTTLE_SCOPES = {
     "stream": "taskqueue_stream",
 }
 
+#: Actions that also count against other scopes: a re-run starts a task, so
+#: it spends the caller's ``taskqueue_create`` budget as well as its own.
+ALSO_THROTTLED_AS: dict[str, tuple[str, ...]] = {"retry": ("taskqueue_create",)}
+
 
 class TaskQueueScopedRateThrottle(ScopedRateThrottle):
     """DRF's scoped throttle, on only for the scopes the host gives a rate.
@@ -25,15 +29,26 @@ class TaskQueueScopedRateThrottle(ScopedRateThrottle):
     Set ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["taskqueue_create"]`` (and
     ``"taskqueue_control"``, ``"taskqueue_stream"``) to limit them; a scope without a rate is not
     throttled (DRF's own class would raise ``ImproperlyConfigured`` instead).
+
+    Args:
+        scope: count against this scope instead of the view's ``throttle_scope``
+            (see :data:`ALSO_THROTTLED_AS`).
     """
+
+    def __init__(self, scope: str | None = None) -> None:
+        super().__init__()
+        self.fixed_scope = scope
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         # Read the rates live: the class attribute is bound when DRF is imported.
         self.THROTTLE_RATES = cast("dict[str, str | None]", api_settings.DEFAULT_THROTTLE_RATES)
-        scope = getattr(view, self.scope_attr, None)
-        if not scope or scope not in self.THROTTLE_RATES:
+        # ScopedRateThrottle's own steps, with the scope given or the view's.
+        self.scope = self.fixed_scope or getattr(view, self.scope_attr, None)
+        if not self.scope or self.scope not in self.THROTTLE_RATES:
             return True
-        return super().allow_request(request, view)
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return SimpleRateThrottle.allow_request(self, request, view)
 
 
 def client_ident(request: Request) -> str:

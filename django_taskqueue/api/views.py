@@ -10,6 +10,7 @@ from typing import Any
 from celery import current_app
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
@@ -18,8 +19,8 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from kombu.exceptions import OperationalError
+from rest_framework import serializers, viewsets
 from rest_framework import status as http
-from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
@@ -29,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
-from django_taskqueue import bulk, lifecycle
+from django_taskqueue import bulk, http_policy, lifecycle
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
 from django_taskqueue.api.permissions import permission_classes
@@ -52,6 +53,7 @@ from django_taskqueue.api.serializers import (
     TaskProgressSerializer,
     TaskStatusSerializer,
     UnavailableSerializer,
+    resolve_allowed_file,
     startable_task,
 )
 from django_taskqueue.api.stream import (
@@ -61,6 +63,7 @@ from django_taskqueue.api.stream import (
     task_events,
 )
 from django_taskqueue.api.throttling import (
+    ALSO_THROTTLED_AS,
     THROTTLE_SCOPES,
     TaskQueueScopedRateThrottle,
     client_ident,
@@ -92,7 +95,11 @@ _E403 = OpenApiResponse(ErrorSerializer, description="Not allowed (see the permi
 _E404 = OpenApiResponse(
     ErrorSerializer, description="No such task, or one that belongs to another user."
 )
-_E409 = OpenApiResponse(ConflictSerializer, description="Not allowed in the task's current status.")
+_E409 = OpenApiResponse(
+    ConflictSerializer,
+    description="Not allowed for this task: its status, another run of it still active, a "
+    "Celery task that TASK_TYPES does not list, or a file no longer inside ALLOWED_FILE_ROOTS.",
+)
 _E429 = OpenApiResponse(ErrorSerializer, description="Throttled (when the host sets a rate).")
 _E415 = OpenApiResponse(ErrorSerializer, description="The body is not JSON.")
 _E503 = OpenApiResponse(UnavailableSerializer, description="The broker could not be reached.")
@@ -165,6 +172,18 @@ def _conflict(exc: TransitionRefused) -> Response:
     return Response({"detail": str(exc), "status": exc.status}, status=http.HTTP_409_CONFLICT)
 
 
+def _refused(
+    exc: DjangoValidationError | serializers.ValidationError, task_log: TaskLog
+) -> Response:
+    """A 409 for a policy refusal (core's ValidationError, or a file check's)."""
+    if isinstance(exc, DjangoValidationError):
+        message = " ".join(exc.messages)
+    else:
+        detail = exc.detail
+        message = " ".join(str(m) for m in detail) if isinstance(detail, list) else str(detail)
+    return Response({"detail": message, "status": task_log.status}, status=http.HTTP_409_CONFLICT)
+
+
 @extend_schema(tags=["tasks"])
 class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     """Tracked tasks: list, detail, start, cancel, retry, progress and history.
@@ -196,7 +215,12 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     def get_throttles(self) -> list[BaseThrottle]:
         # Scoped per action; a scope is throttled only when the host sets its rate.
         self.throttle_scope = THROTTLE_SCOPES.get(self.action or "", "")
-        return [*super().get_throttles(), TaskQueueScopedRateThrottle()]
+        also = ALSO_THROTTLED_AS.get(self.action or "", ())
+        return [
+            *super().get_throttles(),
+            TaskQueueScopedRateThrottle(),
+            *(TaskQueueScopedRateThrottle(scope) for scope in also),
+        ]
 
     def get_queryset(self) -> QuerySet[TaskLog]:
         queryset: QuerySet[TaskLog] = TaskLog.objects.for_user(self.request.user)
@@ -299,7 +323,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         return Response(TaskLogSerializer(log).data, status=http.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="Start a task on each of several files (a group or a chain)",
+        summary="Start a task on each of several files (at once or one by one)",
         request=BulkCreateSerializer,
         responses={
             201: BulkCreatedSerializer,
@@ -316,7 +340,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
         ``parallel`` runs a Celery group (whose id is the parent's Celery id;
         a worker publishes it, so the answer does not wait for a message per
-        file), otherwise a chain; each child runs ``task(file_path, **metadata)``.
+        file), otherwise one file after the other (each file's success publishes the
+        next); each child runs ``task(file_path, **metadata)``.
         The parent aggregates its children (see docs/api.md).
         """
         serializer = BulkCreateSerializer(data=request.data)
@@ -380,7 +405,10 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
         A running task stops at its next progress report or cancel check; a
         bulk task cancels its unfinished children. ``API_CANCEL_TERMINATE``
-        also kills the process running it.
+        also kills the process running it. A user may stop any task of theirs,
+        also one the host started for them: stopping starts nothing, so the
+        ``TASK_TYPES`` allow-list that governs starting and re-running does not
+        apply.
         """
         task_log = self.get_object()
         serializer = CancelSerializer(data=request.data)
@@ -421,16 +449,34 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         """Start a new run with the same arguments; the new row points back with ``retry_of``.
 
         Allowed for a failed or cancelled task, and with ``force`` for one
-        stuck in pending, processing or retrying (it is first marked failed as
-        superseded). A completed task, a bulk parent, or a task whose
-        arguments were redacted is a 409.
+        stuck in pending, processing or retrying (it is first cancelled as
+        superseded and revoked, with ``API_CANCEL_TERMINATE``). Over HTTP the
+        task must be of a type ``TASK_TYPES`` lists, started on one file, and
+        that file is checked again against ``ALLOWED_FILE_ROOTS``. A completed
+        task, a bulk parent, a task whose arguments were redacted, one refused
+        by those rules, or one with another run still active is a 409. A
+        re-run counts against the ``taskqueue_create`` throttle as well.
         """
         task_log = self.get_object()
         serializer = RetrySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        force = serializer.validated_data["force"]
+        try:
+            http_policy.check_http_rerun(task_log)
+            lifecycle.check_rerun(task_log, force=force)
+            file = resolve_allowed_file(http_policy.http_rerun_file(task_log))
+        except TransitionRefused as exc:
+            return _conflict(exc)
+        except (DjangoValidationError, serializers.ValidationError) as exc:
+            return _refused(exc, task_log)
         try:
             new_log = lifecycle.rerun(
-                task_log, force=serializer.validated_data["force"], user=request.user
+                task_log,
+                force=force,
+                user=request.user,
+                terminate=conf.API_CANCEL_TERMINATE,
+                file=file,
+                **publish_options(),
             )
         except TransitionRefused as exc:
             return _conflict(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,7 +66,9 @@ def test_another_users_task_by_celery_id_is_a_404(alice: Any, bob: Any) -> None:
     assert response.status_code == 404
 
 
-def test_staff_see_other_users_tasks_but_need_the_permission_to_act(alice: Any, staff: Any) -> None:
+def test_staff_see_other_users_tasks_but_need_the_permission_to_act(
+    alice: Any, staff: Any, file_root: Path
+) -> None:
     from django.contrib.auth.models import Permission
 
     task = make_task(alice)

@@ -319,7 +319,9 @@ def test_cancel_stops_a_running_task(worker: Any, file_root: Path, alice: Any) -
 
 
 @pytest.mark.django_db
-def test_cancelling_a_finished_task_is_a_409(api: Any, alice: Any, celery_app: Any) -> None:
+def test_cancelling_a_finished_task_is_a_409(
+    api: Any, alice: Any, celery_app: Any, file_root: Path
+) -> None:
     for status in ("completed", "failed", "cancelled"):
         task = finish(make_task(alice), status)
         response = api.post(f"{LIST}{task.pk}/cancel/", {}, format="json")
@@ -399,27 +401,30 @@ def test_retry_runs_a_failed_task_again_with_the_same_arguments(
 
 
 @pytest.mark.django_db
-def test_retry_refusals_are_409s(api: Any, alice: Any, celery_app: Any) -> None:
-    done = finish(make_task(alice), "completed")
+def test_retry_refusals_are_409s(api: Any, alice: Any, celery_app: Any, file_root: Path) -> None:
+    args = [str(file_root / "a.txt")]
+    done = finish(make_task(alice, args=args), "completed")
     response = api.post(f"{LIST}{done.pk}/retry/", {}, format="json")
     assert response.status_code == 409
     assert response.json()["status"] == "completed"
     assert "only failed or cancelled" in response.json()["detail"]
-    running = make_task(alice)
+    running = make_task(alice, args=args)
     response = api.post(f"{LIST}{running.pk}/retry/", {"force": False}, format="json")
     assert response.status_code == 409
     assert "pass force" in response.json()["detail"]
-    unregistered = finish(make_task(alice, task_name="tests.gone"), "failed")
+    # "ghost" is a TASK_TYPES entry whose Celery task is not registered.
+    unregistered = finish(make_task(alice, task_name="tests.not_registered", args=args), "failed")
     response = api.post(f"{LIST}{unregistered.pk}/retry/", {}, format="json")
     assert response.status_code == 409
     assert "not a registered TrackedTask" in response.json()["detail"]
-    redacted = finish(make_task(alice, kwargs={"password": "x"}), "failed")
+    redacted = finish(make_task(alice, args=args, kwargs={"password": "x"}), "failed")
     assert redacted.args_redacted
     response = api.post(f"{LIST}{redacted.pk}/retry/", {}, format="json")
     assert response.status_code == 409
     assert "redacted" in response.json()["detail"]
     response = api.post(f"{LIST}{done.pk}/retry/", {"force": "maybe"}, format="json")
     assert response.status_code == 400
+    assert TaskLog.objects.filter(retry_of__isnull=False).count() == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -433,7 +438,8 @@ def test_retry_with_force_supersedes_a_stuck_task(
     response = api.post(f"{LIST}{stuck.pk}/retry/", {"force": True}, format="json")
     assert response.status_code == 200
     stuck.refresh_from_db()
-    assert (stuck.status, stuck.error_code) == ("failed", "superseded")
+    # Cancelled, so that a worker still running it stops at its next cancel check.
+    assert (stuck.status, stuck.error_code) == ("cancelled", "superseded")
     assert TaskLog.objects.get(pk=response.json()["id"]).status == "retrying"
 
 
