@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections.abc import Mapping
 from typing import Any
 
 from celery import current_app
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_taskqueue.conf import conf
+from django_taskqueue.files import MAX_PATH_LENGTH, resolve_allowed_file
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.status import BULK_TASK_NAME, TaskStatus
 from django_taskqueue.tracked import TrackedTask
@@ -155,55 +155,22 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
 # --- requests -------------------------------------------------------------------------
 
 
-def resolve_allowed_file(path: str) -> dict[str, Any]:
-    """Check a file path given over HTTP and describe the file.
-
-    The path must be absolute, and after resolving symlinks and ``..`` it must
-    lie inside one of ``ALLOWED_FILE_ROOTS`` (also resolved) and be a regular
-    file. The roots are checked before existence, so the answer never tells
-    whether a file outside them exists.
-
-    Returns:
-        ``{"file_path": <the resolved path>, "file_name": ..., "file_size": ...}``.
-
-    Raises:
-        serializers.ValidationError: with a message that says what is wrong.
-    """
-    if "\x00" in path:
-        raise serializers.ValidationError("The path must not contain NUL characters.")
-    if not os.path.isabs(path):
-        raise serializers.ValidationError(f"{path!r} is not an absolute path.")
-    roots = [os.path.realpath(root) for root in conf.ALLOWED_FILE_ROOTS]
-    if not roots:
-        raise serializers.ValidationError(
-            "No file can be processed: the ALLOWED_FILE_ROOTS setting names no directory."
-        )
-    real = os.path.realpath(path)
-    if not any(os.path.commonpath([real, root]) == root for root in roots):
-        raise serializers.ValidationError(f"{path!r} is outside the allowed directories.")
-    try:
-        info = os.stat(real)
-    except FileNotFoundError:
-        raise serializers.ValidationError(f"{path!r} does not exist.") from None
-    except OSError as exc:
-        raise serializers.ValidationError(f"{path!r} cannot be read: {exc.strerror}.") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise serializers.ValidationError(f"{path!r} is not a regular file.")
-    return {"file_path": real, "file_name": os.path.basename(real), "file_size": info.st_size}
-
-
 @extend_schema_field(OpenApiTypes.STR)
 class AllowedFileField(serializers.CharField):
     """An absolute path to a file inside ``ALLOWED_FILE_ROOTS``; validates to its description."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", 1024)
+        kwargs.setdefault("max_length", MAX_PATH_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
         path = super().to_internal_value(data)
-        return resolve_allowed_file(path)
+        try:
+            # The core policy checks the length first, before any resolving.
+            return resolve_allowed_file(path)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
