@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery import current_app
@@ -43,6 +43,45 @@ LIST_FIELDS = (
 )
 
 
+# --- what non-staff users see ------------------------------------------------------------
+
+#: Event metadata that names the servers or the people behind a task: shown to staff, and
+#: to everyone when ``API_EXPOSE_ERROR_DETAILS`` is on.
+PRIVATE_EVENT_KEYS = frozenset({"worker", "workers", "hostname", "by_user_id", "by_username"})
+
+#: What a worker's hostname becomes in the messages that others see.
+HIDDEN_WORKER = "a worker"
+
+
+def exposes_details(context: Mapping[str, Any]) -> bool:
+    """Whether the request's user may see tracebacks, hostnames and who acted on a task.
+
+    Staff always may; other users only when ``API_EXPOSE_ERROR_DETAILS`` is on.
+    A serializer used without a request (in code) shows everything.
+    """
+    request = context.get("request")
+    if request is None or conf.API_EXPOSE_ERROR_DETAILS:
+        return True
+    return bool(getattr(request.user, "is_staff", False))
+
+
+def hide_workers(text: str, hostnames: Iterable[str]) -> str:
+    """``text`` with each of ``hostnames`` replaced by :data:`HIDDEN_WORKER`."""
+    for hostname in sorted({h for h in hostnames if isinstance(h, str) and h}, key=len)[::-1]:
+        text = text.replace(hostname, HIDDEN_WORKER)
+    return text
+
+
+def _event_hostnames(metadata: Any) -> list[str]:
+    if not isinstance(metadata, Mapping):
+        return []
+    names = [metadata.get("worker"), metadata.get("hostname")]
+    workers = metadata.get("workers")
+    if isinstance(workers, list):
+        names.extend(workers)
+    return [name for name in names if isinstance(name, str)]
+
+
 # --- tasks ------------------------------------------------------------------------------
 
 
@@ -65,12 +104,28 @@ class TaskProgressSerializer(serializers.ModelSerializer[TaskProgress]):
 
 
 class TaskEventSerializer(serializers.ModelSerializer[TaskEventLog]):
-    """One event of the audit trail."""
+    """One event of the audit trail.
+
+    For a user who is not staff (unless ``API_EXPOSE_ERROR_DETAILS``), the
+    metadata leaves out :data:`PRIVATE_EVENT_KEYS` and the message names no
+    worker host.
+    """
 
     class Meta:
         model = TaskEventLog
         fields = ("id", "event_type", "message", "metadata", "created_at")
         read_only_fields = fields
+
+    def to_representation(self, instance: TaskEventLog) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if exposes_details(self.context):
+            return data
+        metadata = data.get("metadata")
+        hostnames = [*_event_hostnames(metadata), *self.context.get("worker_hostnames", ())]
+        if isinstance(metadata, Mapping):
+            data["metadata"] = {k: v for k, v in metadata.items() if k not in PRIVATE_EVENT_KEYS}
+        data["message"] = hide_workers(data.get("message") or "", hostnames)
+        return data
 
 
 class StatusCountsSerializer(serializers.Serializer[dict[str, int]]):
@@ -135,6 +190,15 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
         )
         read_only_fields = fields
 
+    def to_representation(self, instance: TaskLog) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if not exposes_details(self.context):
+            # A traceback names server paths, the worker field a host: staff only.
+            data["traceback"] = ""
+            data["worker"] = ""
+            data["error_message"] = hide_workers(data["error_message"] or "", [instance.worker])
+        return data
+
     @extend_schema_field(TaskProgressSerializer(many=True))
     def get_progress_history(self, obj: TaskLog) -> list[dict[str, Any]]:
         rows = list(obj.progress_history.order_by("-created_at", "-id")[:DETAIL_HISTORY_LIMIT])
@@ -143,7 +207,8 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
     @extend_schema_field(TaskEventSerializer(many=True))
     def get_events(self, obj: TaskLog) -> list[dict[str, Any]]:
         rows = list(obj.events.order_by("-created_at", "-id")[:DETAIL_HISTORY_LIMIT])
-        return list(TaskEventSerializer(list(reversed(rows)), many=True).data)
+        context = {**self.context, "worker_hostnames": [obj.worker]}
+        return list(TaskEventSerializer(list(reversed(rows)), many=True, context=context).data)
 
     @extend_schema_field(StatusCountsSerializer(allow_null=True))
     def get_children(self, obj: TaskLog) -> dict[str, int] | None:
