@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import current_app
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -48,6 +48,8 @@ LIST_FIELDS = (
 #: Event metadata that names the servers or the people behind a task: shown to staff, and
 #: to everyone when ``API_EXPOSE_ERROR_DETAILS`` is on.
 PRIVATE_EVENT_KEYS = frozenset({"worker", "workers", "hostname", "by_user_id", "by_username"})
+
+_STAFF_ONLY = " Empty for users who are not staff, unless API_EXPOSE_ERROR_DETAILS."
 
 #: What a worker's hostname becomes in the messages that others see.
 HIDDEN_WORKER = "a worker"
@@ -189,6 +191,13 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
             "children",
         )
         read_only_fields = fields
+        extra_kwargs: ClassVar[dict[str, dict[str, Any]]] = {
+            "traceback": {"help_text": "The failure's traceback." + _STAFF_ONLY},
+            "worker": {"help_text": "The hostname of the worker that ran it." + _STAFF_ONLY},
+            "metadata": {"help_text": "The metadata it was started with, secrets redacted."},
+            "kwargs": {"help_text": "Its keyword arguments, secrets redacted."},
+            "args": {"help_text": "Its positional arguments, secrets redacted."},
+        }
 
     def to_representation(self, instance: TaskLog) -> dict[str, Any]:
         data: dict[str, Any] = super().to_representation(instance)
