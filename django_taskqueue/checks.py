@@ -91,15 +91,19 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
             _error(5, "DJANGO_TASKQUEUE['PROGRESS_HISTORY_STEP'] must be a number in (0, 100].")
         )
 
-    keys = user.get("REDACT_KEYS", DEFAULTS["REDACT_KEYS"])
-    if (
-        isinstance(keys, (str, bytes))
-        or not isinstance(keys, (list, tuple))
-        or not all(isinstance(k, str) and k for k in keys)
-    ):
-        errors.append(
-            _error(6, "DJANGO_TASKQUEUE['REDACT_KEYS'] must be a list of non-empty strings.")
-        )
+    for name in ("REDACT_KEYS", "REDACT_EXTRA_KEYS"):
+        keys = user.get(name, DEFAULTS[name])
+        if (
+            isinstance(keys, (str, bytes))
+            or not isinstance(keys, (list, tuple))
+            or not all(isinstance(k, str) and any(c.isalnum() for c in k) for k in keys)
+        ):
+            errors.append(
+                _error(
+                    6,
+                    f"DJANGO_TASKQUEUE['{name}'] must be a list of strings with a letter or digit.",
+                )
+            )
 
     for n, name in ((7, "RESULT_MAX_BYTES"), (8, "TRACEBACK_MAX_CHARS")):
         value = user.get(name, DEFAULTS[name])
@@ -234,8 +238,9 @@ def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
         isinstance(per_user, bool) or not isinstance(per_user, int) or per_user < 1
     ):
         wrong.append(("API_STREAM_MAX_PER_USER", "an integer >= 1, or None for no cap"))
-    if not isinstance(user.get("API_CANCEL_TERMINATE", False), bool):
-        wrong.append(("API_CANCEL_TERMINATE", "True or False"))
+    for name in ("API_CANCEL_TERMINATE", "API_EXPOSE_ERROR_DETAILS"):
+        if not isinstance(user.get(name, False), bool):
+            wrong.append((name, "True or False"))
     return [_error(15, f"DJANGO_TASKQUEUE['{key}'] must be {what}.") for key, what in wrong]
 
 

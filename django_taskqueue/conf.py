@@ -13,15 +13,19 @@ from typing import Any
 
 from django.conf import settings
 
-#: Substrings of argument names whose values are replaced before args and
-#: kwargs are stored (matched case-insensitively).
+#: Terms of the keys whose values are replaced before anything is stored. Case and
+#: separators do not count (``api_key`` also matches ``X-Api-Key`` and ``apiKey``); a
+#: term of up to four characters must be a whole word of the key, a longer one may be
+#: anywhere in it (see :class:`django_taskqueue.serialization.SecretKeys`).
 DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "password",
     "passwd",
+    "passphrase",
+    "pwd",
     "secret",
     "token",
     "api_key",
-    "apikey",
+    "auth",
     "authorization",
     "credential",
     "private_key",
@@ -35,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_FILE_ROOTS": [],
     "STORE_ARGS": True,
     "REDACT_KEYS": DEFAULT_REDACT_KEYS,
+    "REDACT_EXTRA_KEYS": (),
     "REDACTED_VALUE": "********",
     "PROGRESS_MIN_INTERVAL": 0.5,
     "PROGRESS_HISTORY_STEP": 5.0,
@@ -49,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "API_METADATA_MAX_BYTES": 8192,
     "API_BULK_MAX_FILES": 1000,
     "API_CANCEL_TERMINATE": False,
+    "API_EXPOSE_ERROR_DETAILS": False,
     "API_PUBLISH_RETRIES": 1,
     "API_STREAM_POLL_INTERVAL": 1.0,
     "API_STREAM_HEARTBEAT": 15.0,
@@ -114,8 +120,13 @@ class TaskQueueSettings:
 
     @property
     def REDACT_KEYS(self) -> tuple[str, ...]:
-        """Lower-cased substrings of keys whose values are redacted."""
+        """Lower-cased terms of keys whose values are redacted (replaces the defaults)."""
         return tuple(str(key).lower() for key in self._get("REDACT_KEYS"))
+
+    @property
+    def REDACT_EXTRA_KEYS(self) -> tuple[str, ...]:
+        """Lower-cased terms redacted on top of ``REDACT_KEYS`` (extends the defaults)."""
+        return tuple(str(key).lower() for key in self._get("REDACT_EXTRA_KEYS"))
 
     @property
     def REDACTED_VALUE(self) -> str:
@@ -190,6 +201,11 @@ class TaskQueueSettings:
     def API_CANCEL_TERMINATE(self) -> bool:
         """Cancelling over the API also kills the task's process (``revoke(terminate=True)``)."""
         return bool(self._get("API_CANCEL_TERMINATE"))
+
+    @property
+    def API_EXPOSE_ERROR_DETAILS(self) -> bool:
+        """Show every user the traceback, worker and who acted on their tasks (staff always see)."""
+        return bool(self._get("API_EXPOSE_ERROR_DETAILS"))
 
     @property
     def API_PUBLISH_RETRIES(self) -> int:

@@ -17,6 +17,7 @@ wraps its calls so that a failure to record never fails the user's task.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.core.signals import setting_changed
 from django.db import IntegrityError, models, transaction
 from django.db.models import Avg, Count, F, Q, Subquery
 from django.utils import timezone
@@ -36,7 +38,14 @@ from django_taskqueue import _fastsql
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
-from django_taskqueue.serialization import error_message_for, redact, to_json
+from django_taskqueue.serialization import (
+    SecretKeys,
+    error_message_for,
+    redact,
+    redact_text,
+    secret_keys,
+    to_json,
+)
 from django_taskqueue.signals import task_progress, task_status_changed
 from django_taskqueue.status import (
     ACTIVE_STATUSES,
@@ -167,10 +176,76 @@ def percent_from(percent: float | None, current: float | None, total: float | No
 # --- helpers ---------------------------------------------------------------------
 
 
+@functools.cache
+def _secrets() -> tuple[SecretKeys, str]:
+    """The secret keys (``REDACT_KEYS`` + ``REDACT_EXTRA_KEYS``) and ``REDACTED_VALUE``.
+
+    Every recorded transition redacts its values, so this is kept between calls
+    (reading and lower-casing the settings cost more than the redaction) and
+    forgotten whenever ``DJANGO_TASKQUEUE`` changes (``override_settings``).
+    """
+    terms = conf.REDACT_KEYS + conf.REDACT_EXTRA_KEYS
+    return secret_keys(terms), conf.REDACTED_VALUE
+
+
+def _forget_secrets(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DJANGO_TASKQUEUE":
+        _secrets.cache_clear()
+
+
+setting_changed.connect(_forget_secrets)
+
+
+def stored_json(value: Any) -> Any:
+    """``value`` as any JSON column stores it: JSON-safe, secrets redacted.
+
+    Every JSON the lifecycle writes goes through here or :func:`stored_arguments`
+    (metadata, results, progress data, event metadata), so what the admin and
+    the API show never holds a secret; what the task receives is unchanged.
+    """
+    value = to_json(value)
+    if not value or not isinstance(value, (dict, list, str)):
+        return value
+    keys, replacement = _secrets()
+    return redact(value, keys, replacement)[0]
+
+
+def stored_text(text: str) -> str:
+    """A message, error or traceback as stored: credentials in URLs masked."""
+    if "://" not in text:
+        return text
+    keys, replacement = _secrets()
+    return redact_text(text, keys, replacement)[0]
+
+
+def _stored_event(
+    event: tuple[str, str, Mapping[str, Any] | None],
+) -> tuple[str, str, Mapping[str, Any] | None]:
+    kind, message, meta = event
+    return kind, stored_text(message), stored_json(dict(meta or {}))
+
+
+#: TaskLog columns of text that may quote a secret (an exception's message).
+_TEXT_COLUMNS = ("error_message", "traceback", "progress_message")
+
+
+def _stored_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
+    stored = dict(updates)
+    if "result" in stored:
+        stored["result"] = stored_json(stored["result"])
+    for name in _TEXT_COLUMNS:
+        if isinstance(stored.get(name), str):
+            stored[name] = stored_text(stored[name])
+    return stored
+
+
 def _events(pk: uuid.UUID, *events: tuple[str, str, Mapping[str, Any] | None]) -> None:
     rows = [
         TaskEventLog(
-            task_id=pk, event_type=kind, message=message[:10_000], metadata=to_json(meta or {})
+            task_id=pk,
+            event_type=kind,
+            message=stored_text(message)[:10_000],
+            metadata=stored_json(dict(meta or {})),
         )
         for kind, message, meta in events
     ]
@@ -260,6 +335,7 @@ def _transition(
     that knows the row's ``parent_id`` (``parent_known``) saves the query that
     looks for a bulk parent to update.
     """
+    updates, event = _stored_updates(updates), _stored_event(event)
     connection = transaction.get_connection()
     # The one-statement path, unless progress rows must be written before the
     # event (their order in the trail is the order they happened in).
@@ -341,9 +417,9 @@ def _progress_writer(write: ProgressWrite | None) -> Callable[[uuid.UUID], None]
 def _write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
     if not write.history:
         return
-    data = to_json(write.data)
+    data = stored_json(write.data)
     TaskProgress.objects.create(
-        task_id=pk, progress=write.progress, message=write.message[:255], data=data
+        task_id=pk, progress=write.progress, message=stored_text(write.message)[:255], data=data
     )
     _events(pk, (EventType.PROGRESS, write.message, {"progress": write.progress}))
 
@@ -361,7 +437,7 @@ def stored_arguments(
     """
     if not conf.STORE_ARGS:
         return [], {}, False
-    keys, replacement = conf.REDACT_KEYS, conf.REDACTED_VALUE
+    keys, replacement = _secrets()
     safe_args, args_changed = redact(to_json(list(args or ())), keys, replacement)
     safe_kwargs, kwargs_changed = redact(to_json(dict(kwargs or {})), keys, replacement)
     return safe_args, safe_kwargs, args_changed or kwargs_changed
@@ -391,9 +467,13 @@ def create_task_log(
         **fields: other :class:`~django_taskqueue.models.TaskLog` fields
             (``owner``, ``task_type``, ``tags``, ``metadata``, ``file_*``,
             ``parent``, ``retry_of``, ``retry_count``, ``max_retries``, ``queue``).
+            ``metadata`` is stored redacted like the arguments (the task does
+            not receive it, so it does not set ``args_redacted``).
     """
     stored_args, stored_kwargs, redacted = stored_arguments(args, kwargs)
-    metadata = dict(event_metadata or {})
+    if "metadata" in fields:
+        fields["metadata"] = stored_json(dict(fields["metadata"] or {}))
+    metadata = stored_json(dict(event_metadata or {}))
     if redacted:
         metadata["redacted"] = True
     log = TaskLog(
@@ -405,7 +485,7 @@ def create_task_log(
         args_redacted=redacted,
         **fields,
     )
-    event = (EventType.CREATED, event_message, metadata)
+    event = (EventType.CREATED, stored_text(event_message), metadata)
     connection = transaction.get_connection()
     fast = connection.vendor == "postgresql"
     with _recording(inline=fast) as async_commit:
@@ -520,7 +600,9 @@ def record_progress(
     now = timezone.now()
     with _recording():
         changed = qs.filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED]).update(
-            progress=write.progress, progress_message=write.message[:255], heartbeat_at=now
+            progress=write.progress,
+            progress_message=stored_text(write.message)[:255],
+            heartbeat_at=now,
         )
         if not changed:
             row = qs.values_list("pk", "status").first()
@@ -1187,6 +1269,7 @@ def _end_children(
     and a bulk run that could not be published.
     """
     now = timezone.now()
+    message = stored_text(message)
     updates: dict[str, Any] = {
         "status": target,
         "completed_at": now,
@@ -1197,7 +1280,7 @@ def _end_children(
     if target == TaskStatus.CANCELLED:
         updates["cancelled_at"] = now
     event_type = EventType.CANCELLED if target == TaskStatus.CANCELLED else EventType.FAILED
-    meta = to_json(dict(metadata or {}))
+    meta = stored_json(dict(metadata or {}))
     with transaction.atomic():
         rows = list(
             TaskLog.objects.select_for_update()

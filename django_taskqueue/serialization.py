@@ -5,10 +5,13 @@ Pure functions: no database, no Celery.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.encoding import force_str
@@ -54,38 +57,172 @@ def to_json(value: Any, *, _depth: int = 0) -> Any:
     return to_json(encoded, _depth=_depth + 1)
 
 
+# --- redaction ------------------------------------------------------------------------
+
+# A key's words: cut at anything that is not a letter or digit, and where camelCase
+# changes case ("XApiKey" -> X, Api, Key; "HTTPAuth" -> HTTP, Auth).
+_WORD_BREAK = re.compile(r"[^0-9A-Za-z]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+#: Terms this short match a whole word of a key only ("auth" matches ``X-Auth-Token``
+#: and ``basic_auth`` but not ``author``); longer ones match anywhere in it.
+WHOLE_WORD_MAX = 4
+
+# A URL with a scheme, up to the next blank or quote.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+")
+# One name=value pair of a query string.
+_QUERY_PAIR = re.compile(r"(?P<name>[^&;=#]+)=(?P<value>[^&;#]*)")
+
+
+def _squash(text: str) -> str:
+    """Lower-case, without separators: ``"X-Api-Key"`` -> ``"xapikey"``."""
+    return _NOT_ALNUM.sub("", text.lower())
+
+
+class SecretKeys:
+    """Decides whether a mapping key names a secret.
+
+    Case and separators do not count: the key and each term are compared
+    lower-cased with everything but letters and digits removed, so the term
+    ``api_key`` matches ``apiKey``, ``API-KEY`` and ``X-Api-Key``. A term of
+    up to :data:`WHOLE_WORD_MAX` characters must be a whole word of the key
+    (words are cut at separators and camelCase); a longer one may be anywhere
+    in it (``password`` matches ``db_password`` and ``dbpassword``).
+    """
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        squashed = {_squash(term) for term in terms} - {""}
+        self.words = frozenset(term for term in squashed if len(term) <= WHOLE_WORD_MAX)
+        self.parts = tuple(sorted(term for term in squashed if len(term) > WHOLE_WORD_MAX))
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        known = self._known.get(key)
+        if known is None:
+            squashed = _squash(key)
+            known = any(part in squashed for part in self.parts) or (
+                bool(self.words)
+                and any(word.lower() in self.words for word in _WORD_BREAK.split(key) if word)
+            )
+            if len(self._known) < 10_000:  # keys repeat; a flood of new ones is not cached
+                self._known[key] = known
+        return known
+
+
+@functools.lru_cache(maxsize=16)
+def secret_keys(terms: tuple[str, ...]) -> SecretKeys:
+    """The :class:`SecretKeys` of ``terms`` (built once per distinct list)."""
+    return SecretKeys(terms)
+
+
+def _as_secret_keys(keys: Iterable[str] | SecretKeys) -> SecretKeys:
+    return keys if isinstance(keys, SecretKeys) else secret_keys(tuple(keys))
+
+
+def _redact_url(url: str, secrets: SecretKeys, replacement: str) -> str:
+    """Mask the password of a URL's user info and the values of its secret query parameters."""
+    start = url.index("://") + 3
+    rest = url[start:]
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if at == -1:
+        colon = rest.find(":", 0, authority_end)
+        ipv6 = rest.startswith("[")  # "[::1]:8000": its colons are the address's
+        if colon != -1 and not ipv6 and not rest[colon + 1 : authority_end].isdigit():
+            # "user:pa/ss@host": a password with an unencoded "/", "?" or "#" ends
+            # the authority early; what follows the colon is no port, so it runs
+            # up to the "@".
+            at = rest.find("@", colon)
+    head = url[:start]
+    if at != -1:
+        userinfo, rest = rest[:at], rest[at:]
+        user, separator, password = userinfo.partition(":")
+        head += f"{user}:{replacement}" if separator and password else userinfo
+    query_at = rest.find("?")
+    if query_at == -1:
+        return head + rest
+    query_end = rest.find("#", query_at)
+    query_end = len(rest) if query_end == -1 else query_end
+
+    def pair(match: re.Match[str]) -> str:
+        name, value = match["name"], match["value"]
+        if value and unquote_plus(name) in secrets:
+            return f"{name}={replacement}"
+        return match[0]
+
+    query = _QUERY_PAIR.sub(pair, rest[query_at + 1 : query_end])
+    return head + rest[: query_at + 1] + query + rest[query_end:]
+
+
+def redact_text(text: str, keys: Iterable[str] | SecretKeys, replacement: str) -> tuple[str, bool]:
+    """Mask the credentials of every URL in ``text``.
+
+    ``postgres://user:pw@host/db`` becomes ``postgres://user:<replacement>@host/db``
+    (also inside a longer text, such as an error message), and a query
+    parameter whose name is a secret key has its value replaced
+    (``?api_key=...``). A URL with a user name and no password is left alone.
+
+    Returns:
+        The masked text, and whether anything was replaced.
+    """
+    if "://" not in text:
+        return text, False
+    secrets = _as_secret_keys(keys)
+    masked = _URL.sub(lambda match: _redact_url(match[0], secrets, replacement), text)
+    return masked, masked != text
+
+
+def _holds_nothing(value: Any) -> bool:
+    """Nothing to hide: null, a boolean, or an empty string, list or object."""
+    return (
+        value is None
+        or isinstance(value, bool)
+        or (isinstance(value, (str, list, dict)) and not value)
+    )
+
+
 def redact(
-    value: Any, keys: Iterable[str], replacement: str, *, _depth: int = 0
+    value: Any, keys: Iterable[str] | SecretKeys, replacement: str, *, _depth: int = 0
 ) -> tuple[Any, bool]:
-    """Replace the values of secret-looking keys, at any depth.
+    """Replace secrets, at any depth: the values of secret keys, and credentials in URLs.
+
+    A mapping key that matches one of ``keys`` (see :class:`SecretKeys`) has
+    its value replaced, unless the value holds nothing (null, true/false, an
+    empty string, list or object). Every string is passed through
+    :func:`redact_text`. Anything nested deeper than the depth that
+    :func:`to_json` keeps is replaced whole.
 
     Args:
         value: JSON-compatible data (run it through :func:`to_json` first).
-        keys: lower-case substrings; a mapping key containing one is secret.
-        replacement: what a secret value becomes.
+        keys: the secret terms (``REDACT_KEYS`` and ``REDACT_EXTRA_KEYS``), or
+            their :class:`SecretKeys`.
+        replacement: what a secret becomes.
 
     Returns:
         The redacted copy, and whether anything was replaced.
     """
-    keys = tuple(keys)
-    if _depth > _MAX_DEPTH:
+    if isinstance(value, str):
+        return redact_text(value, keys, replacement)
+    if not isinstance(value, (dict, list)) or not value:
         return value, False
+    if _depth > _MAX_DEPTH:
+        return replacement, True
+    secrets = _as_secret_keys(keys)
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         changed = False
         for key, item in value.items():
-            lowered = key.lower()
-            if any(secret in lowered for secret in keys):
+            if key in secrets and not _holds_nothing(item):
                 out[key] = replacement
                 changed = True
             else:
-                out[key], sub = redact(item, keys, replacement, _depth=_depth + 1)
+                out[key], sub = redact(item, secrets, replacement, _depth=_depth + 1)
                 changed = changed or sub
         return out, changed
-    if isinstance(value, list):
-        items = [redact(item, keys, replacement, _depth=_depth + 1) for item in value]
-        return [item for item, _ in items], any(sub for _, sub in items)
-    return value, False
+    items = [redact(item, secrets, replacement, _depth=_depth + 1) for item in value]
+    return [item for item, _ in items], any(sub for _, sub in items)
 
 
 def encode_result(value: Any, max_bytes: int) -> Any:

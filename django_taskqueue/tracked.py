@@ -276,7 +276,8 @@ class TrackedTask(_TaskBase):
             owner: the user the task belongs to (``None`` for system tasks).
             task_type: overrides the class's :attr:`task_type`.
             tags: short labels to filter by.
-            metadata: any JSON object to keep with the task.
+            metadata: any JSON object to keep with the task (stored with its
+                secrets redacted, like the arguments; the task does not receive it).
             file_path: the file the task works on; ``file_name`` and
                 ``file_size`` are taken from it unless given.
             file_name: the file's display name.

@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 import django_taskqueue.tasks  # noqa: F401  (the housekeeping tasks, for the worker processes)
-from django_taskqueue import TrackedTask
+from django_taskqueue import TrackedTask, open_allowed_file
 
 
 @shared_task(base=TrackedTask, bind=True, name="tests.add", task_type="sample")
@@ -148,6 +148,20 @@ def process_file(self: TrackedTask, /, file_path: str, **options: Any) -> dict[s
         if seconds:
             time.sleep(seconds / steps)
     return {"file_path": file_path, "size": size, "options": options}
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.read_file", task_type="file")
+def read_file(self: TrackedTask, /, file_path: str, start_when: str = "") -> dict[str, Any]:
+    """Read the start of a file with ``open_allowed_file``, as a task given a path should.
+
+    ``start_when`` names a file to wait for first, so that a test can change
+    the file between the request that started the task and the run.
+    """
+    deadline = time.monotonic() + 20
+    while start_when and not os.path.exists(start_when) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with open_allowed_file(file_path) as handle:
+        return {"head": handle.read(64).decode("utf-8", "replace")}
 
 
 @shared_task(base=TrackedTask, bind=True, name="tests.bad_progress")

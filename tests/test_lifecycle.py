@@ -39,13 +39,13 @@ class TestCreate:
     def test_redacts_secret_looking_keys_at_any_depth(self) -> None:
         log = make_log(
             args=[{"user": "bob", "Password": "hunter2"}],
-            kwargs={"api_key": "k", "nested": {"auth": {"access_token": "t", "scope": "read"}}},
+            kwargs={"api_key": "k", "nested": {"oauth": {"access_token": "t", "scope": "read"}}},
         )
         log.refresh_from_db()
         assert log.args == [{"user": "bob", "Password": "********"}]
         assert log.kwargs == {
             "api_key": "********",
-            "nested": {"auth": {"access_token": "********", "scope": "read"}},
+            "nested": {"oauth": {"access_token": "********", "scope": "read"}},
         }
         assert log.args_redacted
         assert log.events.get().metadata == {"redacted": True}

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 from celery import current_app
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_taskqueue.conf import conf
+from django_taskqueue.files import MAX_PATH_LENGTH, resolve_allowed_file
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.status import BULK_TASK_NAME, TaskStatus
 from django_taskqueue.tracked import TrackedTask
@@ -43,6 +43,47 @@ LIST_FIELDS = (
 )
 
 
+# --- what non-staff users see ------------------------------------------------------------
+
+#: Event metadata that names the servers or the people behind a task: shown to staff, and
+#: to everyone when ``API_EXPOSE_ERROR_DETAILS`` is on.
+PRIVATE_EVENT_KEYS = frozenset({"worker", "workers", "hostname", "by_user_id", "by_username"})
+
+_STAFF_ONLY = " Empty for users who are not staff, unless API_EXPOSE_ERROR_DETAILS."
+
+#: What a worker's hostname becomes in the messages that others see.
+HIDDEN_WORKER = "a worker"
+
+
+def exposes_details(context: Mapping[str, Any]) -> bool:
+    """Whether the request's user may see tracebacks, hostnames and who acted on a task.
+
+    Staff always may; other users only when ``API_EXPOSE_ERROR_DETAILS`` is on.
+    A serializer used without a request (in code) shows everything.
+    """
+    request = context.get("request")
+    if request is None or conf.API_EXPOSE_ERROR_DETAILS:
+        return True
+    return bool(getattr(request.user, "is_staff", False))
+
+
+def hide_workers(text: str, hostnames: Iterable[str]) -> str:
+    """``text`` with each of ``hostnames`` replaced by :data:`HIDDEN_WORKER`."""
+    for hostname in sorted({h for h in hostnames if isinstance(h, str) and h}, key=len)[::-1]:
+        text = text.replace(hostname, HIDDEN_WORKER)
+    return text
+
+
+def _event_hostnames(metadata: Any) -> list[str]:
+    if not isinstance(metadata, Mapping):
+        return []
+    names = [metadata.get("worker"), metadata.get("hostname")]
+    workers = metadata.get("workers")
+    if isinstance(workers, list):
+        names.extend(workers)
+    return [name for name in names if isinstance(name, str)]
+
+
 # --- tasks ------------------------------------------------------------------------------
 
 
@@ -65,12 +106,28 @@ class TaskProgressSerializer(serializers.ModelSerializer[TaskProgress]):
 
 
 class TaskEventSerializer(serializers.ModelSerializer[TaskEventLog]):
-    """One event of the audit trail."""
+    """One event of the audit trail.
+
+    For a user who is not staff (unless ``API_EXPOSE_ERROR_DETAILS``), the
+    metadata leaves out :data:`PRIVATE_EVENT_KEYS` and the message names no
+    worker host.
+    """
 
     class Meta:
         model = TaskEventLog
         fields = ("id", "event_type", "message", "metadata", "created_at")
         read_only_fields = fields
+
+    def to_representation(self, instance: TaskEventLog) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if exposes_details(self.context):
+            return data
+        metadata = data.get("metadata")
+        hostnames = [*_event_hostnames(metadata), *self.context.get("worker_hostnames", ())]
+        if isinstance(metadata, Mapping):
+            data["metadata"] = {k: v for k, v in metadata.items() if k not in PRIVATE_EVENT_KEYS}
+        data["message"] = hide_workers(data.get("message") or "", hostnames)
+        return data
 
 
 class StatusCountsSerializer(serializers.Serializer[dict[str, int]]):
@@ -136,6 +193,22 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
             "children",
         )
         read_only_fields = fields
+        extra_kwargs: ClassVar[dict[str, dict[str, Any]]] = {
+            "traceback": {"help_text": "The failure's traceback." + _STAFF_ONLY},
+            "worker": {"help_text": "The hostname of the worker that ran it." + _STAFF_ONLY},
+            "metadata": {"help_text": "The metadata it was started with, secrets redacted."},
+            "kwargs": {"help_text": "Its keyword arguments, secrets redacted."},
+            "args": {"help_text": "Its positional arguments, secrets redacted."},
+        }
+
+    def to_representation(self, instance: TaskLog) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if not exposes_details(self.context):
+            # A traceback names server paths, the worker field a host: staff only.
+            data["traceback"] = ""
+            data["worker"] = ""
+            data["error_message"] = hide_workers(data["error_message"] or "", [instance.worker])
+        return data
 
     @extend_schema_field(TaskProgressSerializer(many=True))
     def get_progress_history(self, obj: TaskLog) -> list[dict[str, Any]]:
@@ -145,7 +218,8 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
     @extend_schema_field(TaskEventSerializer(many=True))
     def get_events(self, obj: TaskLog) -> list[dict[str, Any]]:
         rows = list(obj.events.order_by("-created_at", "-id")[:DETAIL_HISTORY_LIMIT])
-        return list(TaskEventSerializer(list(reversed(rows)), many=True).data)
+        context = {**self.context, "worker_hostnames": [obj.worker]}
+        return list(TaskEventSerializer(list(reversed(rows)), many=True, context=context).data)
 
     @extend_schema_field(StatusCountsSerializer(allow_null=True))
     def get_children(self, obj: TaskLog) -> dict[str, int] | None:
@@ -157,55 +231,22 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
 # --- requests -------------------------------------------------------------------------
 
 
-def resolve_allowed_file(path: str) -> dict[str, Any]:
-    """Check a file path given over HTTP and describe the file.
-
-    The path must be absolute, and after resolving symlinks and ``..`` it must
-    lie inside one of ``ALLOWED_FILE_ROOTS`` (also resolved) and be a regular
-    file. The roots are checked before existence, so the answer never tells
-    whether a file outside them exists.
-
-    Returns:
-        ``{"file_path": <the resolved path>, "file_name": ..., "file_size": ...}``.
-
-    Raises:
-        serializers.ValidationError: with a message that says what is wrong.
-    """
-    if "\x00" in path:
-        raise serializers.ValidationError("The path must not contain NUL characters.")
-    if not os.path.isabs(path):
-        raise serializers.ValidationError(f"{path!r} is not an absolute path.")
-    roots = [os.path.realpath(root) for root in conf.ALLOWED_FILE_ROOTS]
-    if not roots:
-        raise serializers.ValidationError(
-            "No file can be processed: the ALLOWED_FILE_ROOTS setting names no directory."
-        )
-    real = os.path.realpath(path)
-    if not any(os.path.commonpath([real, root]) == root for root in roots):
-        raise serializers.ValidationError(f"{path!r} is outside the allowed directories.")
-    try:
-        info = os.stat(real)
-    except FileNotFoundError:
-        raise serializers.ValidationError(f"{path!r} does not exist.") from None
-    except OSError as exc:
-        raise serializers.ValidationError(f"{path!r} cannot be read: {exc.strerror}.") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise serializers.ValidationError(f"{path!r} is not a regular file.")
-    return {"file_path": real, "file_name": os.path.basename(real), "file_size": info.st_size}
-
-
 @extend_schema_field(OpenApiTypes.STR)
 class AllowedFileField(serializers.CharField):
     """An absolute path to a file inside ``ALLOWED_FILE_ROOTS``; validates to its description."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", 1024)
+        kwargs.setdefault("max_length", MAX_PATH_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
         path = super().to_internal_value(data)
-        return resolve_allowed_file(path)
+        try:
+            # The core policy checks the length first, before any resolving.
+            return resolve_allowed_file(path)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
 
 @extend_schema_field({"type": "object", "additionalProperties": True})

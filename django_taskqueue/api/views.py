@@ -53,7 +53,8 @@ from django_taskqueue.api.serializers import (
     TaskProgressSerializer,
     TaskStatusSerializer,
     UnavailableSerializer,
-    resolve_allowed_file,
+    exposes_details,
+    hide_workers,
     startable_task,
 )
 from django_taskqueue.api.stream import (
@@ -70,6 +71,7 @@ from django_taskqueue.api.throttling import (
 )
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
+from django_taskqueue.files import resolve_allowed_file
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
 from django_taskqueue.status import (
@@ -525,7 +527,10 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         self.check_object_permissions(request, task_log)
         error = None
         if task_log.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            error = {"message": task_log.error_message, "code": task_log.error_code}
+            message = task_log.error_message
+            if not exposes_details(self.get_serializer_context()):
+                message = hide_workers(message, [task_log.worker])
+            error = {"message": message, "code": task_log.error_code}
         body = {
             "id": task_log.pk,
             "celery_task_id": task_log.celery_task_id,
@@ -552,7 +557,10 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         page = paginator.paginate_queryset(
             task_log.events.order_by("created_at", "id"), request, self
         )
-        return paginator.get_paginated_response(TaskEventSerializer(page, many=True).data)
+        context = {**self.get_serializer_context(), "worker_hostnames": [task_log.worker]}
+        return paginator.get_paginated_response(
+            TaskEventSerializer(page, many=True, context=context).data
+        )
 
     @extend_schema(
         summary="All progress rows of a task (paginated)",

@@ -3,7 +3,10 @@
 Every task uses :class:`~django_taskqueue.TrackedTask` as its base, so a plain
 ``.delay()`` leaves a TaskLog with its progress history and events; ``.submit()``
 also records the owner. The tasks the API may start (``TASK_TYPES`` in settings) take
-the file to work on as their first argument, ``file_path``.
+the file to work on as their first argument, ``file_path``, and open it with
+:func:`~django_taskqueue.open_allowed_file`: the API checked the path when the task was
+started, and the helper checks it again when the task reads it (the file may have been
+replaced by a symlink to somewhere else meanwhile).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import time
 import zlib
@@ -34,7 +38,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from django_taskqueue import TrackedTask
+from django_taskqueue import TrackedTask, open_allowed_file
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +69,11 @@ def process_image(
     from PIL import Image, ImageDraw, ImageFont
 
     source = Path(file_path)
-    with Image.open(source) as opened:
+    with open_allowed_file(file_path) as handle, Image.open(handle) as opened:
         opened.load()
         original_size = opened.size
         image = opened.convert("RGB")
+        original_bytes = os.fstat(handle.fileno()).st_size
     self.update_progress(10, message="opened")
 
     if image.width > width:
@@ -91,7 +96,6 @@ def process_image(
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality, optimize=True, progressive=True)
     output.write_bytes(buffer.getvalue())
-    original_bytes = source.stat().st_size
     self.update_progress(100, message="compressed")
     return {
         "output": str(output.relative_to(settings.MEDIA_ROOT)),
@@ -153,7 +157,8 @@ def process_document(
         **options: ignored (the API may pass extra options).
     """
     source = Path(file_path)
-    text = source.read_text(encoding="utf-8", errors="replace")
+    with open_allowed_file(file_path, "r", encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
     self.update_progress(20, message="read")
     counts = _content_words(text)
     stats = {
@@ -178,7 +183,8 @@ def process_document(
 @shared_task(base=TrackedTask, bind=True, task_type="document", name="jobs.tasks.count_words")
 def count_words(self: TrackedTask, file_path: str) -> dict[str, int]:
     """Count the content words of one document (a chord's header task)."""
-    counts = _content_words(Path(file_path).read_text(encoding="utf-8", errors="replace"))
+    with open_allowed_file(file_path, "r", encoding="utf-8", errors="replace") as handle:
+        counts = _content_words(handle.read())
     self.update_progress(100, message=f"{sum(counts.values())} words")
     return dict(counts)
 
@@ -230,12 +236,12 @@ def process_video(
         **options: ignored (the API may pass extra options).
     """
     source = Path(file_path)
-    total = source.stat().st_size
-    chunks = max(1, math.ceil(total / chunk_size))
     digest = hashlib.sha256()
     segments = []
     done = 0
-    with source.open("rb") as handle:
+    with open_allowed_file(file_path) as handle:
+        total = os.fstat(handle.fileno()).st_size
+        chunks = max(1, math.ceil(total / chunk_size))
         for number in range(1, chunks + 1):
             chunk = handle.read(chunk_size)
             if not chunk:
@@ -357,8 +363,8 @@ def send_completion_email(
 REPORT_FORMATS = ("csv", "xlsx", "pdf")
 
 
-def _read_sales(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+def _read_sales(path: str) -> list[dict[str, Any]]:
+    with open_allowed_file(path, "r", newline="", encoding="utf-8") as handle:
         return [
             {
                 "date": row["date"],
@@ -458,7 +464,7 @@ def generate_report(
         raise ValueError(
             f"unknown report format {format!r}; use one of {', '.join(REPORT_FORMATS)}"
         )
-    rows = _read_sales(Path(file_path))
+    rows = _read_sales(file_path)
     self.update_progress(25, message=f"read {len(rows)} rows")
     lines = _summarise_sales(rows)
     self.update_progress(50, message=f"{len(lines)} report lines")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -84,6 +85,41 @@ def test_create_task_refuses_a_symlink_that_leaves_the_roots(
 
 
 @pytest.mark.django_db
+def test_create_task_refuses_an_overlong_path_before_resolving_it(
+    api: Any, file_root: Path
+) -> None:
+    # 2 MB of "a/" used to be resolved first: minutes of CPU, and a 2 MB answer.
+    path = f"{file_root}/" + "a/" * 1_000_000
+    began = time.monotonic()
+    response = api.post(CREATE, {"file_path": path, "task_type": "file"}, format="json")
+    assert time.monotonic() - began < 5
+    assert response.status_code == 400
+    assert "the limit is 1024" in response.json()["file_path"][0]
+    assert len(response.content) < 500
+    assert not TaskLog.objects.exists()
+
+
+@pytest.mark.django_db
+def test_create_task_refuses_a_file_name_that_is_not_utf8(api: Any, file_root: Path) -> None:
+    Path(os.fsdecode(os.fsencode(str(file_root)) + b"/caf\xe9.txt")).write_text("x")
+    (name,) = [n for n in os.listdir(file_root) if n.startswith("caf")]  # "caf\udce9.txt"
+
+    def post(url: str, body: dict[str, Any]) -> Any:
+        # json.dumps escapes the lone surrogate ("\\udce9"), as a client sending os.listdir's
+        # names would; the answer used to be a 500 when it was rendered back.
+        return api.post(url, json.dumps(body), content_type="application/json")
+
+    for path in (str(file_root / name), f"{file_root}/\ud800.txt"):
+        response = post(CREATE, {"file_path": path, "task_type": "file"})
+        assert response.status_code == 400, response.content
+        assert "not valid UTF-8" in response.json()["file_path"][0]
+    response = post(BULK, {"file_paths": [str(file_root / name)], "task_type": "file"})
+    assert response.status_code == 400, response.content
+    assert "not valid UTF-8" in response.json()["file_paths"]["0"][0]
+    assert not TaskLog.objects.exists()
+
+
+@pytest.mark.django_db
 def test_create_task_without_allowed_roots_refuses_every_path(
     api: Any, file_root: Path, settings: Any
 ) -> None:
@@ -141,6 +177,36 @@ def test_create_task_runs_the_task_with_the_file_and_metadata(
         "size": 2048,
         "options": {"quality": "high", "resize": [1920, 1080]},
     }
+
+
+def test_a_file_swapped_for_a_symlink_after_create_task_is_not_read(
+    worker: Any, file_root: Path, alice: Any, tmp_path: Path, settings: Any
+) -> None:
+    """The task opens its file with open_allowed_file, which checks the roots again."""
+    settings.DJANGO_TASKQUEUE = {
+        **settings.DJANGO_TASKQUEUE,
+        "TASK_TYPES": {"read": "tests.read_file"},
+    }
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    document = file_root / "a.txt"
+    go = tmp_path / "go"
+    response = client_for(alice).post(
+        CREATE,
+        {"file_path": str(document), "task_type": "read", "metadata": {"start_when": str(go)}},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    # Between the request (which checked the path) and the run, the file becomes a symlink out.
+    document.unlink()
+    document.symlink_to(secret)
+    go.touch()
+    pk = response.json()["id"]
+    wait_for(lambda: status_of(pk) in {"completed", "failed"}, what="the task to end")
+    log = TaskLog.objects.get(pk=pk)
+    assert (log.status, log.error_code) == ("failed", "FileNotAllowed"), log.result
+    assert "outside the allowed directories" in log.error_message
+    assert "SECRET" not in str(log.result)
 
 
 @pytest.mark.django_db(transaction=True)

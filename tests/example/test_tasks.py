@@ -144,6 +144,16 @@ def test_document_is_counted_and_summarised(report: dict[str, Any]) -> None:
     assert summary["text"].strip() == result["summary"]
 
 
+def test_a_file_swapped_for_a_symlink_out_of_the_roots_is_not_read(
+    report: dict[str, Any],
+) -> None:
+    swapped = case(report, "document_swapped")
+    assert swapped["status"] == "failed", swapped
+    assert swapped["error_code"] == "FileNotAllowed"
+    assert "outside the allowed directories" in swapped["error_message"]
+    assert "onfidential" not in json.dumps(swapped)
+
+
 def test_large_file_is_read_in_chunks_with_progress(report: dict[str, Any]) -> None:
     video = case(report, "video")
     assert video["status"] == "completed", video
@@ -297,7 +307,7 @@ def test_every_task_ran_on_the_worker_and_has_a_final_status(report: dict[str, A
     entries = list(report["cases"].values()) + [
         entry for group in report["canvas"].values() for entry in group
     ]
-    assert len(entries) == 26
+    assert len(entries) == 27
     for entry in entries:
         assert entry["status"] in {"completed", "failed", "cancelled"}, entry
         assert entry["worker"].startswith("examples-"), entry

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from argparse import ArgumentParser
 from pathlib import Path
@@ -28,6 +29,9 @@ from jobs import launch, runtime, tasks
 from jobs.processes import Children
 
 _UNREACHABLE_USER = ("dave", "dave+down@example.test")
+#: A sample that is replaced by a symlink out of the allowed roots after its task started.
+_SWAPPED = "swapped-after-start.txt"
+_OUTSIDE_TEXT = "Confidential payroll. Confidential salaries of every employee.\n"
 
 
 class Command(BaseCommand):
@@ -122,6 +126,7 @@ class Command(BaseCommand):
                 owner=owner,
                 file_path=sales,
             )
+        single["document_swapped"] = self._start_then_swap(documents[0], alice)
         canvas = {
             "group": launch.task_ids(launch.image_batch(images, width=320)),
             "chord": launch.task_ids(launch.corpus_word_counts(documents)),
@@ -177,7 +182,27 @@ class Command(BaseCommand):
             "mail": _mail(),
             "pages": self._pages(single["report_pdf"]),
         }
+        (settings.SAMPLES_DIR / _SWAPPED).unlink(missing_ok=True)
         return report
+
+    def _start_then_swap(self, document: Path, owner: Any) -> TaskLog:
+        """Start a document task, then replace its file by a symlink out of the allowed roots.
+
+        The path was inside ``ALLOWED_FILE_ROOTS`` when the task was started; by the
+        time the task runs (two seconds later) it leads outside them, and the task's
+        ``open_allowed_file`` refuses it.
+        """
+        path = settings.SAMPLES_DIR / _SWAPPED
+        path.unlink(missing_ok=True)
+        shutil.copyfile(document, path)
+        outside = settings.DATA_DIR / "outside-the-roots.txt"
+        outside.write_text(_OUTSIDE_TEXT)
+        log = launch.start(
+            tasks.process_document, args=(str(path),), owner=owner, file_path=path, countdown=2
+        )
+        path.unlink()
+        path.symlink_to(outside)
+        return log
 
     def _pages(self, log: TaskLog) -> dict[str, int]:
         """The status of the admin's and the API's pages, for the superuser."""
