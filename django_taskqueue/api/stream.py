@@ -39,6 +39,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 from django.http import StreamingHttpResponse
 
+from django_taskqueue.api.serializers import hide_workers
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TERMINAL_STATUSES
 
@@ -226,8 +227,10 @@ class TaskStream:
         last_event_id: str | None = None,
         lease: StreamLease | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hide_worker: bool = False,
     ) -> None:
         self.pk = pk
+        self.hide_worker = hide_worker
         self.poll_interval = poll_interval
         self.heartbeat = heartbeat
         self.max_seconds = max_seconds
@@ -258,13 +261,21 @@ class TaskStream:
             # The slot was lost: end, and let the client come back through the cap.
             return [self.closing()], None
         try:
-            row = TaskLog.objects.filter(pk=self.pk).values(*STREAM_FIELDS).first()
+            fields = (*STREAM_FIELDS, "worker") if self.hide_worker else STREAM_FIELDS
+            row = TaskLog.objects.filter(pk=self.pk).values(*fields).first()
         finally:
             # Nothing holds a connection between two polls.
             release_connections()
         if row is None:
             gone = {"status": None, "detail": "The task no longer exists."}
             return [sse_message("end", gone)], None
+        if self.hide_worker:
+            # As in the detail view: a message that names the worker (a stale
+            # task's "no heartbeat from <host>") does not show it to non-staff.
+            hostnames = [row.pop("worker")]
+            for key in ("error_message", "progress_message"):
+                if row[key]:
+                    row[key] = hide_workers(row[key], hostnames)
         state = (row["status"], row["progress"], row["progress_message"])
         if row["status"] in TERMINAL_STATUSES:
             # The end is always sent, even to a client that saw it: it closes the stream.
@@ -299,6 +310,7 @@ def task_events(
     lease: StreamLease | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    hide_worker: bool = False,
 ) -> Iterator[bytes]:
     """Yield the stream of one task (for WSGI servers).
 
@@ -309,6 +321,8 @@ def task_events(
     connection open. After ``max_seconds`` the stream ends with a ``retry:``
     hint of one poll interval; the client reconnects with ``Last-Event-ID``
     (``last_event_id``), and the new stream sends only what changed since.
+    With ``hide_worker`` the worker's hostname is left out of the messages
+    (for users who are not shown server details).
     """
     stream = TaskStream(
         pk,
@@ -318,6 +332,7 @@ def task_events(
         last_event_id=last_event_id,
         lease=lease,
         clock=clock,
+        hide_worker=hide_worker,
     )
     try:
         yield stream.opening()
@@ -339,6 +354,7 @@ async def atask_events(
     max_seconds: float,
     last_event_id: str | None = None,
     lease: StreamLease | None = None,
+    hide_worker: bool = False,
 ) -> AsyncIterator[bytes]:
     """:func:`task_events` for ASGI servers: it waits on the event loop, not in a thread.
 
@@ -353,6 +369,7 @@ async def atask_events(
         max_seconds=max_seconds,
         last_event_id=last_event_id,
         lease=lease,
+        hide_worker=hide_worker,
     )
     try:
         yield stream.opening()

@@ -647,6 +647,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             "max_seconds": max_seconds,
             "last_event_id": request.headers.get("Last-Event-ID"),
             "lease": lease,
+            "hide_worker": not exposes_details({"request": request}),
         }
         # Under ASGI a synchronous iterator would be read to its end before the
         # first byte is sent (Django has to consume it in a thread): serve an

@@ -120,6 +120,20 @@ def test_an_owner_does_not_see_tracebacks_hostnames_or_staff_names(
 
 
 @pytest.mark.django_db
+def test_the_event_stream_does_not_name_the_worker_to_an_owner(
+    tasks_of_alice: tuple[TaskLog, TaskLog], alice: Any, staff: Any
+) -> None:
+    failed, _ = tasks_of_alice
+    owner_stream = client_for(alice).get(f"{LIST}{failed.pk}/stream/")
+    text = b"".join(owner_stream.streaming_content).decode()
+    assert "no heartbeat from a worker for over 0:15:00" in text
+    assert WORKER not in text
+    assert '"worker"' not in text
+    staff_stream = client_for(staff).get(f"{LIST}{failed.pk}/stream/")
+    assert WORKER in b"".join(staff_stream.streaming_content).decode()
+
+
+@pytest.mark.django_db
 def test_staff_see_everything(tasks_of_alice: tuple[TaskLog, TaskLog], staff: Any) -> None:
     api = client_for(staff)
     failed, cancelled = tasks_of_alice
