@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "TRACEBACK_MAX_CHARS": 20_000,
     "SYNCHRONOUS_COMMIT": False,
     "PREPARED_STATEMENTS": True,
+    "PUBLISH_TIMEOUT": 10.0,
     # The REST API (docs/api.md).
     "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
     "API_PAGE_SIZE": 20,
@@ -49,7 +50,6 @@ DEFAULTS: dict[str, Any] = {
     "API_METADATA_MAX_BYTES": 8192,
     "API_BULK_MAX_FILES": 1000,
     "API_CANCEL_TERMINATE": False,
-    "API_PUBLISH_RETRIES": 1,
     "API_STREAM_POLL_INTERVAL": 1.0,
     "API_STREAM_HEARTBEAT": 15.0,
     "API_STREAM_MAX_SECONDS": 3600,
@@ -156,6 +156,18 @@ class TaskQueueSettings:
         return bool(self._get("PREPARED_STATEMENTS"))
 
     @property
+    def PUBLISH_TIMEOUT(self) -> float | None:
+        """Seconds a publish of the package (``submit()``, the API, tracked ``.delay()``) may take.
+
+        Bounds the retries the package asks Celery for; the socket timeouts that
+        make each attempt short are Celery settings (see
+        :func:`django_taskqueue.publishing.bound_publish_waits`). ``None``
+        leaves Celery's own retry policy in place.
+        """
+        value = self._get("PUBLISH_TIMEOUT")
+        return None if value is None else float(value)
+
+    @property
     def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
@@ -189,11 +201,6 @@ class TaskQueueSettings:
     def API_CANCEL_TERMINATE(self) -> bool:
         """Cancelling over the API also kills the task's process (``revoke(terminate=True)``)."""
         return bool(self._get("API_CANCEL_TERMINATE"))
-
-    @property
-    def API_PUBLISH_RETRIES(self) -> int:
-        """How often the API retries publishing to an unreachable broker before answering 503."""
-        return int(self._get("API_PUBLISH_RETRIES"))
 
     @property
     def API_STREAM_POLL_INTERVAL(self) -> float:

@@ -20,11 +20,12 @@ from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from django_taskqueue import heartbeat, lifecycle
+from django_taskqueue import heartbeat, lifecycle, publishing
 from django_taskqueue.conf import conf
-from django_taskqueue.exceptions import TaskCancelled
+from django_taskqueue.exceptions import PublishError, TaskCancelled
 from django_taskqueue.serialization import (
     bound_traceback,
     encode_result,
@@ -206,6 +207,7 @@ class TrackedTask(_TaskBase):
         file_size: int | None = None,
         parent: TaskLog | None = None,
         task_id: str | None = None,
+        idempotency_key: str | None = None,
         _rerun_of: TaskLog | None = None,
         _event_metadata: Mapping[str, Any] | None = None,
         **options: Any,
@@ -214,6 +216,12 @@ class TrackedTask(_TaskBase):
 
         Unlike :meth:`apply_async`, this records who started the task and why,
         and it raises when the row cannot be written (nothing is published then).
+
+        With an ``idempotency_key``, a second call with the same key and owner
+        publishes nothing and returns the first call's TaskLog, so a caller that
+        saw an error (a timeout, a :exc:`~django_taskqueue.exceptions.PublishError`
+        whose message may have been sent) can simply call again. A key whose
+        first publish certainly failed is released: the next call starts the task.
 
         Args:
             args: positional arguments for the task.
@@ -228,12 +236,22 @@ class TrackedTask(_TaskBase):
             file_size: the file's size in bytes.
             parent: the TaskLog this one belongs to (bulk, group or chain).
             task_id: the Celery id to use (a new UUID by default).
+            idempotency_key: the caller's key for this start (at most 255
+                characters), unique per owner.
             **options: passed to :meth:`apply_async` (``countdown``, ``queue``, ...).
+                Without ``retry``/``retry_policy``, the publish is bounded by
+                ``PUBLISH_TIMEOUT``.
 
         Returns:
             The TaskLog, already ``pending`` (or ``failed`` with
             ``error_code="publish_failed"`` if publishing raised, in which case
-            the error propagates).
+            the error propagates); with a key used before, that start's TaskLog.
+
+        Raises:
+            PublishError: the broker could not be reached, or did not confirm
+                the message, within ``PUBLISH_TIMEOUT`` (see its ``sent``).
+            ValidationError: ``idempotency_key`` was used by the same owner
+                for another task or file (code ``idempotency_key_reused``).
 
         Example::
 
@@ -267,21 +285,41 @@ class TrackedTask(_TaskBase):
             status = TaskStatus.RETRYING
             fields["retry_of"] = _rerun_of
             fields["retry_count"] = _rerun_of.retry_count + 1
-        log = lifecycle.create_task_log(
-            task_id,
-            task_name=self.name,
-            status=status,
-            args=args,
-            kwargs=kwargs,
-            event_message="run again" if _rerun_of is not None else "",
-            event_metadata={
+        create: dict[str, Any] = {
+            "task_name": self.name,
+            "status": status,
+            "args": args,
+            "kwargs": kwargs,
+            "event_message": "run again" if _rerun_of is not None else "",
+            "event_metadata": {
                 **({"rerun_of": _rerun_of.pk} if _rerun_of is not None else {}),
                 **(_event_metadata or {}),
             },
             **fields,
-        )
+        }
+        if idempotency_key is None:
+            log = lifecycle.create_task_log(task_id, **create)
+        else:
+            owner = create.pop("owner")
+            log, created = lifecycle.create_idempotent_task_log(
+                task_id, idempotency_key=idempotency_key, owner=owner, **create
+            )
+            if not created:
+                self._check_same_start(log, idempotency_key, fields)
+                return log
         self._publish(log, args, kwargs, task_id, None, None, None, None, options)
         return log
+
+    def _check_same_start(self, log: TaskLog, key: str, fields: Mapping[str, Any]) -> None:
+        """Refuse a key that its owner used for another task or file."""
+        wanted = (self.name, fields["task_type"], fields["file_path"])
+        if (log.task_name, log.task_type, log.file_path) != wanted:
+            raise ValidationError(
+                "The idempotency key %(key)s was already used for another task "
+                "(%(task)s on %(file)s).",
+                code="idempotency_key_reused",
+                params={"key": key, "task": log.task_name, "file": log.file_path or "no file"},
+            )
 
     def _publish(
         self,
@@ -296,23 +334,58 @@ class TrackedTask(_TaskBase):
         options: dict[str, Any],
     ) -> AsyncResult[Any]:
         try:
-            return super().apply_async(
-                _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
+            # Bounded by PUBLISH_TIMEOUT unless the caller gave a retry policy.
+            return publishing.send(
+                super().apply_async,
+                _tuple(args),
+                _dict(kwargs),
+                task_id,
+                producer,
+                link,
+                link_error,
+                shadow,
+                **options,
             )
+        except PublishError as exc:
+            if log is not None:
+                self._record_publish_error(log, str(exc), sent=exc.sent)
+                exc.task_log = log
+            raise
         except Exception as exc:
             if log is not None:
-                # Nothing will run: say so instead of leaving the row pending.
-                record_safely(
-                    "publish failure",
-                    task_id,
-                    lifecycle.mark_failed,
-                    pk=log.pk,
-                    error_message=f"could not publish the task: {error_message_for(exc)}",
-                    error_code="publish_failed",
+                # Not the broker's fault (an argument that cannot be sent...):
+                # nothing went out.
+                self._record_publish_error(
+                    log, f"could not publish the task: {error_message_for(exc)}", sent=False
                 )
-                log.status = TaskStatus.FAILED
-                log.error_code = "publish_failed"
             raise
+
+    @staticmethod
+    def _record_publish_error(log: TaskLog, message: str, *, sent: bool | None) -> None:
+        """Say what a failed publish left, instead of leaving the row plainly pending."""
+        if sent is None:
+            # The message may be queued: a worker that gets it runs the task.
+            if record_safely(
+                "publish outcome",
+                log.celery_task_id,
+                lifecycle.mark_publish_unknown,
+                log.pk,
+                error_message=message,
+            ):
+                log.error_code = lifecycle.PUBLISH_UNKNOWN
+                log.error_message = message
+            return
+        record_safely(
+            "publish failure",
+            log.celery_task_id,
+            lifecycle.mark_publish_failed,
+            log.pk,
+            error_message=message,
+        )
+        log.status = TaskStatus.FAILED
+        log.error_code = lifecycle.PUBLISH_FAILED
+        log.error_message = message
+        log.idempotency_key = None
 
     # --- the worker side -----------------------------------------------------------
 
