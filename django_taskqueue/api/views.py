@@ -123,7 +123,7 @@ def celery_view(celery_task_id: str) -> dict[str, Any]:
 
 def _unavailable(exc: PublishError, celery_task_id: str | None) -> Response:
     """503 within ``PUBLISH_TIMEOUT``, with ``Retry-After`` and what became of the task."""
-    logger.warning("The task queue's broker could not be reached: %s", exc)
+    logger.warning("Publishing a task failed: %s", exc)
     pk = (
         TaskLog.objects.filter(celery_task_id=celery_task_id).values_list("pk", flat=True).first()
         if celery_task_id
