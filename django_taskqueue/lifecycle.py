@@ -648,11 +648,15 @@ def mark_completed(
     progress: ProgressWrite | None = None,
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
+    error_message: str = "",
+    error_code: str = "",
 ) -> Outcome:
     """Record success.
 
     ``result`` must already be JSON-safe: see
-    :func:`~django_taskqueue.serialization.encode_result`.
+    :func:`~django_taskqueue.serialization.encode_result`. ``error_message``
+    and ``error_code`` are a warning kept with the success (e.g.
+    ``result_not_stored``); by default an earlier error is cleared.
     """
     now = timezone.now()
     updates = {
@@ -661,8 +665,8 @@ def mark_completed(
         "progress": 100,
         "result": result,
         "next_retry_at": None,
-        "error_message": "",
-        "error_code": "",
+        "error_message": error_message,
+        "error_code": error_code[:128],
     }
     if progress is not None:
         updates["progress_message"] = progress.message[:255]

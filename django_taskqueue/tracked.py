@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,30 @@ class _RunState:
     parent_id: uuid.UUID | None = None
     parent_known: bool = False
     retry_recorded: bool = False
+    # on_success/on_failure ran (Celery stored the outcome first).
+    ended: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Unrecorded:
+    """A run whose outcome hooks did not run, as task_postrun saw it (see :func:`note_postrun`)."""
+
+    task_id: str
+    state: _RunState
+    celery_state: str | None
+    retval: Any
+    recorded: bool = False
+
+
+# The run of this thread (or green thread) that ended without its hooks: Celery
+# sends task_internal_error right after task_postrun, in the same thread.
+_unrecorded = threading.local()
+
+#: ``error_code`` of a task whose outcome Celery's result backend could not store.
+RESULT_NOT_STORED = "result_not_stored"
+#: ``error_code`` of a task Celery failed before its body ran.
+INTERNAL_ERROR = "internal_error"
 
 
 class TrackedTask(_TaskBase):
@@ -611,6 +635,8 @@ class TrackedTask(_TaskBase):
         if not self._tracking():
             return
         state = self._run_state()
+        if state is not None:
+            state.ended = True
         record_safely(
             "success",
             task_id,
@@ -630,6 +656,8 @@ class TrackedTask(_TaskBase):
             # worker's main process (newer Celery also calls on_failure there).
             return
         state = self._run_state()
+        if state is not None:
+            state.ended = True
         text = getattr(einfo, "traceback", "") or ""
         record_safely(
             "failure",
@@ -641,3 +669,128 @@ class TrackedTask(_TaskBase):
             traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
             **self._end_args(state),
         )
+
+
+# --- errors outside the task body (connected in receivers.py) ------------------------
+
+
+def note_postrun(sender: Any, task_id: str, retval: Any, celery_state: str | None) -> None:
+    """Remember a run that ends without ``on_success``/``on_failure`` (``task_postrun``).
+
+    Celery stores the outcome before it calls those hooks; when storing fails
+    it calls neither and sends ``task_internal_error`` right after this
+    signal. This is the last moment the run's state, and the body's return
+    value, can be seen.
+    """
+    if not isinstance(sender, TrackedTask):
+        return
+    state = sender._run_state()
+    if state is None or state.ended:
+        return
+    _unrecorded.run = _Unrecorded(task_id, state, celery_state, retval)
+
+
+def record_internal_error(sender: Any, task_id: str, exception: BaseException | None) -> None:
+    """Record what happened to a task when Celery failed outside its body (``task_internal_error``).
+
+    * The body returned (Celery could not store the result, or send what
+      follows it): ``completed`` with the result, ``error_code="result_not_stored"``.
+    * The body raised (Celery could not store the failure): ``failed`` with the
+      body's error and ``error_code="result_not_stored"``.
+    * The body never ran (e.g. ``track_started`` could not be stored):
+      ``failed`` with ``error_code="internal_error"``.
+    * A retry already recorded stays ``retrying``: its next attempt is queued.
+
+    Each case also gets an ``internal_error`` event naming Celery's error.
+    """
+    if not isinstance(sender, TrackedTask) or not sender._tracking() or not task_id:
+        return
+    run: _Unrecorded | None = getattr(_unrecorded, "run", None)
+    if run is not None and run.task_id != task_id:
+        run = None
+    if run is not None and run.recorded:
+        return  # Celery sends the signal again when its own failure handling fails too
+    celery_error = error_message_for(exception) if exception is not None else "unknown error"
+    celery_class = type(exception).__name__ if exception is not None else ""
+    state = run.state if run is not None else None
+    # The body's own error, when it raised: what Celery was storing when it failed.
+    body_error = _body_error(exception)
+    if run is not None and run.celery_state == "SUCCESS":
+        message = f"The task returned, but Celery could not store its result: {celery_error}"
+        record_safely(
+            "unstored result",
+            task_id,
+            lifecycle.mark_completed,
+            task_id,
+            result=encode_result(run.retval, conf.RESULT_MAX_BYTES),
+            error_message=message,
+            error_code=RESULT_NOT_STORED,
+            **TrackedTask._end_args(state),
+        )
+    elif state is not None and state.retry_recorded:
+        message = f"Celery could not store the retry: {celery_error}"
+    elif state is not None:
+        what = (
+            f"The task failed ({type(body_error).__name__}: {error_message_for(body_error)})"
+            if body_error is not None
+            else "The task failed"
+        )
+        message = f"{what}, and Celery could not store the failure: {celery_error}"
+        record_safely(
+            "unstored failure",
+            task_id,
+            lifecycle.mark_failed,
+            task_id,
+            error_message=message,
+            error_code=RESULT_NOT_STORED,
+            traceback=_traceback_of(body_error or exception),
+            **TrackedTask._end_args(state),
+        )
+    else:
+        message = f"Celery failed before the task ran: {celery_error}"
+        record_safely(
+            "internal error",
+            task_id,
+            lifecycle.mark_failed,
+            task_id,
+            error_message=message,
+            error_code=INTERNAL_ERROR,
+            traceback=_traceback_of(exception),
+        )
+    record_safely(
+        "internal error",
+        task_id,
+        lifecycle.record_event,
+        EventType.INTERNAL_ERROR,
+        message,
+        {"exception": celery_class, "celery_error": celery_error},
+        celery_task_id=task_id,
+        pk=state.pk if state is not None else None,
+    )
+    if run is not None:
+        run.recorded = True
+
+
+def _body_error(exception: BaseException | None) -> BaseException | None:
+    """The exception Celery was handling when storing failed: the body's, if it raised.
+
+    Storing the failure ran while the body's exception was being handled, so
+    that exception is the first one of the chain of ``__context__``s.
+    """
+    first = None
+    seen: set[int] = set()
+    current = exception.__context__ if exception is not None else None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        first = current
+        current = current.__context__
+    return first if isinstance(first, Exception) else None
+
+
+def _traceback_of(exception: BaseException | None) -> str:
+    if exception is None:
+        return ""
+    import traceback
+
+    text = "".join(traceback.format_exception(exception))
+    return bound_traceback(text, conf.TRACEBACK_MAX_CHARS)
