@@ -108,7 +108,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
             errors.append(_error(16, f"DJANGO_TASKQUEUE['{name}'] must be True or False."))
     timeout = user.get("PUBLISH_TIMEOUT", DEFAULTS["PUBLISH_TIMEOUT"])
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < timeout <= 3600
+        isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < float(timeout) <= 3600
     ):
         errors.append(
             _error(
@@ -308,16 +308,17 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
     timeout = user.get("PUBLISH_TIMEOUT", DEFAULTS["PUBLISH_TIMEOUT"])
     if timeout is None or isinstance(timeout, bool) or not isinstance(timeout, Real):
         return []  # no deadline, or E017 reports it
+    limit = float(timeout)
     from celery import current_app
 
     app_conf = current_app.conf
     loose: list[str] = []
     if str(app_conf.broker_url or "").startswith(_REDIS_SCHEMES):
         options = app_conf.broker_transport_options or {}
-        if _over(options.get("socket_timeout"), timeout):
+        if _over(options.get("socket_timeout"), limit):
             loose.append("broker_transport_options['socket_timeout']")
     if str(app_conf.result_backend or "").startswith(_REDIS_SCHEMES):
-        if _over(app_conf.redis_socket_timeout, timeout):
+        if _over(app_conf.redis_socket_timeout, limit):
             loose.append("redis_socket_timeout")
         if "retry_policy" not in (app_conf.result_backend_transport_options or {}):
             loose.append("result_backend_transport_options['retry_policy']")
@@ -327,7 +328,7 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
         _warning(
             8,
             f"Celery's {', '.join(loose)} let a publish to a down or frozen Redis wait longer "
-            f"than DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] ({float(timeout):g} s).",
+            f"than DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] ({limit:g} s).",
             hint="Call django_taskqueue.publishing.bound_publish_waits(app) where you configure "
             "the Celery app, or set these yourself; see docs/settings.md.",
         )
