@@ -685,7 +685,9 @@ def note_postrun(sender: Any, task_id: str, retval: Any, celery_state: str | Non
     if not isinstance(sender, TrackedTask):
         return
     state = sender._run_state()
-    if state is None or state.ended:
+    # SUCCESS: the body returned; None: Celery failed while handling its error.
+    # (IGNORED, REJECTED and RETRY runs end without those hooks on purpose.)
+    if state is None or state.ended or celery_state not in ("SUCCESS", None):
         return
     _unrecorded.run = _Unrecorded(task_id, state, celery_state, retval)
 
@@ -769,6 +771,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
     )
     if run is not None:
         run.recorded = True
+        run.retval = None  # keep no result alive in the thread
 
 
 def _body_error(exception: BaseException | None) -> BaseException | None:
