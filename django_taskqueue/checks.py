@@ -112,6 +112,18 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
     for name in ("SYNCHRONOUS_COMMIT", "PREPARED_STATEMENTS"):
         if not isinstance(user.get(name, DEFAULTS[name]), bool):
             errors.append(_error(16, f"DJANGO_TASKQUEUE['{name}'] must be True or False."))
+    timeout = user.get("PUBLISH_TIMEOUT", DEFAULTS["PUBLISH_TIMEOUT"])
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < float(timeout) <= 3600
+    ):
+        errors.append(
+            _error(
+                17,
+                "DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] must be a number of seconds in (0, 3600] "
+                "or None.",
+                hint="For example 10; None leaves Celery's own publish retry policy in place.",
+            )
+        )
     errors.extend(_check_api(user))
     errors.extend(_check_housekeeping(user))
     return errors
@@ -220,7 +232,6 @@ def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
         ("API_MAX_PAGE_SIZE", 1),
         ("API_METADATA_MAX_BYTES", 2),
         ("API_BULK_MAX_FILES", 1),
-        ("API_PUBLISH_RETRIES", 0),
     ):
         value = user.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -333,7 +344,58 @@ def _check_timeouts() -> list[CheckMessage]:
     ]
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
+
+
+def _over(value: Any, limit: float) -> bool:
+    """Unset or longer than ``limit`` seconds (a wait the deadline does not bound)."""
+    try:
+        return value is None or float(value) > limit
+    except (TypeError, ValueError):
+        return True
+
+
+def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
+    """Warn when the Celery app lets a publish wait longer than ``PUBLISH_TIMEOUT``.
+
+    Only the Redis settings are checked: they are the ones whose defaults let a
+    publish to a down or frozen Redis block for 19 s to forever.
+    """
+    user = getattr(settings, "DJANGO_TASKQUEUE", None) or {}
+    if not isinstance(user, Mapping):
+        return []  # E001
+    timeout = user.get("PUBLISH_TIMEOUT", DEFAULTS["PUBLISH_TIMEOUT"])
+    if timeout is None or isinstance(timeout, bool) or not isinstance(timeout, Real):
+        return []  # no deadline, or E017 reports it
+    limit = float(timeout)
+    from celery import current_app
+
+    app_conf = current_app.conf
+    loose: list[str] = []
+    if str(app_conf.broker_url or "").startswith(_REDIS_SCHEMES):
+        options = app_conf.broker_transport_options or {}
+        if _over(options.get("socket_timeout"), limit):
+            loose.append("broker_transport_options['socket_timeout']")
+    if str(app_conf.result_backend or "").startswith(_REDIS_SCHEMES):
+        if _over(app_conf.redis_socket_timeout, limit):
+            loose.append("redis_socket_timeout")
+        if "retry_policy" not in (app_conf.result_backend_transport_options or {}):
+            loose.append("result_backend_transport_options['retry_policy']")
+    if not loose:
+        return []
+    return [
+        _warning(
+            9,
+            f"Celery's {', '.join(loose)} let a publish to a down or frozen Redis wait longer "
+            f"than DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] ({limit:g} s).",
+            hint="Call django_taskqueue.publishing.bound_publish_waits(app) where you configure "
+            "the Celery app, or set these yourself; see docs/settings.md.",
+        )
+    ]
+
+
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
     register_check(Tags.compatibility)(check_settings)
     register_check(Tags.compatibility)(check_setup)
+    register_check(Tags.compatibility)(check_publish_waits)

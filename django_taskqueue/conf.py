@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "TRACEBACK_MAX_CHARS": 20_000,
     "SYNCHRONOUS_COMMIT": False,
     "PREPARED_STATEMENTS": True,
+    "PUBLISH_TIMEOUT": 10.0,
     # The REST API (docs/api.md).
     "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
     "API_PAGE_SIZE": 20,
@@ -55,11 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "API_BULK_MAX_FILES": 1000,
     "API_CANCEL_TERMINATE": False,
     "API_EXPOSE_ERROR_DETAILS": False,
-    "API_PUBLISH_RETRIES": 1,
     "API_STREAM_POLL_INTERVAL": 1.0,
     "API_STREAM_HEARTBEAT": 15.0,
     "API_STREAM_MAX_SECONDS": 25,
-    "API_STREAM_MAX_PER_USER": 3,
+    "API_STREAM_MAX_PER_USER": 2,
     # Housekeeping (docs/housekeeping.md).
     "RETENTION": {"completed": 30, "failed": 90, "cancelled": 30},
     "RETENTION_BATCH_SIZE": 1000,
@@ -168,6 +168,18 @@ class TaskQueueSettings:
         return bool(self._get("PREPARED_STATEMENTS"))
 
     @property
+    def PUBLISH_TIMEOUT(self) -> float | None:
+        """Seconds a publish of the package (``submit()``, the API, tracked ``.delay()``) may take.
+
+        Bounds the retries the package asks Celery for; the socket timeouts that
+        make each attempt short are Celery settings (see
+        :func:`django_taskqueue.publishing.bound_publish_waits`). ``None``
+        leaves Celery's own retry policy in place.
+        """
+        value = self._get("PUBLISH_TIMEOUT")
+        return None if value is None else float(value)
+
+    @property
     def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))
@@ -206,11 +218,6 @@ class TaskQueueSettings:
     def API_EXPOSE_ERROR_DETAILS(self) -> bool:
         """Show every user the traceback, worker and who acted on their tasks (staff always see)."""
         return bool(self._get("API_EXPOSE_ERROR_DETAILS"))
-
-    @property
-    def API_PUBLISH_RETRIES(self) -> int:
-        """How often the API retries publishing to an unreachable broker before answering 503."""
-        return int(self._get("API_PUBLISH_RETRIES"))
 
     @property
     def API_STREAM_POLL_INTERVAL(self) -> float:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celery.exceptions import Ignore
+from kombu.exceptions import OperationalError
+
+if TYPE_CHECKING:
+    from django_taskqueue.models import TaskLog
 
 
 class TaskCancelled(Ignore):
@@ -31,3 +37,31 @@ class TransitionRefused(Exception):
     def __init__(self, message: str, *, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PublishError(OperationalError):
+    """A task's message could not be published within ``PUBLISH_TIMEOUT``.
+
+    Raised by :meth:`TrackedTask.submit() <django_taskqueue.TrackedTask.submit>`,
+    a tracked ``apply_async()``/``delay()`` and the bulk publishers when the broker
+    (or Celery's result backend, which is asked first) could not be reached or
+    did not answer in time. It is a kombu ``OperationalError``, which Celery
+    raises for an unreachable broker, so ``except OperationalError`` still
+    catches it; the original error is its ``__cause__``.
+
+    Attributes:
+        sent: ``False`` when the message cannot have gone out (the TaskLog is
+            then ``failed`` with ``error_code="publish_failed"``); ``None`` when
+            it is unknown (the broker took the bytes but did not answer in
+            time: the TaskLog stays ``pending`` with
+            ``error_code="publish_unknown"``, and the task runs if the message
+            did arrive).
+        timeout: the deadline in seconds (``None``: Celery's own retry policy).
+        task_log: the TaskLog as recorded, when there is one.
+    """
+
+    def __init__(self, message: str, *, sent: bool | None, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.timeout = timeout
+        self.task_log: TaskLog | None = None

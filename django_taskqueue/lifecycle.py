@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: ``error_code`` of a task whose message could not be sent.
+PUBLISH_FAILED = "publish_failed"
+#: ``error_code`` of a task whose publish timed out after the broker may have taken it.
+PUBLISH_UNKNOWN = "publish_unknown"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -500,6 +505,38 @@ def create_task_log(
     return log
 
 
+def find_by_idempotency_key(owner: Any, key: str) -> TaskLog | None:
+    """The task started with ``key`` by ``owner`` (``None``: a system task), if any."""
+    rows = TaskLog.objects.filter(idempotency_key=key)
+    rows = rows.filter(owner__isnull=True) if owner is None else rows.filter(owner=owner)
+    return rows.first()
+
+
+def create_idempotent_task_log(
+    celery_task_id: str, *, idempotency_key: str, owner: Any = None, **kwargs: Any
+) -> tuple[TaskLog, bool]:
+    """:func:`create_task_log` once per ``(owner, idempotency_key)``.
+
+    Returns:
+        ``(row, created)``: the new row, or the one an earlier call with the
+        same key and owner created (also when two calls race: the unique
+        constraint lets one insert win, the other reads its row).
+    """
+    existing = find_by_idempotency_key(owner, idempotency_key)
+    if existing is not None:
+        return existing, False
+    try:
+        log = create_task_log(
+            celery_task_id, owner=owner, idempotency_key=idempotency_key, **kwargs
+        )
+    except IntegrityError:
+        existing = find_by_idempotency_key(owner, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return log, True
+
+
 # --- the worker side ----------------------------------------------------------------
 
 
@@ -696,11 +733,15 @@ def mark_completed(
     progress: ProgressWrite | None = None,
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
+    error_message: str = "",
+    error_code: str = "",
 ) -> Outcome:
     """Record success.
 
     ``result`` must already be JSON-safe: see
-    :func:`~django_taskqueue.serialization.encode_result`.
+    :func:`~django_taskqueue.serialization.encode_result`. ``error_message``
+    and ``error_code`` are a warning kept with the success (e.g.
+    ``result_not_stored``); by default an earlier error is cleared.
     """
     now = timezone.now()
     updates = {
@@ -709,8 +750,8 @@ def mark_completed(
         "progress": 100,
         "result": result,
         "next_retry_at": None,
-        "error_message": "",
-        "error_code": "",
+        "error_message": error_message,
+        "error_code": error_code[:128],
     }
     if progress is not None:
         updates["progress_message"] = progress.message[:255]
@@ -765,6 +806,59 @@ def mark_failed(
         parent_id=parent_id,
         parent_known=parent_known,
     )
+
+
+def mark_publish_failed(pk: uuid.UUID, *, error_message: str) -> Outcome:
+    """Record that the task's message could not be sent: ``failed``, ``publish_failed``.
+
+    The row's idempotency key is released (kept in the event), so that the
+    caller's retry with the same key starts the task instead of returning
+    this row: nothing of it was queued.
+    """
+    key = TaskLog.objects.filter(pk=pk).values_list("idempotency_key", flat=True).first()
+    now = timezone.now()
+    return _transition(
+        TaskStatus.FAILED,
+        pk=pk,
+        updates={
+            "completed_at": now,
+            "error_message": error_message,
+            "error_code": PUBLISH_FAILED,
+            "next_retry_at": None,
+            "idempotency_key": None,
+        },
+        event=(
+            EventType.FAILED,
+            error_message,
+            {"error_code": PUBLISH_FAILED, **({"idempotency_key": key} if key else {})},
+        ),
+    )
+
+
+def mark_publish_unknown(pk: uuid.UUID, *, error_message: str) -> bool:
+    """Record that the broker did not confirm the task's message in time.
+
+    The message may be queued (the broker took the bytes and then did not
+    answer), so the task is not failed: a worker that gets the message runs
+    it and records it as usual. The row keeps its status, with
+    ``error_code="publish_unknown"`` and a ``publish_unknown`` event, until a
+    worker starts it or the lost-task detection (``LOST_AFTER``) fails it.
+    A task a worker has already started is left alone.
+
+    Returns:
+        Whether the row was marked.
+    """
+    with _recording():
+        marked = bool(
+            TaskLog.objects.filter(
+                pk=pk,
+                status__in=(TaskStatus.PENDING, TaskStatus.RETRYING),
+                started_at__isnull=True,
+            ).update(error_message=error_message, error_code=PUBLISH_UNKNOWN)
+        )
+        if marked:
+            _events(pk, (EventType.PUBLISH_UNKNOWN, error_message, {"error_code": PUBLISH_UNKNOWN}))
+    return marked
 
 
 def mark_cancelled(

@@ -112,6 +112,17 @@ class TaskLog(models.Model):
         help_text=_("Secret-looking values were replaced before storing args and kwargs."),
     )
     worker = models.CharField(_("worker"), max_length=255, blank=True)
+    # NULL, not "", for tasks without a key: only keyed rows are unique (Meta.constraints).
+    idempotency_key = models.CharField(  # noqa: DJ001
+        _("idempotency key"),
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text=_(
+            "The caller's key for this start (unique per owner): starting again with the "
+            "same key returns this task instead of starting another one."
+        ),
+    )
 
     parent = models.ForeignKey(
         "self",
@@ -153,6 +164,18 @@ class TaskLog(models.Model):
             models.CheckConstraint(
                 condition=Q(progress__gte=0) & Q(progress__lte=100),
                 name="taskqueue_progress_0_100",
+            ),
+            # One start per key and owner; system tasks (no owner) share one key space.
+            # NULL keys (most tasks) are outside both partial indexes.
+            models.UniqueConstraint(
+                fields=("owner", "idempotency_key"),
+                condition=Q(owner__isnull=False, idempotency_key__isnull=False),
+                name="taskqueue_owner_idem_key_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=("idempotency_key",),
+                condition=Q(owner__isnull=True, idempotency_key__isnull=False),
+                name="taskqueue_system_idem_key_uniq",
             ),
         )
 

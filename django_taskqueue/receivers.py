@@ -36,8 +36,41 @@ def on_task_revoked(
     )
 
 
+def on_task_postrun(
+    sender: Any = None,
+    task_id: str | None = None,
+    retval: Any = None,
+    state: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Remember a tracked run whose outcome hooks did not run (see ``on_task_internal_error``)."""
+    from django_taskqueue.tracked import note_postrun
+
+    if task_id:
+        note_postrun(sender, task_id, retval, state)
+
+
+def on_task_internal_error(
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    **kwargs: Any,
+) -> None:
+    """Record a tracked task that Celery failed outside its body (e.g. its result not stored)."""
+    from django_taskqueue.tracked import record_internal_error
+
+    if task_id:
+        record_internal_error(sender, task_id, exception)
+
+
 def connect() -> None:
     """Connect the receivers (idempotent: Celery signals dedupe by ``dispatch_uid``)."""
     signals.task_revoked.connect(
         on_task_revoked, dispatch_uid="django_taskqueue.task_revoked", weak=False
+    )
+    signals.task_postrun.connect(
+        on_task_postrun, dispatch_uid="django_taskqueue.task_postrun", weak=False
+    )
+    signals.task_internal_error.connect(
+        on_task_internal_error, dispatch_uid="django_taskqueue.task_internal_error", weak=False
     )

@@ -36,6 +36,8 @@ class EventType(models.TextChoices):
     REQUEUED = "requeued", _("Re-queued")
     STALE = "stale", _("Stale")
     IGNORED = "ignored", _("Ignored (late or duplicate)")
+    PUBLISH_UNKNOWN = "publish_unknown", _("Publish not confirmed")
+    INTERNAL_ERROR = "internal_error", _("Celery error outside the task body")
 
 
 #: The ``task_name`` of a bulk parent row (the REST API's ``bulk_create``). No

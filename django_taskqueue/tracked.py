@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
+from django.core.exceptions import ValidationError
 from django.db import connections
 from django.utils import timezone
 
-from django_taskqueue import heartbeat, lifecycle
+from django_taskqueue import heartbeat, lifecycle, publishing
 from django_taskqueue.conf import conf
-from django_taskqueue.exceptions import TaskCancelled
+from django_taskqueue.exceptions import PublishError, TaskCancelled
 from django_taskqueue.failurelog import recording_failures
 from django_taskqueue.serialization import (
     bound_traceback,
@@ -142,7 +144,30 @@ class _RunState:
     parent_id: uuid.UUID | None = None
     parent_known: bool = False
     retry_recorded: bool = False
+    # on_success/on_failure ran (Celery stored the outcome first).
+    ended: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Unrecorded:
+    """A run whose outcome hooks did not run, as task_postrun saw it (see :func:`note_postrun`)."""
+
+    task_id: str
+    state: _RunState
+    celery_state: str | None
+    retval: Any
+    recorded: bool = False
+
+
+# The run of this thread (or green thread) that ended without its hooks: Celery
+# sends task_internal_error right after task_postrun, in the same thread.
+_unrecorded = threading.local()
+
+#: ``error_code`` of a task whose outcome Celery's result backend could not store.
+RESULT_NOT_STORED = "result_not_stored"
+#: ``error_code`` of a task Celery failed before its body ran.
+INTERNAL_ERROR = "internal_error"
 
 
 class TrackedTask(_TaskBase):
@@ -261,6 +286,7 @@ class TrackedTask(_TaskBase):
         file_size: int | None = None,
         parent: TaskLog | None = None,
         task_id: str | None = None,
+        idempotency_key: str | None = None,
         _rerun_of: TaskLog | None = None,
         _event_metadata: Mapping[str, Any] | None = None,
         **options: Any,
@@ -269,6 +295,12 @@ class TrackedTask(_TaskBase):
 
         Unlike :meth:`apply_async`, this records who started the task and why,
         and it raises when the row cannot be written (nothing is published then).
+
+        With an ``idempotency_key``, a second call with the same key and owner
+        publishes nothing and returns the first call's TaskLog, so a caller that
+        saw an error (a timeout, a :exc:`~django_taskqueue.exceptions.PublishError`
+        whose message may have been sent) can simply call again. A key whose
+        first publish certainly failed is released: the next call starts the task.
 
         Args:
             args: positional arguments for the task.
@@ -284,12 +316,22 @@ class TrackedTask(_TaskBase):
             file_size: the file's size in bytes.
             parent: the TaskLog this one belongs to (bulk, group or chain).
             task_id: the Celery id to use (a new UUID by default).
+            idempotency_key: the caller's key for this start (at most 255
+                characters), unique per owner.
             **options: passed to :meth:`apply_async` (``countdown``, ``queue``, ...).
+                Without ``retry``/``retry_policy``, the publish is bounded by
+                ``PUBLISH_TIMEOUT``.
 
         Returns:
             The TaskLog, already ``pending`` (or ``failed`` with
             ``error_code="publish_failed"`` if publishing raised, in which case
-            the error propagates).
+            the error propagates); with a key used before, that start's TaskLog.
+
+        Raises:
+            PublishError: the broker could not be reached, or did not confirm
+                the message, within ``PUBLISH_TIMEOUT`` (see its ``sent``).
+            ValidationError: ``idempotency_key`` was used by the same owner
+                for another task or file (code ``idempotency_key_reused``).
 
         Example::
 
@@ -323,21 +365,41 @@ class TrackedTask(_TaskBase):
             status = TaskStatus.RETRYING
             fields["retry_of"] = _rerun_of
             fields["retry_count"] = _rerun_of.retry_count + 1
-        log = lifecycle.create_task_log(
-            task_id,
-            task_name=self.name,
-            status=status,
-            args=args,
-            kwargs=kwargs,
-            event_message="run again" if _rerun_of is not None else "",
-            event_metadata={
+        create: dict[str, Any] = {
+            "task_name": self.name,
+            "status": status,
+            "args": args,
+            "kwargs": kwargs,
+            "event_message": "run again" if _rerun_of is not None else "",
+            "event_metadata": {
                 **({"rerun_of": _rerun_of.pk} if _rerun_of is not None else {}),
                 **(_event_metadata or {}),
             },
             **fields,
-        )
+        }
+        if idempotency_key is None:
+            log = lifecycle.create_task_log(task_id, **create)
+        else:
+            owner = create.pop("owner")
+            log, created = lifecycle.create_idempotent_task_log(
+                task_id, idempotency_key=idempotency_key, owner=owner, **create
+            )
+            if not created:
+                self._check_same_start(log, idempotency_key, fields)
+                return log
         self._publish(log, args, kwargs, task_id, None, None, None, None, options)
         return log
+
+    def _check_same_start(self, log: TaskLog, key: str, fields: Mapping[str, Any]) -> None:
+        """Refuse a key that its owner used for another task or file."""
+        wanted = (self.name, fields["task_type"], fields["file_path"])
+        if (log.task_name, log.task_type, log.file_path) != wanted:
+            raise ValidationError(
+                "The idempotency key %(key)s was already used for another task "
+                "(%(task)s on %(file)s).",
+                code="idempotency_key_reused",
+                params={"key": key, "task": log.task_name, "file": log.file_path or "no file"},
+            )
 
     def _publish(
         self,
@@ -352,23 +414,58 @@ class TrackedTask(_TaskBase):
         options: dict[str, Any],
     ) -> AsyncResult[Any]:
         try:
-            return super().apply_async(
-                _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
+            # Bounded by PUBLISH_TIMEOUT unless the caller gave a retry policy.
+            return publishing.send(
+                super().apply_async,
+                _tuple(args),
+                _dict(kwargs),
+                task_id,
+                producer,
+                link,
+                link_error,
+                shadow,
+                **options,
             )
+        except PublishError as exc:
+            if log is not None:
+                self._record_publish_error(log, str(exc), sent=exc.sent)
+                exc.task_log = log
+            raise
         except Exception as exc:
             if log is not None:
-                # Nothing will run: say so instead of leaving the row pending.
-                record_safely(
-                    "publish failure",
-                    task_id,
-                    lifecycle.mark_failed,
-                    pk=log.pk,
-                    error_message=f"could not publish the task: {error_message_for(exc)}",
-                    error_code="publish_failed",
+                # Not the broker's fault (an argument that cannot be sent...):
+                # nothing went out.
+                self._record_publish_error(
+                    log, f"could not publish the task: {error_message_for(exc)}", sent=False
                 )
-                log.status = TaskStatus.FAILED
-                log.error_code = "publish_failed"
             raise
+
+    @staticmethod
+    def _record_publish_error(log: TaskLog, message: str, *, sent: bool | None) -> None:
+        """Say what a failed publish left, instead of leaving the row plainly pending."""
+        if sent is None:
+            # The message may be queued: a worker that gets it runs the task.
+            if record_safely(
+                "publish outcome",
+                log.celery_task_id,
+                lifecycle.mark_publish_unknown,
+                log.pk,
+                error_message=message,
+            ):
+                log.error_code = lifecycle.PUBLISH_UNKNOWN
+                log.error_message = message
+            return
+        record_safely(
+            "publish failure",
+            log.celery_task_id,
+            lifecycle.mark_publish_failed,
+            log.pk,
+            error_message=message,
+        )
+        log.status = TaskStatus.FAILED
+        log.error_code = lifecycle.PUBLISH_FAILED
+        log.error_message = message
+        log.idempotency_key = None
 
     # --- the worker side -----------------------------------------------------------
 
@@ -594,6 +691,8 @@ class TrackedTask(_TaskBase):
         if not self._tracking():
             return
         state = self._run_state()
+        if state is not None:
+            state.ended = True
         record_safely(
             "success",
             task_id,
@@ -613,6 +712,8 @@ class TrackedTask(_TaskBase):
             # worker's main process (newer Celery also calls on_failure there).
             return
         state = self._run_state()
+        if state is not None:
+            state.ended = True
         text = getattr(einfo, "traceback", "") or ""
         record_safely(
             "failure",
@@ -624,3 +725,131 @@ class TrackedTask(_TaskBase):
             traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
             **self._end_args(state),
         )
+
+
+# --- errors outside the task body (connected in receivers.py) ------------------------
+
+
+def note_postrun(sender: Any, task_id: str, retval: Any, celery_state: str | None) -> None:
+    """Remember a run that ends without ``on_success``/``on_failure`` (``task_postrun``).
+
+    Celery stores the outcome before it calls those hooks; when storing fails
+    it calls neither and sends ``task_internal_error`` right after this
+    signal. This is the last moment the run's state, and the body's return
+    value, can be seen.
+    """
+    if not isinstance(sender, TrackedTask):
+        return
+    state = sender._run_state()
+    # SUCCESS: the body returned; None: Celery failed while handling its error.
+    # (IGNORED, REJECTED and RETRY runs end without those hooks on purpose.)
+    if state is None or state.ended or celery_state not in ("SUCCESS", None):
+        return
+    _unrecorded.run = _Unrecorded(task_id, state, celery_state, retval)
+
+
+def record_internal_error(sender: Any, task_id: str, exception: BaseException | None) -> None:
+    """Record what happened to a task when Celery failed outside its body (``task_internal_error``).
+
+    * The body returned (Celery could not store the result, or send what
+      follows it): ``completed`` with the result, ``error_code="result_not_stored"``.
+    * The body raised (Celery could not store the failure): ``failed`` with the
+      body's error and ``error_code="result_not_stored"``.
+    * The body never ran (e.g. ``track_started`` could not be stored):
+      ``failed`` with ``error_code="internal_error"``.
+    * A retry already recorded stays ``retrying``: its next attempt is queued.
+
+    Each case also gets an ``internal_error`` event naming Celery's error.
+    """
+    if not isinstance(sender, TrackedTask) or not sender._tracking() or not task_id:
+        return
+    run: _Unrecorded | None = getattr(_unrecorded, "run", None)
+    if run is not None and run.task_id != task_id:
+        run = None
+    if run is not None and run.recorded:
+        return  # Celery sends the signal again when its own failure handling fails too
+    celery_error = error_message_for(exception) if exception is not None else "unknown error"
+    celery_class = type(exception).__name__ if exception is not None else ""
+    state = run.state if run is not None else None
+    # The body's own error, when it raised: what Celery was storing when it failed.
+    body_error = _body_error(exception)
+    if run is not None and run.celery_state == "SUCCESS":
+        message = f"The task returned, but Celery could not store its result: {celery_error}"
+        record_safely(
+            "unstored result",
+            task_id,
+            lifecycle.mark_completed,
+            task_id,
+            result=encode_result(run.retval, conf.RESULT_MAX_BYTES),
+            error_message=message,
+            error_code=RESULT_NOT_STORED,
+            **TrackedTask._end_args(state),
+        )
+    elif state is not None and state.retry_recorded:
+        message = f"Celery could not store the retry: {celery_error}"
+    elif state is not None:
+        what = (
+            f"The task failed ({type(body_error).__name__}: {error_message_for(body_error)})"
+            if body_error is not None
+            else "The task failed"
+        )
+        message = f"{what}, and Celery could not store the failure: {celery_error}"
+        record_safely(
+            "unstored failure",
+            task_id,
+            lifecycle.mark_failed,
+            task_id,
+            error_message=message,
+            error_code=RESULT_NOT_STORED,
+            traceback=_traceback_of(body_error or exception),
+            **TrackedTask._end_args(state),
+        )
+    else:
+        message = f"Celery failed before the task ran: {celery_error}"
+        record_safely(
+            "internal error",
+            task_id,
+            lifecycle.mark_failed,
+            task_id,
+            error_message=message,
+            error_code=INTERNAL_ERROR,
+            traceback=_traceback_of(exception),
+        )
+    record_safely(
+        "internal error",
+        task_id,
+        lifecycle.record_event,
+        EventType.INTERNAL_ERROR,
+        message,
+        {"exception": celery_class, "celery_error": celery_error},
+        celery_task_id=task_id,
+        pk=state.pk if state is not None else None,
+    )
+    if run is not None:
+        run.recorded = True
+        run.retval = None  # keep no result alive in the thread
+
+
+def _body_error(exception: BaseException | None) -> BaseException | None:
+    """The exception Celery was handling when storing failed: the body's, if it raised.
+
+    Storing the failure ran while the body's exception was being handled, so
+    that exception is the first one of the chain of ``__context__``s.
+    """
+    first = None
+    seen: set[int] = set()
+    current = exception.__context__ if exception is not None else None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        first = current
+        current = current.__context__
+    return first if isinstance(first, Exception) else None
+
+
+def _traceback_of(exception: BaseException | None) -> str:
+    if exception is None:
+        return ""
+    import traceback
+
+    text = "".join(traceback.format_exception(exception))
+    return bound_traceback(text, conf.TRACEBACK_MAX_CHARS)

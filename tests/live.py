@@ -112,9 +112,16 @@ def worker_process(
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
+    control_app: Any = None,
 ) -> Iterator[WorkerProcess]:
-    """Start ``celery -A tests.celery_app worker`` and wait until it answers a ping."""
-    from tests.celery_app import app
+    """Start ``celery -A tests.celery_app worker`` and wait until it answers a ping.
+
+    ``control_app`` pings it: a Celery app on the worker's broker (the test
+    project's app by default).
+    """
+    from tests.celery_app import app as default_app
+
+    app = control_app or default_app
 
     hostname = f"tq-{uuid.uuid4().hex[:8]}@localhost"
     log_path = tmp_path / f"worker-{hostname.split('@', maxsplit=1)[0]}.log"

@@ -129,6 +129,11 @@ CELERY_RESULT_BACKEND = os.environ.get(
     "TASKQUEUE_TEST_RESULT_BACKEND",
     "cache+memory://" if CELERY_BROKER_URL == "memory://" else CELERY_BROKER_URL,
 )
+# A test may give the worker processes it starts a result backend retry policy (JSON).
+if os.environ.get("TASKQUEUE_TEST_RESULT_BACKEND_OPTIONS"):
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = json.loads(
+        os.environ["TASKQUEUE_TEST_RESULT_BACKEND_OPTIONS"]
+    )
 CELERY_DB_REUSE_MAX = 100
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

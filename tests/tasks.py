@@ -33,6 +33,11 @@ def unserializable_result(self: TrackedTask) -> object:
     return object()
 
 
+@shared_task(base=TrackedTask, bind=True, name="tests.unserializable_stored_result")
+def unserializable_stored_result(self: TrackedTask) -> object:
+    return {"when": object()}  # the JSON result serializer cannot encode it
+
+
 @shared_task(base=TrackedTask, bind=True, name="tests.progress")
 def progress(self: TrackedTask, steps: int = 10, sleep: float = 0.0, message: str = "") -> int:
     for i in range(1, steps + 1):

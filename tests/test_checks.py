@@ -37,6 +37,9 @@ def test_defaults_pass() -> None:
         ({"REDACT_KEYS": ["ok", ""]}, ["django_taskqueue.E006"]),
         ({"RESULT_MAX_BYTES": 10}, ["django_taskqueue.E007"]),
         ({"TRACEBACK_MAX_CHARS": True}, ["django_taskqueue.E008"]),
+        ({"PUBLISH_TIMEOUT": 0}, ["django_taskqueue.E017"]),
+        ({"PUBLISH_TIMEOUT": "10"}, ["django_taskqueue.E017"]),
+        ({"PUBLISH_TIMEOUT": 7200}, ["django_taskqueue.E017"]),
     ],
 )
 def test_bad_settings(value: Any, expected: list[str]) -> None:
@@ -53,9 +56,48 @@ def test_good_values() -> None:
         "REDACT_KEYS": ["pin"],
         "RESULT_MAX_BYTES": 64,
         "TRACEBACK_MAX_CHARS": 1000,
+        "PUBLISH_TIMEOUT": 2.5,
     }
     with override_settings(DJANGO_TASKQUEUE=good):
         assert check_settings() == []
+    with override_settings(DJANGO_TASKQUEUE={"PUBLISH_TIMEOUT": None}):
+        assert check_settings() == []
+
+
+def test_redis_waits_longer_than_the_publish_deadline_warn(celery_app: Any) -> None:
+    from celery import Celery
+
+    from django_taskqueue.checks import check_publish_waits
+    from django_taskqueue.publishing import bound_publish_waits
+
+    app = Celery("checked", set_as_current=False)
+    app.conf.update(
+        broker_url="redis://127.0.0.1:1/0",
+        result_backend="redis://127.0.0.1:1/0",
+        broker_transport_options={"visibility_timeout": 60},
+    )
+    app.set_current()
+    try:
+        with override_settings(DJANGO_TASKQUEUE={"PUBLISH_TIMEOUT": 6}):
+            (warning,) = check_publish_waits()
+            assert warning.id == "django_taskqueue.W009"
+            for name in ("socket_timeout", "redis_socket_timeout", "retry_policy"):
+                assert name in warning.msg
+            applied = bound_publish_waits(app)
+            assert check_publish_waits() == []
+        # The host's own transport options are kept.
+        assert applied["broker_transport_options"] == {
+            "visibility_timeout": 60,
+            "socket_timeout": 1.0,
+            "socket_connect_timeout": 1.0,
+        }
+        assert app.conf.redis_socket_timeout == 1.0
+        with override_settings(DJANGO_TASKQUEUE={"PUBLISH_TIMEOUT": 0.5}):
+            assert ids(check_publish_waits()) == ["django_taskqueue.W009"]
+        with override_settings(DJANGO_TASKQUEUE={"PUBLISH_TIMEOUT": None}):
+            assert check_publish_waits() == []
+    finally:
+        celery_app.set_current()
 
 
 def test_db_reuse_max_unset_warns() -> None:

@@ -465,8 +465,13 @@ class StreamLimitSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class UnavailableSerializer(serializers.Serializer[dict[str, Any]]):
-    """503: the broker could not be reached; the task was recorded as failed, not left pending."""
+    """503: the broker could not be reached (the task is failed) or did not confirm it."""
 
     detail = serializers.CharField()
-    code = serializers.ChoiceField(choices=["broker_unavailable"])
-    id = serializers.UUIDField(allow_null=True, help_text="The failed task's id, when recorded.")
+    code = serializers.ChoiceField(
+        choices=["broker_unavailable", "publish_unknown"],
+        help_text="broker_unavailable: nothing was sent, the task is failed (publish_failed). "
+        "publish_unknown: the task may be queued; it stays pending and runs if it is.",
+    )
+    error = serializers.CharField(help_text="What the broker or Celery said.")
+    id = serializers.UUIDField(allow_null=True, help_text="The task's id, when recorded.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,6 @@ from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from kombu.exceptions import OperationalError
 from rest_framework import serializers, viewsets
 from rest_framework import status as http
 from rest_framework.decorators import action
@@ -30,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
-from django_taskqueue import bulk, http_policy, lifecycle
+from django_taskqueue import bulk, http_policy, lifecycle, publishing
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
 from django_taskqueue.api.permissions import permission_classes
@@ -70,7 +70,7 @@ from django_taskqueue.api.throttling import (
     client_ident,
 )
 from django_taskqueue.conf import conf
-from django_taskqueue.exceptions import TransitionRefused
+from django_taskqueue.exceptions import PublishError, TransitionRefused
 from django_taskqueue.files import resolve_allowed_file
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
@@ -78,11 +78,16 @@ from django_taskqueue.status import (
     ACTIVE_STATUSES,
     BULK_TASK_NAME,
     TERMINAL_STATUSES,
+    EventType,
     TaskStatus,
 )
 from django_taskqueue.tasks import publish_bulk
 
 logger = logging.getLogger("django_taskqueue")
+
+#: The request header of ``create_task`` that makes a retried request start one task only.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 
 _UUID = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
@@ -104,28 +109,12 @@ _E409 = OpenApiResponse(
 )
 _E429 = OpenApiResponse(ErrorSerializer, description="Throttled (when the host sets a rate).")
 _E415 = OpenApiResponse(ErrorSerializer, description="The body is not JSON.")
-_E503 = OpenApiResponse(UnavailableSerializer, description="The broker could not be reached.")
+_E503 = OpenApiResponse(
+    UnavailableSerializer,
+    description="The broker could not be reached or did not confirm the task within "
+    "PUBLISH_TIMEOUT (header `Retry-After`).",
+)
 _READ_ERRORS = {401: _E401, 403: _E403}
-
-
-def publish_options() -> dict[str, Any]:
-    """``apply_async`` options that make an unreachable broker fail fast (``API_PUBLISH_RETRIES``).
-
-    Celery retries a failed publish by default; a request should not wait
-    long for a broker that is down, so the API allows few retries, quickly.
-    """
-    retries = conf.API_PUBLISH_RETRIES
-    if retries <= 0:
-        return {"retry": False}
-    return {
-        "retry": True,
-        "retry_policy": {
-            "max_retries": retries,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.5,
-        },
-    }
 
 
 def celery_view(celery_task_id: str) -> dict[str, Any]:
@@ -152,21 +141,31 @@ def celery_view(celery_task_id: str) -> dict[str, Any]:
     return {"backend": name, "state": state, "ready": ready, "error": None}
 
 
-def _unavailable(exc: BaseException, celery_task_id: str | None) -> Response:
-    logger.warning("The broker could not be reached: %s", exc)
+def _unavailable(exc: PublishError, celery_task_id: str | None) -> Response:
+    """503 within ``PUBLISH_TIMEOUT``, with ``Retry-After`` and what became of the task."""
+    logger.warning("Publishing a task failed: %s", exc)
     pk = (
         TaskLog.objects.filter(celery_task_id=celery_task_id).values_list("pk", flat=True).first()
         if celery_task_id
         else None
     )
-    return Response(
-        {
+    if exc.sent is None:
+        body = {
+            "detail": "The task queue's broker did not confirm the task in time: it may or may "
+            "not have been queued, and it runs if it was. Retry with the same Idempotency-Key "
+            "to get this task instead of a second one.",
+            "code": "publish_unknown",
+        }
+    else:
+        body = {
             "detail": "The task queue's broker could not be reached; the task was not started "
             "(it is recorded as failed). Try again later.",
             "code": "broker_unavailable",
-            "id": pk,
-        },
+        }
+    return Response(
+        {**body, "error": str(exc), "id": pk},
         status=http.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(publishing.retry_after())},
     )
 
 
@@ -284,10 +283,31 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     @extend_schema(
         summary="Start a task on a file",
         request=CreateTaskSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~][ -~]*$"},
+                OpenApiParameter.HEADER,
+                description="A key of the client's choosing for this start (printable ASCII). "
+                "A request with a key the caller used before starts nothing and answers 200 "
+                "with that start's task, so a request retried after a timeout or a 503 never "
+                "starts the task twice. A key whose task could not be sent at all "
+                "(`broker_unavailable`) is free again.",
+            )
+        ],
         responses={
             201: TaskLogSerializer,
+            200: OpenApiResponse(
+                TaskLogSerializer,
+                description="A replay: the task an earlier request with the same "
+                "Idempotency-Key started (header `Idempotent-Replayed: true`).",
+            ),
             400: _E400,
             415: _E415,
+            422: OpenApiResponse(
+                ErrorSerializer,
+                description="The Idempotency-Key was used for another task type or file.",
+            ),
             429: _E429,
             503: _E503,
             **_READ_ERRORS,
@@ -300,6 +320,16 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         The task is called as ``task(file_path, **metadata)``; ``metadata`` is
         also stored on the TaskLog.
         """
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            return Response(
+                {
+                    "detail": f"The {IDEMPOTENCY_HEADER} header must be 1 to 255 printable "
+                    "ASCII characters.",
+                    "code": "invalid_idempotency_key",
+                },
+                status=http.HTTP_400_BAD_REQUEST,
+            )
         serializer = CreateTaskSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -318,10 +348,22 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 file_name=file["file_name"],
                 file_size=file["file_size"],
                 task_id=celery_task_id,
-                **publish_options(),
+                idempotency_key=key,
             )
-        except OperationalError as exc:
+        except PublishError as exc:
             return _unavailable(exc, celery_task_id)
+        except DjangoValidationError as exc:
+            return Response(
+                {"detail": " ".join(exc.messages), "code": "idempotency_key_reused"},
+                status=http.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        if log.celery_task_id != celery_task_id:
+            # The key's first request started this task: answer as it was answered.
+            return Response(
+                TaskLogSerializer(log).data,
+                status=http.HTTP_200_OK,
+                headers={"Idempotent-Replayed": "true"},
+            )
         return Response(TaskLogSerializer(log).data, status=http.HTTP_201_CREATED)
 
     @extend_schema(
@@ -365,17 +407,25 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         try:
             if parallel:
                 # One message; a worker publishes the group (see django_taskqueue.bulk).
-                publish_bulk.apply_async(
-                    (str(parent.pk),), {"task_kwargs": metadata}, **publish_options()
+                publishing.send(
+                    publish_bulk.apply_async, (str(parent.pk),), {"task_kwargs": metadata}
                 )
             else:
-                bulk.publish_chain(parent, children, metadata, **publish_options())
-        except OperationalError as exc:
-            lifecycle.fail_bulk(
-                parent.pk,
-                error_message=f"could not publish the tasks: {error_message_for(exc)}",
-                error_code="publish_failed",
-            )
+                publishing.send(bulk.publish_chain, parent, children, metadata)
+        except PublishError as exc:
+            if exc.sent is None:
+                lifecycle.record_event(
+                    EventType.PUBLISH_UNKNOWN,
+                    str(exc),
+                    {"error_code": lifecycle.PUBLISH_UNKNOWN},
+                    pk=parent.pk,
+                )
+            else:
+                lifecycle.fail_bulk(
+                    parent.pk,
+                    error_message=f"could not publish the tasks: {exc}",
+                    error_code=lifecycle.PUBLISH_FAILED,
+                )
             return _unavailable(exc, parent.celery_task_id)
         body = {
             "id": parent.pk,
@@ -482,7 +532,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             )
         except TransitionRefused as exc:
             return _conflict(exc)
-        except OperationalError as exc:
+        except PublishError as exc:
             new_id = (
                 TaskLog.objects.filter(retry_of=task_log)
                 .order_by("-created_at")
