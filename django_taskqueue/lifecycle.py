@@ -1203,12 +1203,15 @@ def rerun(
             args, task_log.kwargs, task_id=new_id, taskqueue_recorded=True, **{**options, **publish}
         )
     except Exception as exc:
-        mark_failed(
-            pk=new_log.pk,
-            error_message=f"could not publish the task: {error_message_for(exc)}",
-            error_code="publish_failed",
-        )
-        new_log.status, new_log.error_code = TaskStatus.FAILED, "publish_failed"
+        message = f"could not publish the task: {error_message_for(exc)}"
+        # A publish that timed out after the broker may have taken the message
+        # (``PublishError.sent is None``) is not a failure: the re-run may run.
+        if getattr(exc, "sent", False) is None:
+            if mark_publish_unknown(new_log.pk, error_message=message):
+                new_log.error_code = PUBLISH_UNKNOWN
+        else:
+            mark_publish_failed(new_log.pk, error_message=message)
+            new_log.status, new_log.error_code = TaskStatus.FAILED, PUBLISH_FAILED
         raise
     task_log.refresh_from_db()
     return new_log

@@ -251,9 +251,23 @@ class TrackedTask(_TaskBase):
         already wrote) publishes without writing a row.
         """
         recorded = options.pop("taskqueue_recorded", False)
-        if recorded or not self._tracking() or options.get("retries"):
+        if not self._tracking() or options.get("retries"):
             return super().apply_async(
                 _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
+            )
+        if recorded:
+            # The row exists (a re-run, a bulk child): its writer records a failed
+            # publish; the publish is bounded by PUBLISH_TIMEOUT like any other.
+            return self._publish(
+                None,
+                args,
+                kwargs,
+                task_id or celery_uuid(),
+                producer,
+                link,
+                link_error,
+                shadow,
+                options,
             )
         task_id = task_id or celery_uuid()
         log = record_safely(

@@ -528,7 +528,6 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 user=request.user,
                 terminate=conf.API_CANCEL_TERMINATE,
                 file=file,
-                **publish_options(),
             )
         except TransitionRefused as exc:
             return _conflict(exc)
