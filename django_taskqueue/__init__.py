@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["TaskCancelled", "TrackedTask", "__version__"]
+__all__ = ["MessageRefused", "TaskCancelled", "TrackedTask", "__version__"]
 
 if TYPE_CHECKING:
-    from django_taskqueue.exceptions import TaskCancelled
+    from django_taskqueue.exceptions import MessageRefused, TaskCancelled
     from django_taskqueue.tracked import TrackedTask
 
 
@@ -29,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from django_taskqueue.exceptions import TaskCancelled
 
         return TaskCancelled
+    if name == "MessageRefused":
+        from django_taskqueue.exceptions import MessageRefused
+
+        return MessageRefused
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
