@@ -9,17 +9,20 @@ from typing import Any
 from celery import current_app
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from kombu.exceptions import OperationalError
+from rest_framework import serializers, viewsets
 from rest_framework import status as http
-from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
@@ -30,6 +33,7 @@ from rest_framework.throttling import BaseThrottle
 from django_taskqueue import bulk, lifecycle
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
+from django_taskqueue.api.parsers import BoundedJSONParser
 from django_taskqueue.api.permissions import permission_classes
 from django_taskqueue.api.serializers import (
     LIST_FIELDS,
@@ -54,7 +58,7 @@ from django_taskqueue.api.serializers import (
 from django_taskqueue.api.stream import task_events
 from django_taskqueue.api.throttling import THROTTLE_SCOPES, TaskQueueScopedRateThrottle
 from django_taskqueue.conf import conf
-from django_taskqueue.exceptions import TransitionRefused
+from django_taskqueue.exceptions import MessageRefused, TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
 from django_taskqueue.status import (
@@ -68,12 +72,16 @@ from django_taskqueue.tasks import publish_bulk
 logger = logging.getLogger("django_taskqueue")
 
 _UUID = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+#: TaskLog.celery_task_id's max_length.
+_CELERY_ID_MAX_LENGTH = 255
 
 # Error responses shared by the operations (the schema documents each exactly).
 _E400 = OpenApiResponse(
     OpenApiTypes.OBJECT,
-    description="Invalid input: an object mapping each wrong field to its messages "
-    '(for a list, to an object of index -> messages), e.g. {"file_path": ["... does not exist."]}.',
+    description="Invalid input: an object mapping each wrong field (or query parameter) to its "
+    'messages (for a list, to an object of index -> messages), e.g. {"file_path": ["... does not '
+    'exist."]}; or {"detail": "..."} for a body that is not JSON, nests deeper than '
+    "API_JSON_MAX_DEPTH or is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
 )
 _E401 = OpenApiResponse(ErrorSerializer, description="Not authenticated.")
 _E403 = OpenApiResponse(ErrorSerializer, description="Not allowed (see the permission policy).")
@@ -149,6 +157,11 @@ def _unavailable(exc: BaseException, celery_task_id: str | None) -> Response:
     )
 
 
+def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
+    """A JSON 404 for every other path under ``tasks/`` (a task id that is not a UUID, ...)."""
+    return JsonResponse({"detail": "Not found."}, status=http.HTTP_404_NOT_FOUND)
+
+
 def _conflict(exc: TransitionRefused) -> Response:
     return Response({"detail": str(exc), "status": exc.status}, status=http.HTTP_409_CONFLICT)
 
@@ -168,8 +181,21 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     filter_backends = (DjangoFilterBackend,)
     filterset_class = TaskLogFilter
     pagination_class = TaskPagination
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     lookup_value_regex = _UUID
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Django raises these outside DRF's own exceptions; answer them in JSON
+        # like every other error of the API, not with Django's HTML pages.
+        if isinstance(exc, RequestDataTooBig):
+            exc = ParseError(
+                "The request body is larger than the server accepts "
+                f"({settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes, DATA_UPLOAD_MAX_MEMORY_SIZE)."
+            )
+        elif isinstance(exc, DjangoValidationError):
+            # Core policy (a refused message, ...) raises Django's ValidationError.
+            exc = serializers.ValidationError(serializers.as_serializer_error(exc))
+        return super().handle_exception(exc)
 
     def get_permissions(self) -> list[BasePermission]:
         return [permission() for permission in permission_classes()]
@@ -270,6 +296,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         metadata = data.get("metadata") or {}
         celery_task_id = str(uuid.uuid4())
         try:
+            # submit() checks the message before it writes the row: a refusal
+            # (options the task cannot take, too deep...) leaves nothing behind.
             log = task.submit(
                 args=(file["file_path"],),
                 kwargs=metadata,
@@ -282,6 +310,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 task_id=celery_task_id,
                 **publish_options(),
             )
+        except MessageRefused as exc:
+            raise serializers.ValidationError({"metadata": exc.messages}) from None
         except OperationalError as exc:
             return _unavailable(exc, celery_task_id)
         return Response(TaskLogSerializer(log).data, status=http.HTTP_201_CREATED)
@@ -313,6 +343,11 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         task = startable_task(data["task_type"])
         metadata = data.get("metadata") or {}
         parallel = bool(data["parallel"])
+        try:
+            # Before any row: every child's message must be one the task takes.
+            bulk.check_children(task, data["file_paths"], metadata)
+        except MessageRefused as exc:
+            raise serializers.ValidationError({"metadata": exc.messages}) from None
         parent, children = lifecycle.create_bulk(
             task.name,
             data["file_paths"],
@@ -454,7 +489,21 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     @extend_schema(
         summary="A task by its Celery id, joined with what Celery knows",
-        responses={200: TaskStatusSerializer, 404: _E404, **_READ_ERRORS},
+        responses={200: TaskStatusSerializer, 400: _E400, 404: _E404, **_READ_ERRORS},
+        parameters=[
+            OpenApiParameter(
+                "celery_task_id",
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": _CELERY_ID_MAX_LENGTH,
+                    "pattern": "^[^/\\u0000]+$",
+                },
+                OpenApiParameter.PATH,
+                description="The Celery id of the task (a longer one, or one with a NUL "
+                "character, is a 400).",
+            )
+        ],
         filters=False,
     )
     @action(detail=False, methods=["get"], url_path=r"status/(?P<celery_task_id>[^/]+)")
@@ -463,6 +512,16 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
         Works without a result backend (``celery`` is then all null).
         """
+        if len(celery_task_id) > _CELERY_ID_MAX_LENGTH or "\x00" in celery_task_id:
+            # No id can be so; PostgreSQL would refuse the NUL in the query (a 500).
+            raise serializers.ValidationError(
+                {
+                    "celery_task_id": [
+                        f"A Celery task id has at most {_CELERY_ID_MAX_LENGTH} characters "
+                        "and no NUL character."
+                    ]
+                }
+            )
         task_log = get_object_or_404(self.get_queryset(), celery_task_id=celery_task_id)
         self.check_object_permissions(request, task_log)
         error = None
@@ -483,7 +542,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     @extend_schema(
         summary="All events of a task (paginated)",
-        responses={200: TaskEventSerializer(many=True), 404: _E404, **_READ_ERRORS},
+        responses={200: TaskEventSerializer(many=True), 400: _E400, 404: _E404, **_READ_ERRORS},
         filters=False,
     )
     @action(detail=True, methods=["get"])
@@ -498,7 +557,12 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     @extend_schema(
         summary="All progress rows of a task (paginated)",
-        responses={200: TaskProgressSerializer(many=True), 404: _E404, **_READ_ERRORS},
+        responses={
+            200: TaskProgressSerializer(many=True),
+            400: _E400,
+            404: _E404,
+            **_READ_ERRORS,
+        },
         filters=False,
     )
     @action(detail=True, methods=["get"], url_path="progress-history")
