@@ -132,7 +132,8 @@ def check_message(
             "(MESSAGE_MAX_BYTES).",
             code="too_large",
         )
-    if content_type == _JSON_CONTENT_TYPE:
+    # Each level takes two brackets: a shorter text cannot be too deep (most are).
+    if content_type == _JSON_CONTENT_TYPE and size >= 2 * (depth_limit + 3):
         text = payload if isinstance(payload, str) else payload.decode()
         # Less the two levels of the [args, kwargs] pair around the arguments.
         if json_depth(text) - 2 > depth_limit:

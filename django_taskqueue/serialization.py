@@ -9,7 +9,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -106,7 +106,8 @@ def encode_result(value: Any, max_bytes: int) -> Any:
     except Exception:  # not JSON (TypeError, ValueError), or a broken default()
         return {"repr": safe_repr(value, max(64, max_bytes)), "type": type(value).__name__}
     if len(text.encode()) <= max_bytes:
-        if json_depth(text) > _MAX_DEPTH:
+        # Each level takes two brackets: most results are too short to be too deep.
+        if len(text) > 2 * _MAX_DEPTH and json_depth(text) > _MAX_DEPTH:
             # Stored, it would be read back by code that recurses (the admin's
             # pretty-printing, a jsonb parser): keep a shallow repr instead.
             return {"repr": _shallow_repr(value), "type": type(value).__name__, "truncated": True}
@@ -139,19 +140,22 @@ def bound_traceback(text: str, max_chars: int) -> str:
     return "...(truncated)\n" + text[-max_chars:]
 
 
-def _children(value: Any, objects: bool) -> list[Any] | None:
+_LEAVES = frozenset({str, bytes, bytearray, int, float, bool, type(None)})
+
+
+def _children(value: Any, objects: bool) -> Iterator[Any] | None:
     """The items a serializer recurses into, or ``None`` for a leaf."""
-    if isinstance(value, (str, bytes, bytearray, int, float, type(None))):
+    if type(value) in _LEAVES:
         return None
     if isinstance(value, Mapping):
-        return [*value.keys(), *value.values()]
+        return chain(value.keys(), value.values())
     if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
+        return iter(value)
     if objects and not isinstance(value, type) and not callable(value):
         # pickle saves an instance's __dict__ as its state: one more level.
         state = getattr(value, "__dict__", None)
         if isinstance(state, dict):
-            return [state]
+            return iter((state,))
     return None
 
 
@@ -170,30 +174,44 @@ def nesting_depth(value: Any, limit: int, *, objects: bool = False) -> int:
         objects: also count an object's ``__dict__`` as a level below it (what
             pickle serialises).
     """
-    heights: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[Any, list[Any] | None]] = [(value, None)]
+    items = _children(value, objects)
+    if items is None:
+        return 0
+    heights: dict[int, int] = {}  # the measured containers, by id
+    on_path = {id(value)}
+    # One frame per open container: its id, its remaining items, its tallest child so far.
+    stack: list[list[Any]] = [[id(value), items, 0]]
     while stack:
-        node, children = stack.pop()
-        key = id(node)
-        if children is not None:  # every child is measured: close the node
-            on_path.discard(key)
-            height = 1 + max((heights.get(id(child), 0) for child in children), default=0)
-            if height > limit:
-                return limit + 1
-            heights[key] = height
+        frame = stack[-1]
+        child = next(frame[1], _DONE)
+        if child is _DONE:  # every item measured: close the container
+            stack.pop()
+            on_path.discard(frame[0])
+            height = frame[2] + 1
+            heights[frame[0]] = height
+            if stack and height > stack[-1][2]:
+                stack[-1][2] = height
             continue
-        if key in heights or key in on_path:
+        if type(child) in _LEAVES:  # most items: the fast way out
             continue
-        items = _children(node, objects)
-        if items is None:
+        key = id(child)
+        known = heights.get(key)
+        if known is not None:
+            frame[2] = max(frame[2], known)
             continue
-        if len(on_path) >= limit:  # this node sits deeper than the limit
+        if key in on_path:  # a cycle: pickle writes a reference
+            continue
+        grandchildren = _children(child, objects)
+        if grandchildren is None:
+            continue
+        if len(stack) >= limit:  # the child would be level limit + 1
             return limit + 1
         on_path.add(key)
-        stack.append((node, items))
-        stack.extend((item, None) for item in items)
-    return heights.get(id(value), 0)
+        stack.append([key, grandchildren, 0])
+    return heights[id(value)]
+
+
+_DONE = object()
 
 
 # A JSON string, escapes included (the unrolled form: linear, no backtracking).

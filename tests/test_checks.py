@@ -37,6 +37,11 @@ def test_defaults_pass() -> None:
         ({"REDACT_KEYS": ["ok", ""]}, ["django_taskqueue.E006"]),
         ({"RESULT_MAX_BYTES": 10}, ["django_taskqueue.E007"]),
         ({"TRACEBACK_MAX_CHARS": True}, ["django_taskqueue.E008"]),
+        ({"MESSAGE_MAX_DEPTH": 0}, ["django_taskqueue.E017"]),
+        ({"MESSAGE_MAX_DEPTH": 201}, ["django_taskqueue.E017"]),
+        ({"MESSAGE_MAX_DEPTH": 64.0}, ["django_taskqueue.E017"]),
+        ({"MESSAGE_MAX_BYTES": 1023}, ["django_taskqueue.E017"]),
+        ({"MESSAGE_MAX_BYTES": True}, ["django_taskqueue.E017"]),
     ],
 )
 def test_bad_settings(value: Any, expected: list[str]) -> None:
@@ -53,6 +58,8 @@ def test_good_values() -> None:
         "REDACT_KEYS": ["pin"],
         "RESULT_MAX_BYTES": 64,
         "TRACEBACK_MAX_CHARS": 1000,
+        "MESSAGE_MAX_DEPTH": 200,
+        "MESSAGE_MAX_BYTES": 1024,
     }
     with override_settings(DJANGO_TASKQUEUE=good):
         assert check_settings() == []
