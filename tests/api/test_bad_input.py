@@ -231,6 +231,17 @@ def test_paths_that_name_no_task_are_a_404_in_json(api: Any, path: str) -> None:
 
 
 @pytest.mark.django_db
+def test_a_post_to_such_a_path_is_a_404_in_json_not_a_csrf_page(alice: Any) -> None:
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.post("/api/tasks/not-a-uuid/cancel/", {}, format="json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("sub", ["events", "progress-history"])
 def test_a_bad_page_of_a_sub_resource_is_a_400(api: Any, alice: Any, sub: str) -> None:
     log = make_task(alice)
