@@ -45,20 +45,24 @@ def check_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -
     """
     if not getattr(task, "typing", True):
         return
-    try:
-        header = getattr(task, "__header__", None)
-        if header is not None:
-            header(*args, **kwargs)
-        else:
-            run = task.run
-            bound_to = getattr(run, "__self__", None)
-            func = getattr(run, "__func__", None)
+    header = getattr(task, "__header__", None)
+    if header is not None:
+        bind: Callable[..., Any] = header
+    else:
+        run = task.run
+        bound_to = getattr(run, "__self__", None)
+        func = getattr(run, "__func__", None)
+        try:
             if bound_to is not None and func is not None:
-                # Bind the method's own first parameter too, so a keyword named
-                # like it ("self") is refused as the call itself would refuse it.
-                _signature(func).bind(bound_to, *args, **kwargs)
+                # A method: bind its own first parameter too, so that a keyword
+                # named like it ("self") is refused, as the call would refuse it.
+                bind = functools.partial(_signature(func).bind, bound_to)
             else:
-                _signature(run).bind(*args, **kwargs)
+                bind = _signature(run).bind
+        except (TypeError, ValueError):  # no signature to check against (a builtin...)
+            return
+    try:
+        bind(*args, **kwargs)
     except TypeError as exc:
         raise MessageRefused(
             f"The task {task.name} cannot take these arguments: {exc}.", code="arguments"
