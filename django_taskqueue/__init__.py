@@ -10,10 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["FileNotAllowed", "TaskCancelled", "TrackedTask", "__version__", "open_allowed_file"]
+__all__ = [
+    "FileNotAllowed",
+    "MessageRefused",
+    "TaskCancelled",
+    "TrackedTask",
+    "__version__",
+    "open_allowed_file",
+]
 
 if TYPE_CHECKING:
-    from django_taskqueue.exceptions import TaskCancelled
+    from django_taskqueue.exceptions import MessageRefused, TaskCancelled
     from django_taskqueue.files import FileNotAllowed, open_allowed_file
     from django_taskqueue.tracked import TrackedTask
 
@@ -34,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from django_taskqueue import files
 
         return getattr(files, name)
+    if name == "MessageRefused":
+        from django_taskqueue.exceptions import MessageRefused
+
+        return MessageRefused
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app, group
 from celery.canvas import Signature
@@ -37,6 +37,28 @@ from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
 from django_taskqueue.status import TaskStatus
+
+if TYPE_CHECKING:
+    from django_taskqueue.tracked import TrackedTask
+
+
+def check_children(
+    task: TrackedTask, files: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]
+) -> None:
+    """Refuse a bulk run whose children's messages the task would refuse, before any row.
+
+    Each child runs ``task(file_path, **kwargs)``; the messages differ only in
+    the path, so the one with the longest path is checked
+    (:meth:`TrackedTask.check_message <django_taskqueue.TrackedTask.check_message>`).
+    Call it before :func:`~django_taskqueue.lifecycle.create_bulk`.
+
+    Raises:
+        MessageRefused: as :meth:`~django_taskqueue.TrackedTask.check_message`.
+    """
+    if not files:
+        return
+    longest = max((str(item["file_path"]) for item in files), key=len)
+    task.check_message((longest,), kwargs)
 
 
 def child_signature(

@@ -124,8 +124,33 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
                 hint="For example 10; None leaves Celery's own publish retry policy in place.",
             )
         )
+    errors.extend(_check_messages(user))
     errors.extend(_check_api(user))
     errors.extend(_check_housekeeping(user))
+    return errors
+
+
+#: The deepest MESSAGE_MAX_DEPTH allowed: pickling a message for the pool recurses
+#: once or twice per level, and the worker's main process dies a few hundred deep.
+MAX_MESSAGE_DEPTH = 200
+
+
+def _check_messages(user: Mapping[str, Any]) -> list[CheckMessage]:
+    """``MESSAGE_MAX_DEPTH`` and ``MESSAGE_MAX_BYTES`` (one id, E018; the message names the key)."""
+    errors: list[CheckMessage] = []
+    for name, low, high in (
+        ("MESSAGE_MAX_DEPTH", 1, MAX_MESSAGE_DEPTH),
+        ("MESSAGE_MAX_BYTES", 1024, None),
+    ):
+        value = user.get(name, DEFAULTS[name])
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            what = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            errors.append(_error(18, f"DJANGO_TASKQUEUE['{name}'] must be an integer {what}."))
     return errors
 
 
@@ -231,6 +256,7 @@ def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
         ("API_PAGE_SIZE", 1),
         ("API_MAX_PAGE_SIZE", 1),
         ("API_METADATA_MAX_BYTES", 2),
+        ("API_JSON_MAX_DEPTH", 2),
         ("API_BULK_MAX_FILES", 1),
     ):
         value = user.get(name, DEFAULTS[name])

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_HISTORY_STEP": 5.0,
     "RESULT_MAX_BYTES": 65_536,
     "TRACEBACK_MAX_CHARS": 20_000,
+    # What a tracked task may publish (docs/tracked-task.md).
+    "MESSAGE_MAX_DEPTH": 64,
+    "MESSAGE_MAX_BYTES": 1_048_576,
     "SYNCHRONOUS_COMMIT": False,
     "PREPARED_STATEMENTS": True,
     "PUBLISH_TIMEOUT": 10.0,
@@ -53,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "API_PAGE_SIZE": 20,
     "API_MAX_PAGE_SIZE": 100,
     "API_METADATA_MAX_BYTES": 8192,
+    "API_JSON_MAX_DEPTH": 32,
     "API_BULK_MAX_FILES": 1000,
     "API_CANCEL_TERMINATE": False,
     "API_EXPOSE_ERROR_DETAILS": False,
@@ -185,6 +189,21 @@ class TaskQueueSettings:
         return int(self._get("TRACEBACK_MAX_CHARS"))
 
     @property
+    def MESSAGE_MAX_DEPTH(self) -> int:
+        """The deepest nesting of lists and dicts in one argument of a tracked task's message.
+
+        A deeper message is refused before it is recorded or published: the
+        worker's main process pickles every message for its pool, recursively,
+        and dies on one nested a few hundred levels deep.
+        """
+        return int(self._get("MESSAGE_MAX_DEPTH"))
+
+    @property
+    def MESSAGE_MAX_BYTES(self) -> int:
+        """The largest serialised arguments (in bytes) a tracked task may publish."""
+        return int(self._get("MESSAGE_MAX_BYTES"))
+
+    @property
     def API_PERMISSION_CLASSES(self) -> list[str]:
         """Dotted paths of the DRF permission classes of the task API."""
         return [str(path) for path in self._get("API_PERMISSION_CLASSES")]
@@ -203,6 +222,11 @@ class TaskQueueSettings:
     def API_METADATA_MAX_BYTES(self) -> int:
         """The largest ``metadata`` object (as compact JSON, in bytes) the API accepts."""
         return int(self._get("API_METADATA_MAX_BYTES"))
+
+    @property
+    def API_JSON_MAX_DEPTH(self) -> int:
+        """The deepest nesting of a JSON request body the API accepts (the body is level 1)."""
+        return int(self._get("API_JSON_MAX_DEPTH"))
 
     @property
     def API_BULK_MAX_FILES(self) -> int:

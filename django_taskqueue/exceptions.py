@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery.exceptions import Ignore
+from django.core.exceptions import ValidationError
 from kombu.exceptions import OperationalError
 
 if TYPE_CHECKING:
@@ -65,3 +66,25 @@ class PublishError(OperationalError):
         self.sent = sent
         self.timeout = timeout
         self.task_log: TaskLog | None = None
+
+
+class MessageRefused(ValidationError):
+    """A tracked task refused to record and publish a call.
+
+    Raised by :meth:`TrackedTask.apply_async <django_taskqueue.TrackedTask.apply_async>`,
+    :meth:`~django_taskqueue.TrackedTask.submit` and
+    :meth:`~django_taskqueue.TrackedTask.check_message` **before** anything is
+    written or sent: no row is left behind and no worker ever sees the message.
+    It is Django's :class:`~django.core.exceptions.ValidationError`, so a form
+    or an API can show its message; the REST API answers 400 with it.
+
+    ``code`` says why:
+
+    - ``"arguments"``: the task's signature cannot take these arguments;
+    - ``"too_deep"``: an argument nests lists and dicts deeper than ``MESSAGE_MAX_DEPTH``
+      (the worker's main process would die pickling it for its pool);
+    - ``"too_large"``: the serialised arguments are larger than ``MESSAGE_MAX_BYTES``;
+    - ``"unserializable"``: the task's serializer cannot encode the arguments;
+    - ``"text"``: a string of the stored ``metadata`` or ``tags`` holds a NUL
+      character or a lone surrogate, which no database stores as text.
+    """

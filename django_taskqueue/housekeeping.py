@@ -31,6 +31,8 @@ logger = logging.getLogger("django_taskqueue.housekeeping")
 # --- durations ---------------------------------------------------------------------
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration :func:`parse_duration` accepts (about a century).
+MAX_DURATION = timedelta(days=36_500)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 
 
@@ -38,7 +40,8 @@ def parse_duration(text: str, default_unit: str = "d") -> timedelta:
     """Parse ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` (a bare number: ``default_unit``).
 
     Raises:
-        ValueError: the text is not such a duration.
+        ValueError: the text is not such a duration, or is longer than
+            :data:`MAX_DURATION`.
     """
     match = _DURATION.match(str(text))
     if not match:
@@ -46,7 +49,11 @@ def parse_duration(text: str, default_unit: str = "d") -> timedelta:
             f"{text!r} is not a duration: use a number with s, m, h, d or w, e.g. 30d or 12h"
         )
     unit = (match.group(2) or default_unit).lower()
-    return timedelta(seconds=float(match.group(1)) * _UNITS[unit])
+    seconds = float(match.group(1)) * _UNITS[unit]
+    # Longer ones overflow timedelta or "now - duration" (an OverflowError).
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is too long: at most {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
 
 
 # --- retention -----------------------------------------------------------------------

@@ -9,7 +9,8 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import accumulate, chain
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -228,15 +229,24 @@ def redact(
 def encode_result(value: Any, max_bytes: int) -> Any:
     """The task's return value as stored: JSON as is, or a marked, bounded repr.
 
-    A result that JSON cannot hold, or whose JSON is larger than ``max_bytes``,
-    is stored as ``{"repr": "...", "truncated": bool, "type": "..."}`` so the
-    row stays small and the reader can tell it is not the real value.
+    A result that JSON cannot hold, whose JSON is larger than ``max_bytes``, or
+    that nests lists and dicts more than 32 levels deep, is stored as
+    ``{"repr": "...", "truncated": bool, "type": "..."}`` so the row stays small
+    and the reader can tell it is not the real value. Never raises.
     """
     try:
         text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
-    except (TypeError, ValueError):
+    except RecursionError:
+        # Nested thousands of levels deep: its full repr would recurse as well.
+        return {"repr": _shallow_repr(value), "type": type(value).__name__, "truncated": True}
+    except Exception:  # not JSON (TypeError, ValueError), or a broken default()
         return {"repr": safe_repr(value, max(64, max_bytes)), "type": type(value).__name__}
     if len(text.encode()) <= max_bytes:
+        # Each level takes two brackets: most results are too short to be too deep.
+        if len(text) > 2 * _MAX_DEPTH and json_depth(text) > _MAX_DEPTH:
+            # Stored, it would be read back by code that recurses (the admin's
+            # pretty-printing, a jsonb parser): keep a shallow repr instead.
+            return {"repr": _shallow_repr(value), "type": type(value).__name__, "truncated": True}
         return json.loads(text)
     return {
         "repr": safe_repr(value, max(64, max_bytes)),
@@ -264,3 +274,147 @@ def bound_traceback(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return "...(truncated)\n" + text[-max_chars:]
+
+
+_LEAVES = frozenset({str, bytes, bytearray, int, float, bool, type(None)})
+
+
+def _children(value: Any, objects: bool) -> Iterator[Any] | None:
+    """The items a serializer recurses into, or ``None`` for a leaf."""
+    if type(value) in _LEAVES:
+        return None
+    if isinstance(value, Mapping):
+        return chain(value.keys(), value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return iter(value)
+    if objects and not isinstance(value, type) and not callable(value):
+        # pickle saves an instance's __dict__ as its state: one more level.
+        state = getattr(value, "__dict__", None)
+        if isinstance(state, dict):
+            return iter((state,))
+    return None
+
+
+def nesting_depth(value: Any, limit: int, *, objects: bool = False) -> int:
+    """How deeply lists, tuples, sets and dicts nest in ``value`` (a scalar is 0, ``[]`` is 1).
+
+    Never recursive, so it measures what would make ``json.dumps`` or
+    ``pickle.dumps`` raise ``RecursionError`` (or kill a process) without doing
+    so itself. It stops as soon as the depth exceeds ``limit`` and then returns
+    ``limit + 1``; linear in the size of ``value`` otherwise (a container seen
+    twice is measured once, and a reference cycle does not count, as in pickle).
+
+    Args:
+        value: the data to measure.
+        limit: the depth that is enough to know.
+        objects: also count an object's ``__dict__`` as a level below it (what
+            pickle serialises).
+    """
+    items = _children(value, objects)
+    if items is None:
+        return 0
+    heights: dict[int, int] = {}  # the measured containers, by id
+    on_path = {id(value)}
+    # One frame per open container: its id, its remaining items, its tallest child so far.
+    stack: list[list[Any]] = [[id(value), items, 0]]
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], _DONE)
+        if child is _DONE:  # every item measured: close the container
+            stack.pop()
+            on_path.discard(frame[0])
+            height = frame[2] + 1
+            heights[frame[0]] = height
+            if stack and height > stack[-1][2]:
+                stack[-1][2] = height
+            continue
+        if type(child) in _LEAVES:  # most items: the fast way out
+            continue
+        key = id(child)
+        known = heights.get(key)
+        if known is not None:
+            frame[2] = max(frame[2], known)
+            continue
+        if key in on_path:  # a cycle: pickle writes a reference
+            continue
+        grandchildren = _children(child, objects)
+        if grandchildren is None:
+            continue
+        if len(stack) >= limit:  # the child would be level limit + 1
+            return limit + 1
+        on_path.add(key)
+        stack.append([key, grandchildren, 0])
+    return heights[id(value)]
+
+
+_DONE = object()
+
+
+# A JSON string, escapes included (the unrolled form: linear, no backtracking).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in a JSON document (a scalar is 0, ``[]`` is 1).
+
+    Reads the text without parsing it (no recursion, linear time), so it can
+    be asked before a parser that recurses once per level is. Brackets inside
+    strings do not count. For text that is not JSON the answer is a guess that
+    the parser will refuse anyway.
+    """
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(0, max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0))
+
+
+def _shallow_repr(value: Any, limit: int = 1000) -> str:
+    """A repr that stops a few levels down (the standard ``reprlib`` limits)."""
+    import reprlib
+
+    try:
+        text = reprlib.repr(value)
+    except Exception as exc:
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    return text[:limit]
+
+
+# Characters no database stores as text: NUL (PostgreSQL refuses it in text and
+# jsonb) and the UTF-16 surrogates, which only appear alone in a Python str (a
+# JSON "\ud800" escape) and cannot be encoded to UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, Mapping):
+            for key, child in reversed(list(item.items())):
+                if isinstance(key, str):
+                    yield f"{where} key {key!r}", key
+                stack.append((child, f"{where}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f"{where}[{i}]") for i, child in reversed(list(enumerate(item))))
+
+
+def unstorable_text(value: Any, name: str) -> str | None:
+    """Say where ``value`` holds a NUL character or a lone surrogate, or return ``None``.
+
+    Walks dict keys and values and list items at any depth (without recursion).
+
+    Returns:
+        A message such as ``"metadata['a'][2] contains the character U+0000 (NUL)"``.
+    """
+    for where, text in _unstorable_strings(value, name):
+        match = _UNSTORABLE.search(text)
+        if match is not None:
+            code = ord(match.group())
+            what = "NUL" if code == 0 else "a lone surrogate"
+            return (
+                f"{where} contains the character U+{code:04X} ({what}), "
+                "which cannot be stored as text."
+            )
+    return None

@@ -25,7 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.utils import timezone
 
-from django_taskqueue import heartbeat, lifecycle, publishing
+from django_taskqueue import heartbeat, lifecycle, messages, publishing
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import PublishError, TaskCancelled
 from django_taskqueue.failurelog import recording_failures
@@ -249,8 +249,14 @@ class TrackedTask(_TaskBase):
         records it when it starts. ``taskqueue_recorded=True`` (an option of a
         canvas signature whose row :func:`~django_taskqueue.lifecycle.create_bulk`
         already wrote) publishes without writing a row.
+
+        Raises:
+            MessageRefused: the message fails :meth:`check_message`; nothing
+                was recorded or published.
         """
         recorded = options.pop("taskqueue_recorded", False)
+        if self._tracking():
+            self.check_message(args, kwargs, serializer=options.get("serializer"))
         if not self._tracking() or options.get("retries"):
             return super().apply_async(
                 _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
@@ -346,6 +352,9 @@ class TrackedTask(_TaskBase):
                 the message, within ``PUBLISH_TIMEOUT`` (see its ``sent``).
             ValidationError: ``idempotency_key`` was used by the same owner
                 for another task or file (code ``idempotency_key_reused``).
+            MessageRefused: the message fails :meth:`check_message`, or
+                ``metadata`` or ``tags`` hold text no database stores (a NUL
+                character, a lone surrogate); nothing was recorded or published.
 
         Example::
 
@@ -354,6 +363,9 @@ class TrackedTask(_TaskBase):
             )
             return redirect("task-detail", log.pk)
         """
+        self.check_message(args, kwargs, serializer=options.get("serializer"))
+        messages.check_storable(dict(metadata or {}), "metadata")
+        messages.check_storable(list(tags or []), "tags")
         task_id = task_id or celery_uuid()
         if file_path and file_name is None:
             file_name = os.path.basename(file_path)
@@ -414,6 +426,34 @@ class TrackedTask(_TaskBase):
                 code="idempotency_key_reused",
                 params={"key": key, "task": log.task_name, "file": log.file_path or "no file"},
             )
+
+    def check_message(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        serializer: str | None = None,
+    ) -> None:
+        """Refuse a call that this task cannot take or that could take a worker down.
+
+        :meth:`apply_async` and :meth:`submit` call it before they record or
+        publish anything; call it yourself to validate arguments ahead of time
+        (the REST API does, for each file of a bulk run). It checks that
+
+        - the arguments fit the task's signature (as Celery does when it
+          publishes, but before the row is written);
+        - no argument nests lists, tuples, sets or dicts deeper than
+          ``MESSAGE_MAX_DEPTH`` (64): the worker's main process pickles each
+          message for its pool, recursively, and dies on one a few hundred
+          levels deep;
+        - the arguments encode with the task's serializer (or ``serializer``)
+          into at most ``MESSAGE_MAX_BYTES`` (1 MiB).
+
+        Raises:
+            MessageRefused: with ``code`` ``"arguments"``, ``"too_deep"``,
+                ``"too_large"`` or ``"unserializable"``.
+        """
+        messages.check_message(self, args, kwargs, serializer=serializer)
 
     def _publish(
         self,

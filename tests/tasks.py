@@ -209,3 +209,25 @@ def busy_progress(self: TrackedTask, seconds: float = 3.0) -> str:
         i += 1
         self.update_progress(i % 100, message=f"step {i}")
     return "ran to the end"
+
+
+def nested(levels: int) -> Any:
+    """``{"a": {"a": ... {}}}``, ``levels`` objects deep (built without recursion)."""
+    value: Any = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.deep_result")
+def deep_result(self: TrackedTask, levels: int = 10) -> Any:
+    """Returns a value nested ``levels`` deep (the result path must survive it)."""
+    return nested(levels)
+
+
+@shared_task(
+    base=TrackedTask, bind=True, name="tests.pickled", serializer="pickle", ignore_result=True
+)
+def pickled(self: TrackedTask, value: Any = None) -> str:
+    """A task whose messages use pickle (the producer checks what pickle would recurse into)."""
+    return type(value).__name__

@@ -40,6 +40,11 @@ def test_defaults_pass() -> None:
         ({"PUBLISH_TIMEOUT": 0}, ["django_taskqueue.E017"]),
         ({"PUBLISH_TIMEOUT": "10"}, ["django_taskqueue.E017"]),
         ({"PUBLISH_TIMEOUT": 7200}, ["django_taskqueue.E017"]),
+        ({"MESSAGE_MAX_DEPTH": 0}, ["django_taskqueue.E018"]),
+        ({"MESSAGE_MAX_DEPTH": 201}, ["django_taskqueue.E018"]),
+        ({"MESSAGE_MAX_DEPTH": 64.0}, ["django_taskqueue.E018"]),
+        ({"MESSAGE_MAX_BYTES": 1023}, ["django_taskqueue.E018"]),
+        ({"MESSAGE_MAX_BYTES": True}, ["django_taskqueue.E018"]),
     ],
 )
 def test_bad_settings(value: Any, expected: list[str]) -> None:
@@ -57,6 +62,8 @@ def test_good_values() -> None:
         "RESULT_MAX_BYTES": 64,
         "TRACEBACK_MAX_CHARS": 1000,
         "PUBLISH_TIMEOUT": 2.5,
+        "MESSAGE_MAX_DEPTH": 200,
+        "MESSAGE_MAX_BYTES": 1024,
     }
     with override_settings(DJANGO_TASKQUEUE=good):
         assert check_settings() == []

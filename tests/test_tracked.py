@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from celery import current_app
 from django.db import connection
 
 from django_taskqueue import lifecycle
+from django_taskqueue.exceptions import MessageRefused
 from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.signals import task_status_changed
 from django_taskqueue.status import TaskStatus
@@ -296,3 +298,166 @@ def test_progress_writes_are_not_per_call(worker: Any, settings: Any) -> None:
     log = finished(result.id)
     # The first call is written, then nothing until the final flush.
     assert TaskProgress.objects.filter(task=log).count() == 2
+
+
+# --- what a tracked task refuses to publish (poison messages) ---------------------------
+
+
+@pytest.fixture
+def published(celery_app: Any) -> Iterator[list[str]]:
+    """The Celery ids of the messages published meanwhile (Celery's ``before_task_publish``).
+
+    Nothing consumes them here: the queue is purged afterwards, so that no
+    later test's worker runs them.
+    """
+    from celery.signals import before_task_publish
+
+    sent: list[str] = []
+
+    def receiver(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        sent.append(headers["id"])
+
+    before_task_publish.connect(receiver, weak=False)
+    try:
+        yield sent
+    finally:
+        before_task_publish.disconnect(receiver)
+        celery_app.control.purge()
+
+
+def refused(call: Any, code: str) -> MessageRefused:
+    with pytest.raises(MessageRefused) as caught:
+        call()
+    assert caught.value.code == code, caught.value.messages
+    return caught.value
+
+
+@pytest.mark.django_db
+def test_deep_arguments_are_refused_before_anything_is_recorded_or_published(
+    published: list[str],
+) -> None:
+    # The worker's main process pickles every message for its pool, recursively:
+    # nested a few hundred levels deep, it died (see tests/integration/test_poison.py).
+    for call in (
+        lambda: tasks.echo.delay(tasks.nested(65)),
+        lambda: tasks.echo.apply_async(kwargs={"x": tasks.nested(300)}),
+        lambda: tasks.echo.delay([tasks.nested(100_000)]),  # json.dumps itself recurses out
+        lambda: tasks.echo.submit(kwargs={"x": tasks.nested(900)}, owner=None),
+    ):
+        error = refused(call, "too_deep")
+        assert "the limit is 64 (MESSAGE_MAX_DEPTH)" in error.messages[0]
+    assert not TaskLog.objects.exists()
+    assert published == []
+    # The limit itself is allowed.
+    result = tasks.echo.delay(tasks.nested(64))
+    assert published == [result.id]
+    assert TaskLog.objects.filter(celery_task_id=result.id).exists()
+
+
+@pytest.mark.django_db
+def test_the_depth_and_size_limits_are_settings(published: list[str], settings: Any) -> None:
+    settings.DJANGO_TASKQUEUE = {
+        **settings.DJANGO_TASKQUEUE,
+        "MESSAGE_MAX_DEPTH": 3,
+        "MESSAGE_MAX_BYTES": 2048,
+    }
+    refused(lambda: tasks.echo.delay(x=[[[{"a": 1}]]]), "too_deep")
+    error = refused(lambda: tasks.echo.delay("x" * 3000), "too_large")
+    assert "the limit is 2048 (MESSAGE_MAX_BYTES)" in error.messages[0]
+    assert not TaskLog.objects.exists()
+    assert published == []
+    tasks.echo.delay(x=[[1]], y="x" * 1000)
+    assert len(published) == 1
+
+
+@pytest.mark.django_db
+def test_a_huge_message_is_refused_by_default(published: list[str]) -> None:
+    error = refused(lambda: tasks.echo.delay("x" * 2**20), "too_large")
+    assert "the limit is 1048576 (MESSAGE_MAX_BYTES)" in error.messages[0]
+    assert (TaskLog.objects.count(), published) == (0, [])
+
+
+@pytest.mark.django_db
+def test_arguments_the_serializer_cannot_encode_leave_no_row(published: list[str]) -> None:
+    # Before, the row was written, then publishing raised EncodeError and the
+    # row stayed behind as failed (publish_failed).
+    error = refused(lambda: tasks.echo.delay(object()), "unserializable")
+    assert "with 'json'" in error.messages[0]
+    refused(lambda: tasks.pickled.delay(threading.Lock()), "unserializable")
+    assert (TaskLog.objects.count(), published) == (0, [])
+
+
+class _Node:
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+
+@pytest.mark.django_db
+def test_pickled_objects_are_measured_through_their_state(published: list[str]) -> None:
+    # pickle recurses into each object's __dict__: two levels per object.
+    chain: Any = None
+    for _ in range(40):
+        chain = _Node(chain)
+    refused(lambda: tasks.pickled.delay(chain), "too_deep")
+    assert (TaskLog.objects.count(), published) == (0, [])
+    tasks.pickled.delay(_Node(_Node(None)))
+    assert len(published) == 1
+
+
+@pytest.mark.django_db
+def test_arguments_the_task_cannot_take_leave_no_row(published: list[str]) -> None:
+    # Celery checks decorated tasks' arguments when publishing, which was after
+    # the row was written (left failed, publish_failed); a class-based task was
+    # not checked at all and failed on the worker.
+    for call, message in (
+        (lambda: tasks.add.delay(1, 2, quality="high"), "unexpected keyword argument 'quality'"),
+        (lambda: tasks.add.delay(1), "missing 1 required positional argument: 'y'"),
+        (lambda: tasks.process_file.delay("/f", file_path="/g"), "multiple values"),
+        (lambda: tasks.process_file.apply_async(("/f",), {"self": 1}), "multiple values"),
+        (lambda: tasks.ImportCSV().delay(bogus=1), "unexpected keyword argument 'bogus'"),
+        (lambda: tasks.ImportCSV().apply_async(kwargs={"self": 1}), "multiple values"),
+        (lambda: tasks.add.submit(args=(1,), kwargs={"z": 3}), "unexpected keyword"),
+    ):
+        error = refused(call, "arguments")
+        assert message in error.messages[0], error.messages
+    assert (TaskLog.objects.count(), published) == (0, [])
+    tasks.process_file.delay("/f", quality="high")
+    tasks.ImportCSV().delay(rows=2)
+    assert len(published) == 2
+
+
+@pytest.mark.django_db
+def test_submit_refuses_metadata_and_tags_no_database_can_store(published: list[str]) -> None:
+    # PostgreSQL refuses NUL in text and jsonb, and a lone surrogate is not
+    # UTF-8: the row could not be written (a DataError), or not read back.
+    for kwargs, where in (
+        ({"metadata": {"a": ["ok", "b\x00"]}}, "metadata['a'][1]"),
+        ({"metadata": {"k\x00": 1}}, "key 'k\\x00'"),
+        ({"metadata": {"x": {"y": "\ud800"}}}, "U+D800"),
+        ({"tags": ["fine", "\udfff"]}, "tags[1]"),
+    ):
+        error = refused(lambda kwargs=kwargs: tasks.add.submit(args=(1, 2), **kwargs), "text")
+        assert where in error.messages[0], error.messages
+    assert (TaskLog.objects.count(), published) == (0, [])
+
+
+def test_a_result_nested_thousands_deep_is_recorded(worker: Any) -> None:
+    # Encoding it raised RecursionError out of on_success: the task stayed
+    # "processing" for ever. Without a result backend (ignore_result) nothing
+    # else fails it.
+    log = finished(tasks.deep_result.apply_async((5000,), ignore_result=True).id, timeout=15)
+    assert log.status == TaskStatus.COMPLETED
+    assert log.result is not None
+    assert log.result["truncated"] is True
+    assert log.result["repr"].startswith("{'a': {'a': {")
+
+
+def test_a_deep_result_is_stored_as_a_marked_repr(worker: Any) -> None:
+    # 100 levels encode fine, but the admin's pretty-printing (and other readers)
+    # recurse once per level: a stored result is at most 32 levels deep.
+    log = finished(tasks.deep_result.delay(100).id)
+    assert log.status == TaskStatus.COMPLETED
+    assert log.result is not None
+    assert log.result["truncated"] is True
+    shallow = finished(tasks.deep_result.delay(32).id)
+    assert shallow.result == tasks.nested(32)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from celery import current_app
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -15,6 +16,7 @@ from rest_framework import serializers
 from django_taskqueue.conf import conf
 from django_taskqueue.files import MAX_PATH_LENGTH, resolve_allowed_file
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
+from django_taskqueue.serialization import unstorable_text
 from django_taskqueue.status import BULK_TASK_NAME, TaskStatus
 from django_taskqueue.tracked import TrackedTask
 
@@ -251,13 +253,24 @@ class AllowedFileField(serializers.CharField):
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
 class MetadataField(serializers.JSONField):
-    """A JSON object no larger than ``API_METADATA_MAX_BYTES`` (as compact JSON)."""
+    """A JSON object no larger than ``API_METADATA_MAX_BYTES`` (as compact JSON).
+
+    No string in it (key or value, at any depth) may hold a NUL character or a
+    lone surrogate: no database stores them as text. Its depth is bounded by the
+    parser (``API_JSON_MAX_DEPTH``).
+    """
 
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
         if not isinstance(value, Mapping):
             raise serializers.ValidationError("Must be a JSON object.")
-        size = len(json.dumps(value, separators=(",", ":")).encode())
+        problem = unstorable_text(value, "metadata")
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        try:
+            size = len(json.dumps(value, separators=(",", ":")).encode())
+        except RecursionError:  # deeper than any parser lets through
+            raise serializers.ValidationError("Is nested too deeply.") from None
         limit = conf.API_METADATA_MAX_BYTES
         if size > limit:
             raise serializers.ValidationError(
@@ -319,16 +332,37 @@ class CreateTaskSerializer(serializers.Serializer[dict[str, Any]]):
         return fields
 
 
-class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
-    """The body of ``POST /api/tasks/bulk_create/``."""
+class _FilePathsField(serializers.ListField):
+    """A list of allowed files whose length is checked before any item is.
 
-    file_paths = serializers.ListField(
+    DRF's ``ListField`` validates every item, then the length: a list far over
+    the limit had each of its paths resolved on the disk first.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        limit = self.max_length
+        if isinstance(data, list) and limit is not None and len(data) > limit:
+            raise serializers.ValidationError(
+                f"{len(data)} files were given; the limit is {limit} (API_BULK_MAX_FILES)."
+            )
+        return super().to_internal_value(data)
+
+
+def _file_paths_field() -> serializers.ListField:
+    return _FilePathsField(
         child=AllowedFileField(),
         allow_empty=False,
         min_length=1,
+        max_length=conf.API_BULK_MAX_FILES,  # the live limit: the schema states it (maxItems)
         help_text="Absolute paths inside the ALLOWED_FILE_ROOTS (at most API_BULK_MAX_FILES); "
         "all are checked before anything starts.",
     )
+
+
+class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
+    """The body of ``POST /api/tasks/bulk_create/``."""
+
+    file_paths = _file_paths_field()
     task_type = serializers.CharField(help_text="One of the TASK_TYPES keys.")
     parallel = serializers.BooleanField(
         default=True, help_text="Run the files at once (a Celery group) or one by one, in order."
@@ -340,24 +374,35 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         fields = super().get_fields()
         fields["task_type"] = _TaskTypeField(help_text="One of the TASK_TYPES keys.")
-        # The live limit, so the schema states it (maxItems).
-        fields["file_paths"].max_length = conf.API_BULK_MAX_FILES  # type: ignore[attr-defined]
+        fields["file_paths"] = _file_paths_field()
         return fields
 
-    def validate_file_paths(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        limit = conf.API_BULK_MAX_FILES
-        if len(value) > limit:
-            raise serializers.ValidationError(
-                f"{len(value)} files were given; the limit is {limit} (API_BULK_MAX_FILES)."
-            )
-        return value
+
+class _ReasonField(serializers.CharField):
+    """A cancel reason: no NUL, stated as a pattern so the schema shows the rule.
+
+    It replaces DRF's own NUL validator, which says the same thing but which
+    the schema cannot show.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators = [
+            *(v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)),
+            # "+": a blank reason is allowed apart, and the schema says so in a second branch.
+            RegexValidator(r"^[^\x00]+$", "Must not contain a NUL character."),
+        ]
 
 
 class CancelSerializer(serializers.Serializer[dict[str, Any]]):
     """The body of ``POST /api/tasks/{id}/cancel/`` (optional)."""
 
-    reason = serializers.CharField(
-        required=False, allow_blank=True, max_length=1000, default="", help_text="Why; recorded."
+    reason = _ReasonField(
+        required=False,
+        allow_blank=True,
+        max_length=1000,
+        default="",
+        help_text="Why; recorded. No NUL character.",
     )
 
 

@@ -11,18 +11,21 @@ from typing import Any
 from celery import current_app
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework import status as http
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
@@ -33,6 +36,7 @@ from rest_framework.throttling import BaseThrottle
 from django_taskqueue import bulk, http_policy, lifecycle, publishing
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
+from django_taskqueue.api.parsers import BoundedJSONParser
 from django_taskqueue.api.permissions import permission_classes
 from django_taskqueue.api.serializers import (
     LIST_FIELDS,
@@ -70,7 +74,7 @@ from django_taskqueue.api.throttling import (
     client_ident,
 )
 from django_taskqueue.conf import conf
-from django_taskqueue.exceptions import PublishError, TransitionRefused
+from django_taskqueue.exceptions import MessageRefused, PublishError, TransitionRefused
 from django_taskqueue.files import resolve_allowed_file
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
@@ -90,12 +94,16 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 
 _UUID = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+#: TaskLog.celery_task_id's max_length.
+_CELERY_ID_MAX_LENGTH = 255
 
 # Error responses shared by the operations (the schema documents each exactly).
 _E400 = OpenApiResponse(
     OpenApiTypes.OBJECT,
-    description="Invalid input: an object mapping each wrong field to its messages "
-    '(for a list, to an object of index -> messages), e.g. {"file_path": ["... does not exist."]}.',
+    description="Invalid input: an object mapping each wrong field (or query parameter) to its "
+    'messages (for a list, to an object of index -> messages), e.g. {"file_path": ["... does not '
+    'exist."]}; or {"detail": "..."} for a body that is not JSON, nests deeper than '
+    "API_JSON_MAX_DEPTH or is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
 )
 _E401 = OpenApiResponse(ErrorSerializer, description="Not authenticated.")
 _E403 = OpenApiResponse(ErrorSerializer, description="Not allowed (see the permission policy).")
@@ -169,6 +177,12 @@ def _unavailable(exc: PublishError, celery_task_id: str | None) -> Response:
     )
 
 
+@csrf_exempt  # it changes nothing; a POST there is a 404 too, not a CSRF page
+def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
+    """A JSON 404 for every other path under ``tasks/`` (a task id that is not a UUID, ...)."""
+    return JsonResponse({"detail": "Not found."}, status=http.HTTP_404_NOT_FOUND)
+
+
 def _conflict(exc: TransitionRefused) -> Response:
     return Response({"detail": str(exc), "status": exc.status}, status=http.HTTP_409_CONFLICT)
 
@@ -200,8 +214,21 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     filter_backends = (DjangoFilterBackend,)
     filterset_class = TaskLogFilter
     pagination_class = TaskPagination
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     lookup_value_regex = _UUID
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Django raises these outside DRF's own exceptions; answer them in JSON
+        # like every other error of the API, not with Django's HTML pages.
+        if isinstance(exc, RequestDataTooBig):
+            exc = ParseError(
+                "The request body is larger than the server accepts "
+                f"({settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes, DATA_UPLOAD_MAX_MEMORY_SIZE)."
+            )
+        elif isinstance(exc, DjangoValidationError):
+            # Core policy (a refused message, ...) raises Django's ValidationError.
+            exc = serializers.ValidationError(serializers.as_serializer_error(exc))
+        return super().handle_exception(exc)
 
     def get_permissions(self) -> list[BasePermission]:
         return [permission() for permission in permission_classes()]
@@ -338,6 +365,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         metadata = data.get("metadata") or {}
         celery_task_id = str(uuid.uuid4())
         try:
+            # submit() checks the message before it writes the row: a refusal
+            # (options the task cannot take, too deep...) leaves nothing behind.
             log = task.submit(
                 args=(file["file_path"],),
                 kwargs=metadata,
@@ -350,6 +379,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 task_id=celery_task_id,
                 idempotency_key=key,
             )
+        except MessageRefused as exc:
+            raise serializers.ValidationError({"metadata": exc.messages}) from None
         except PublishError as exc:
             return _unavailable(exc, celery_task_id)
         except DjangoValidationError as exc:
@@ -394,6 +425,11 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         task = startable_task(data["task_type"])
         metadata = data.get("metadata") or {}
         parallel = bool(data["parallel"])
+        try:
+            # Before any row: every child's message must be one the task takes.
+            bulk.check_children(task, data["file_paths"], metadata)
+        except MessageRefused as exc:
+            raise serializers.ValidationError({"metadata": exc.messages}) from None
         parent, children = lifecycle.create_bulk(
             task.name,
             data["file_paths"],
@@ -563,7 +599,21 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     @extend_schema(
         summary="A task by its Celery id, joined with what Celery knows",
-        responses={200: TaskStatusSerializer, 404: _E404, **_READ_ERRORS},
+        responses={200: TaskStatusSerializer, 400: _E400, 404: _E404, **_READ_ERRORS},
+        parameters=[
+            OpenApiParameter(
+                "celery_task_id",
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": _CELERY_ID_MAX_LENGTH,
+                    "pattern": "^[^/\\u0000]+$",
+                },
+                OpenApiParameter.PATH,
+                description="The Celery id of the task (a longer one, or one with a NUL "
+                "character, is a 400).",
+            )
+        ],
         filters=False,
     )
     @action(detail=False, methods=["get"], url_path=r"status/(?P<celery_task_id>[^/]+)")
@@ -572,6 +622,16 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
         Works without a result backend (``celery`` is then all null).
         """
+        if len(celery_task_id) > _CELERY_ID_MAX_LENGTH or "\x00" in celery_task_id:
+            # No id can be so; PostgreSQL would refuse the NUL in the query (a 500).
+            raise serializers.ValidationError(
+                {
+                    "celery_task_id": [
+                        f"A Celery task id has at most {_CELERY_ID_MAX_LENGTH} characters "
+                        "and no NUL character."
+                    ]
+                }
+            )
         task_log = get_object_or_404(self.get_queryset(), celery_task_id=celery_task_id)
         self.check_object_permissions(request, task_log)
         error = None
@@ -595,7 +655,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     @extend_schema(
         summary="All events of a task (paginated)",
-        responses={200: TaskEventSerializer(many=True), 404: _E404, **_READ_ERRORS},
+        responses={200: TaskEventSerializer(many=True), 400: _E400, 404: _E404, **_READ_ERRORS},
         filters=False,
     )
     @action(detail=True, methods=["get"])
@@ -613,7 +673,12 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     @extend_schema(
         summary="All progress rows of a task (paginated)",
-        responses={200: TaskProgressSerializer(many=True), 404: _E404, **_READ_ERRORS},
+        responses={
+            200: TaskProgressSerializer(many=True),
+            400: _E400,
+            404: _E404,
+            **_READ_ERRORS,
+        },
         filters=False,
     )
     @action(detail=True, methods=["get"], url_path="progress-history")

@@ -184,6 +184,40 @@ def test_bad_owner_value_is_not_a_server_error(admin_client: Any) -> None:
     assert response["Location"].endswith("?e=1")
 
 
+NUL_PARAMETERS = [
+    {"task_type": "\x00"},
+    {"status__exact": "\x00"},
+    {"q": "a\x00"},
+    {"owner": "\x00"},
+    {"created_at__gte": "\x00"},
+    {"p": "\x00"},
+    {"\x00": "1"},
+]
+
+
+def _refuses_nul(client: Any, params: dict[str, str]) -> None:
+    response = client.get(URL, params)
+    assert response.status_code == 302, params
+    assert response["Location"].endswith("?e=1")
+    # The page the admin redirects to says the lookup was bad, without a 500.
+    assert client.get(URL, {**params, "e": "1"}).status_code == 200
+
+
+@pytest.mark.parametrize("params", NUL_PARAMETERS)
+def test_a_nul_in_any_filter_or_search_is_a_bad_lookup(admin_client: Any, params: Any) -> None:
+    make_task(task_type="report")
+    _refuses_nul(admin_client, params)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("params", NUL_PARAMETERS)
+def test_a_nul_in_a_filter_on_postgresql(admin_client: Any, params: Any) -> None:
+    # PostgreSQL refuses NUL in a text parameter: ?task_type=%00 and
+    # ?status__exact=%00 were 500s.
+    make_task(task_type="report")
+    _refuses_nul(admin_client, params)
+
+
 def test_created_at_presets_and_range(admin_client: Any) -> None:
     recent = make_task(created_at=ago(hours=1))
     old = make_task(created_at=ago(days=40))

@@ -27,6 +27,7 @@ def test_the_defaults_pass(settings: Any) -> None:
         ({"API_MAX_PAGE_SIZE": "100"}, "API_MAX_PAGE_SIZE"),
         ({"API_PAGE_SIZE": 50, "API_MAX_PAGE_SIZE": 10}, "no larger than API_MAX_PAGE_SIZE"),
         ({"API_METADATA_MAX_BYTES": True}, "API_METADATA_MAX_BYTES"),
+        ({"API_JSON_MAX_DEPTH": 1}, "API_JSON_MAX_DEPTH'] must be an integer >= 2"),
         ({"API_BULK_MAX_FILES": -1}, "API_BULK_MAX_FILES"),
         ({"API_STREAM_POLL_INTERVAL": 0}, "API_STREAM_POLL_INTERVAL"),
         ({"API_STREAM_HEARTBEAT": "15"}, "API_STREAM_HEARTBEAT"),

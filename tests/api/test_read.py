@@ -230,10 +230,13 @@ def test_pagination_bounds(api: Any, alice: Any, settings: Any) -> None:
     assert len(api.get(LIST, {"page_size": "x"}).json()["results"]) == 2
     last = api.get(LIST, {"page": 3}).json()
     assert (len(last["results"]), last["next"]) == (1, None)
-    for page in (4, 0, "x"):
+    assert api.get(LIST, {"page": 4}).status_code == 404  # past the end: nothing there
+    # A page that is not a positive integer is a bad query parameter: a 400 that names it.
+    for page in (0, -1, "x", "1.5"):
         response = api.get(LIST, {"page": page})
-        assert response.status_code == 404
-        assert response.json()["detail"]
+        assert response.status_code == 400, response.content
+        assert response.json() == {"page": [f"{str(page)!r} is not a page number (1, 2, ...)."]}
+    assert api.get(LIST, {"page": "last"}).json()["results"]
 
 
 def test_list_query_count_does_not_grow_with_rows(api: Any, alice: Any) -> None:

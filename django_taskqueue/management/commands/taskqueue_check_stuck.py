@@ -9,7 +9,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from django_taskqueue import housekeeping
+from django_taskqueue.management.arguments import int_between
 from django_taskqueue.management.commands.taskqueue_stats import render_table
+
+#: The largest --limit.
+MAX_LIMIT = 1_000_000
 
 
 class Command(BaseCommand):
@@ -26,7 +30,12 @@ class Command(BaseCommand):
             "--fix", action="store_true", help="Apply the mark_stale policy to what is found."
         )
         parser.add_argument("--json", action="store_true", help="Print JSON.")
-        parser.add_argument("--limit", type=int, default=1000, help="At most this many tasks.")
+        parser.add_argument(
+            "--limit",
+            type=int_between(1, MAX_LIMIT),
+            default=1000,
+            help=f"At most this many tasks (1 to {MAX_LIMIT}, default 1000).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()

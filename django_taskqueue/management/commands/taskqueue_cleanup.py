@@ -9,6 +9,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_taskqueue import housekeeping
 from django_taskqueue.conf import RETENTION_STATUSES
+from django_taskqueue.management.arguments import int_between
+
+#: The largest --batch-size (the range the RETENTION_BATCH_SIZE check allows).
+MAX_BATCH_SIZE = 10_000
+#: The largest --max-batches.
+MAX_BATCHES = 1_000_000
 
 
 class Command(BaseCommand):
@@ -38,10 +44,14 @@ class Command(BaseCommand):
             help="Only this terminal status (repeatable).",
         )
         parser.add_argument(
-            "--batch-size", type=int, help="Tasks per transaction (RETENTION_BATCH_SIZE)."
+            "--batch-size",
+            type=int_between(1, MAX_BATCH_SIZE),
+            help=f"Tasks per transaction, 1 to {MAX_BATCH_SIZE} (RETENTION_BATCH_SIZE).",
         )
         parser.add_argument(
-            "--max-batches", type=int, help="Stop after this many batches (resume next run)."
+            "--max-batches",
+            type=int_between(1, MAX_BATCHES),
+            help="Stop after this many batches (resume next run).",
         )
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not draw the progress bar."
@@ -54,8 +64,6 @@ class Command(BaseCommand):
                 older_than = housekeeping.parse_duration(options["older_than"])
             except ValueError as exc:
                 raise CommandError(f"--older-than: {exc}") from exc
-        if options["batch_size"] is not None and options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1")
         due = housekeeping.purge_finished(
             older_than=older_than, statuses=options["status"], dry_run=True
         )

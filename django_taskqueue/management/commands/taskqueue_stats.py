@@ -9,7 +9,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_taskqueue import housekeeping
+from django_taskqueue.management.arguments import int_between
 from django_taskqueue.models import TaskLog
+
+#: The largest --top.
+MAX_TOP = 1000
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -50,7 +54,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--window", default="24h", help="How far back to look: 24h, 7d, 90m (default 24h)."
         )
-        parser.add_argument("--top", type=int, default=5, help="Rows in the top lists.")
+        parser.add_argument(
+            "--top",
+            type=int_between(1, MAX_TOP),
+            default=5,
+            help=f"Rows in the top lists (1 to {MAX_TOP}, default 5).",
+        )
         parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -58,8 +67,6 @@ class Command(BaseCommand):
             window = housekeeping.parse_duration(options["window"], default_unit="h")
         except ValueError as exc:
             raise CommandError(f"--window: {exc}") from exc
-        if options["top"] < 1:
-            raise CommandError("--top must be at least 1")
         report = housekeeping.build_report(window, top=options["top"])
         report["all_time"] = TaskLog.objects.status_counts()
         if options["json"]:

@@ -17,10 +17,13 @@ def load_schedule(source: str) -> Mapping[str, Mapping[str, Any]]:
     """Import ``source``: a ``beat_schedule`` dict, or a callable returning one."""
     try:
         value = import_string(source)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:  # ValueError: a path such as ".x"
         raise CommandError(f"--schedule: cannot import {source!r}: {exc}") from exc
     if callable(value):
-        value = value()
+        try:
+            value = value()
+        except Exception as exc:
+            raise CommandError(f"--schedule: calling {source!r} failed: {exc}") from exc
     if not isinstance(value, Mapping) or not all(
         isinstance(e, Mapping) and "task" in e and "schedule" in e for e in value.values()
     ):
