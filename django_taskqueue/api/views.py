@@ -31,6 +31,7 @@ from django_taskqueue import bulk, lifecycle
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
 from django_taskqueue.api.permissions import permission_classes
+from django_taskqueue.api.schema import TaskQueueAutoSchema
 from django_taskqueue.api.serializers import (
     LIST_FIELDS,
     BulkCreatedSerializer,
@@ -170,6 +171,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     pagination_class = TaskPagination
     parser_classes = (JSONParser,)
     lookup_value_regex = _UUID
+    schema = TaskQueueAutoSchema()
 
     def get_permissions(self) -> list[BasePermission]:
         return [permission() for permission in permission_classes()]
