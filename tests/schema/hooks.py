@@ -7,9 +7,9 @@ hook replaces a generated ``file_path`` (and each of ``file_paths``) with one of
 files the run wrote inside the root, chosen by a hash of the generated request and
 matching the request's ``task_type`` when it names one. One value in four (by the hash)
 is sent as generated, so the API's answers to odd, missing and outside paths are
-exercised too, except an absolute path in a body generated as valid: the schema cannot
+exercised too, except an absolute path in a request generated as valid: the schema cannot
 state which files exist, so such a request must be accepted (``positive_data_acceptance``
-holds the API to that) and always gets a seed file. A relative path in a valid body is
+holds the API to that) and always gets a seed file. A relative path in a valid request is
 kept one time in four on purpose: it shows whether the schema states the rule that a
 path is absolute. Values the API refuses before looking at the file system (not a
 string, NUL, longer than 1,024 characters) are always sent as generated.
@@ -28,7 +28,6 @@ import os
 from typing import Any
 
 import schemathesis
-from schemathesis.core.parameters import ParameterLocation
 
 #: The longest ``file_path`` the API documents.
 MAX_PATH = 1024
@@ -66,7 +65,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if not isinstance(body, dict):
         return
     meta = case.meta
-    negative = meta is not None and meta.is_negative_at(ParameterLocation.BODY)
+    negative = meta is not None and meta.generation.mode.is_negative
     if case.operation.path.endswith("/create_task/") and "file_path" in body:
         body["file_path"] = seed_for(body["file_path"], body, negative=negative)
     if case.operation.path.endswith("/bulk_create/") and isinstance(body.get("file_paths"), list):

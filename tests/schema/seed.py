@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,28 @@ DOCUMENT = (
 )
 
 
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A PNG of one colour (8-bit RGB), written with the standard library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * width  # filter type 0, then the pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
 def write_seed_files(root: Path) -> dict[str, list[str]]:
     """Small files of every kind inside ``root``; their absolute paths by task type.
 
     Names include spaces and non-ASCII letters (valid UTF-8), as real uploads do.
     """
-    from PIL import Image
-
     root.mkdir(parents=True, exist_ok=True)
     nested = root / "nested dir"
     nested.mkdir(exist_ok=True)
@@ -56,7 +73,7 @@ def write_seed_files(root: Path) -> dict[str, list[str]]:
         "video": [root / "clip.bin", nested / "clip deux.bin"],
     }
     for number, path in enumerate(seeds["image"]):
-        Image.new("RGB", (48 + number * 16, 32), (40 * number, 120, 200)).save(path)
+        path.write_bytes(png(48 + number * 16, 32, (40 * number, 120, 200)))
     for path in seeds["document"]:
         path.write_text(DOCUMENT, encoding="utf-8")
     for path in seeds["report"]:
