@@ -13,6 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from django_taskqueue.api.fields import StrictBooleanField, StrictCharField
 from django_taskqueue.conf import conf
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.status import BULK_TASK_NAME, TaskStatus
@@ -287,7 +288,7 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
         "all are checked before anything starts.",
     )
     task_type = serializers.CharField(help_text="One of the TASK_TYPES keys.")
-    parallel = serializers.BooleanField(
+    parallel = StrictBooleanField(
         default=True, help_text="Run the files at once (a Celery group) or one by one (a chain)."
     )
     metadata = MetadataField(
@@ -313,7 +314,7 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
 class CancelSerializer(serializers.Serializer[dict[str, Any]]):
     """The body of ``POST /api/tasks/{id}/cancel/`` (optional)."""
 
-    reason = serializers.CharField(
+    reason = StrictCharField(
         required=False, allow_blank=True, max_length=1000, default="", help_text="Why; recorded."
     )
 
@@ -321,7 +322,7 @@ class CancelSerializer(serializers.Serializer[dict[str, Any]]):
 class RetrySerializer(serializers.Serializer[dict[str, Any]]):
     """The body of ``POST /api/tasks/{id}/retry/`` (optional)."""
 
-    force = serializers.BooleanField(
+    force = StrictBooleanField(
         default=False, help_text="Also retry a task still pending or processing (stuck)."
     )
 
