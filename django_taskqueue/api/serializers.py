@@ -13,6 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from django_taskqueue.api.fields import StrictBooleanField, StrictCharField
 from django_taskqueue.conf import conf
 from django_taskqueue.files import MAX_PATH_LENGTH, resolve_allowed_file
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -364,7 +365,7 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
 
     file_paths = _file_paths_field()
     task_type = serializers.CharField(help_text="One of the TASK_TYPES keys.")
-    parallel = serializers.BooleanField(
+    parallel = StrictBooleanField(
         default=True, help_text="Run the files at once (a Celery group) or one by one, in order."
     )
     metadata = MetadataField(
@@ -378,7 +379,7 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
         return fields
 
 
-class _ReasonField(serializers.CharField):
+class _ReasonField(StrictCharField):
     """A cancel reason: no NUL, stated as a pattern so the schema shows the rule.
 
     It replaces DRF's own NUL validator, which says the same thing but which
@@ -409,7 +410,7 @@ class CancelSerializer(serializers.Serializer[dict[str, Any]]):
 class RetrySerializer(serializers.Serializer[dict[str, Any]]):
     """The body of ``POST /api/tasks/{id}/retry/`` (optional)."""
 
-    force = serializers.BooleanField(
+    force = StrictBooleanField(
         default=False, help_text="Also retry a task still pending or processing (stuck)."
     )
 

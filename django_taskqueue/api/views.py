@@ -38,6 +38,7 @@ from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
 from django_taskqueue.api.parsers import BoundedJSONParser
 from django_taskqueue.api.permissions import permission_classes
+from django_taskqueue.api.schema import TaskQueueAutoSchema
 from django_taskqueue.api.serializers import (
     LIST_FIELDS,
     BulkCreatedSerializer,
@@ -216,6 +217,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
     pagination_class = TaskPagination
     parser_classes = (BoundedJSONParser,)
     lookup_value_regex = _UUID
+    schema = TaskQueueAutoSchema()
 
     def handle_exception(self, exc: Exception) -> Response:
         # Django raises these outside DRF's own exceptions; answer them in JSON

@@ -313,9 +313,20 @@ if HAS_DRF:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"debug_off": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "errors_debug_off": {
+            "class": "logging.StreamHandler",
+            "level": "ERROR",
+            "filters": ["debug_off"],
+        },
+    },
     "loggers": {
         "django_taskqueue": {"handlers": ["console"], "level": "INFO"},
         "jobs": {"handlers": ["console"], "level": "INFO"},
+        # A request that fails with a 500 leaves its traceback in the server's log with
+        # DJANGO_DEBUG off too: Django's own console handler only logs while DEBUG is on.
+        "django.request": {"handlers": ["errors_debug_off"]},
     },
 }

@@ -64,3 +64,35 @@ def test_the_schema_and_docs_pages_are_served(client: Any) -> None:
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
     assert client.get("/api/redoc/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_an_empty_query_value_is_documented_and_read_as_not_given(
+    file_root: Path, api: Any, alice: Any
+) -> None:
+    from drf_spectacular.generators import SchemaGenerator
+
+    from tests.api.conftest import finish, make_task
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-untyped-call]
+    query = {
+        (path, parameter["name"]): parameter
+        for path, item in schema["paths"].items()
+        for operation in item.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query" and path.startswith("/api/tasks/")
+    }
+    assert ("/api/tasks/", "to_date") in query
+    assert ("/api/tasks/{id}/events/", "page_size") in query
+    assert [key for key, parameter in query.items() if not parameter.get("allowEmptyValue")] == []
+
+    # What the schema says is what the API does: every list parameter left empty.
+    done = finish(make_task(alice), "completed")
+    make_task(alice)
+    names = sorted(name for path, name in query if path == "/api/tasks/")
+    empty = api.get("/api/tasks/?" + "&".join(f"{name}=" for name in names))
+    assert empty.status_code == 200, empty.json()
+    assert empty.json()["count"] == 2
+    events = api.get(f"/api/tasks/{done.pk}/events/?page=&page_size=")
+    assert events.status_code == 200, events.json()
+    assert events.json()["count"] == api.get(f"/api/tasks/{done.pk}/events/").json()["count"]
