@@ -17,9 +17,9 @@ from django_taskqueue.conf import conf
 class TaskPagination(PageNumberPagination):
     """``?page=N&page_size=M``: ``API_PAGE_SIZE`` by default, at most ``API_MAX_PAGE_SIZE``.
 
-    A ``page_size`` larger than the maximum is lowered to it; one that is not a
-    positive integer falls back to the default. A ``page`` that is not a
-    positive integer is a 400 that names the parameter; one past the end is a 404.
+    A ``page_size`` larger than the maximum is lowered to it. A ``page`` or a
+    ``page_size`` that is not a positive integer is a 400 that names the
+    parameter (an empty one means "not given"); a page past the end is a 404.
     """
 
     page_size_query_param = "page_size"
@@ -30,6 +30,13 @@ class TaskPagination(PageNumberPagination):
         # Read on every request (not at import) so override_settings works.
         self.page_size = conf.API_PAGE_SIZE
         self.max_page_size = conf.API_MAX_PAGE_SIZE
+        # DRF falls back to the default size for ``?page_size=abc``; the schema
+        # says it is an integer, so a value that is not one is refused instead.
+        raw = request.query_params.get(self.page_size_query_param, "")
+        if raw and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            raise ValidationError(
+                {self.page_size_query_param: [f"{raw[:50]!r} is not a positive integer."]}
+            )
         return super().get_page_size(request)
 
     def paginate_queryset(
@@ -56,6 +63,6 @@ class TaskPagination(PageNumberPagination):
     def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
-            if parameter["name"] == self.page_query_param:
+            if parameter["name"] in (self.page_query_param, self.page_size_query_param):
                 parameter["schema"] = {**parameter["schema"], "minimum": 1}
         return parameters

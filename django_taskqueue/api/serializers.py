@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 from celery import current_app
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -234,7 +233,15 @@ class TaskLogDetailSerializer(serializers.ModelSerializer[TaskLog]):
 # --- requests -------------------------------------------------------------------------
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 2,
+        "maxLength": MAX_PATH_LENGTH,
+        # Absolute, and no NUL: what the API refuses before it touches the disk.
+        "pattern": "^/[^\\x00]+$",
+    }
+)
 class AllowedFileField(serializers.CharField):
     """An absolute path to a file inside ``ALLOWED_FILE_ROOTS``; validates to its description."""
 

@@ -125,6 +125,28 @@ _E503 = OpenApiResponse(
 )
 _READ_ERRORS = {401: _E401, 403: _E403}
 
+#: One server-sent event of the stream, as a client's parser sees it.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "end"]},
+        "id": {
+            "type": "string",
+            "description": "`<n>-<fingerprint>`; send it back as `Last-Event-ID`.",
+        },
+        "retry": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Milliseconds before reconnecting.",
+        },
+        "data": {
+            "type": "string",
+            "description": "A JSON object: the task's `id`, `status`, `progress`, "
+            "`progress_message`, `error_message`, `error_code`, `started_at` and `completed_at`.",
+        },
+    },
+}
+
 
 def celery_view(celery_task_id: str) -> dict[str, Any]:
     """What Celery's result backend says about a task, without ever raising.
@@ -696,7 +718,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         summary="Follow a task live (server-sent events)",
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR,
+                _SSE_EVENT,
                 description="A text/event-stream: `progress` events while the task runs, one "
                 "`end` event when it has ended, `: keep-alive` comments in between. After "
                 "`API_STREAM_MAX_SECONDS` the stream ends with a `retry:` hint; the client "

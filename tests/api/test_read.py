@@ -226,8 +226,12 @@ def test_pagination_bounds(api: Any, alice: Any, settings: Any) -> None:
     assert (body["count"], len(body["results"])) == (5, 2)
     assert "page=2" in body["next"]
     assert len(api.get(LIST, {"page_size": 100}).json()["results"]) == 3  # capped
-    assert len(api.get(LIST, {"page_size": 0}).json()["results"]) == 2  # default
-    assert len(api.get(LIST, {"page_size": "x"}).json()["results"]) == 2
+    assert len(api.get(LIST, {"page_size": ""}).json()["results"]) == 2  # empty: the default
+    # A size that is not a positive integer is a 400 that names it, as the schema says.
+    for size in (0, -1, "x", "null", "1.5"):
+        response = api.get(LIST, {"page_size": size})
+        assert response.status_code == 400, response.content
+        assert response.json() == {"page_size": [f"{str(size)!r} is not a positive integer."]}
     last = api.get(LIST, {"page": 3}).json()
     assert (len(last["results"]), last["next"]) == (1, None)
     assert api.get(LIST, {"page": 4}).status_code == 404  # past the end: nothing there
