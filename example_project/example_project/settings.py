@@ -181,7 +181,9 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "/admin/login/"
+# The site's own sign-in page: the admin's refuses users who are not staff (alice, bob).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
 
 DATABASES = {
     "default": (

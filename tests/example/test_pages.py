@@ -226,3 +226,60 @@ def test_the_home_page_follows_running_tasks_live(example_server: int, example_d
         assert event["progress_message"] == "resized"
     finally:
         conn.close()
+
+
+#: Run in the example: a user who is not staff signs in on the site's page and starts a task.
+SIGN_IN_AND_START = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django_taskqueue.models import TaskLog
+
+get_user_model().objects.create_user("bob-pages", password="bob")
+client = Client()
+login = client.post("/accounts/login/", {"username": "bob-pages", "password": "bob", "next": "/"})
+home = client.get("/").content.decode()
+start = client.post("/start/", {"kind": "image"})
+task = TaskLog.objects.get(owner__username="bob-pages")
+after = client.get("/").content.decode()
+print(json.dumps({
+    "login": [login.status_code, login["Location"]],
+    "offers_start": "Resize a sample image" in home,
+    "start": [start.status_code, start["Location"]],
+    "task": [str(task.pk), task.task_name, task.status, task.file_name],
+    "started_message": "Started: resize a sample image." in after,
+    "widget": f'data-tq-task="{task.pk}"' in after,
+}))
+"""
+
+
+def test_a_user_signs_in_on_the_site_and_starts_a_task_from_the_home_page(
+    example_server: int, example_data: Path
+) -> None:
+    status, _, body = get(example_server, "/accounts/login/")
+    assert status == 200
+    assert b'name="username"' in body
+    status, _, body = get(example_server, "/")
+    assert b'href="/accounts/login/?next=/"' in body
+
+    made = subprocess.run(
+        [sys.executable, str(MANAGE), "shell", "-c", SIGN_IN_AND_START],
+        cwd=ROOT,
+        # A small sample video: the page makes the samples it needs on first use.
+        env=example_env(example_data, EXAMPLE_VIDEO_MB="1"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    found = json.loads(made.stdout.strip().splitlines()[-1])
+    # The admin's login refuses users who are not staff; the site's own page does not.
+    assert found["login"] == [302, "/"]
+    assert found["offers_start"]
+    assert found["start"] == [302, "/"]
+    _, task_name, status_now, file_name = found["task"]
+    assert task_name == "jobs.tasks.process_image"
+    assert status_now == "pending"  # no worker here
+    assert file_name == "sunrise.png"
+    assert found["started_message"]
+    assert found["widget"]
