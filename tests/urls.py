@@ -4,7 +4,12 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list[URLPattern | URLResolver] = [path("admin/", admin.site.urls)]
+from tests.views import progress_page
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("admin/", admin.site.urls),
+    path("progress/", progress_page, name="progress-page"),
+]
 
 if settings.HAS_DRF:
     from drf_spectacular.views import (

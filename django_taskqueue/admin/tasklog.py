@@ -13,6 +13,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, QuerySet
 from django.http import (
     Http404,
@@ -20,18 +21,19 @@ from django.http import (
     HttpResponse,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
+    JsonResponse,
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _t
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from django_taskqueue import lifecycle
+from django_taskqueue import lifecycle, live
 from django_taskqueue.admin.charts import Bar, Segment, bar_chart
 from django_taskqueue.admin.filters import DateRangeFilter, OwnerFilter, TaskTypeFilter
 from django_taskqueue.admin.history import EventInline, ProgressInline, pretty_json
@@ -89,8 +91,16 @@ def format_bytes(size: int | None) -> str:
     return f"{size} B"  # pragma: no cover
 
 
-def status_badge(task: TaskLog) -> SafeString:
-    """The status as a coloured badge."""
+def status_badge(task: TaskLog, *, live: bool = False) -> SafeString:
+    """The status as a coloured badge; ``live``: the page's progress widget keeps it current."""
+    if live and task.status in ACTIVE_STATUSES:
+        return format_html(
+            '<span class="tq-badge tq-status-{}" data-tq-for="{}" data-tq-part="status" '
+            'aria-live="polite">{}</span>',
+            task.status,
+            task.pk,
+            task.get_status_display(),
+        )
     return format_html(
         '<span class="tq-badge tq-status-{}">{}</span>', task.status, task.get_status_display()
     )
@@ -120,10 +130,16 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     filters build their choices with bounded queries, every filter and the
     default ordering are served by an index, and related rows come in bulk.
 
+    Running tasks update live on the list and on the task's page (the
+    progress widget, ``django_taskqueue/progress.js``): over the API's event
+    stream when the API is mounted, else by polling :meth:`live_view`.
+
     Attributes:
         stale_after: the overview lists ``processing`` tasks silent for longer
             than this as stuck; ``None`` (the default) uses the ``STALE_AFTER``
             setting, the threshold the housekeeping task applies.
+        live_stream: follow running tasks over the API's event stream when the
+            API is mounted (``False``: the pages only poll the admin's status view).
     """
 
     list_display = (
@@ -163,6 +179,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     change_list_template = "admin/django_taskqueue/tasklog/change_list.html"
     change_form_template = "admin/django_taskqueue/tasklog/change_form.html"
     stale_after: timedelta | None = None
+    live_stream = True
 
     fieldsets = (
         (
@@ -171,6 +188,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "fields": (
                     "status_column",
                     "progress_column",
+                    "message_column",
                     "task_name",
                     "task_type",
                     "celery_task_id",
@@ -220,6 +238,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     readonly_fields = (
         "status_column",
         "progress_column",
+        "message_column",
         "owner_column",
         "tags_display",
         "file_size_display",
@@ -311,19 +330,28 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("status"), ordering="status")
     def status_column(self, obj: TaskLog) -> SafeString:
-        return status_badge(obj)
+        return status_badge(obj, live=True)
 
     @admin.display(description=_("progress"))
     def progress_column(self, obj: TaskLog) -> SafeString:
-        percent = max(0, min(100, obj.progress))
+        stream_url = live.api_urls(obj.pk)[0] if self.live_stream else None
+        return live.render_widget(
+            obj, stream_url=stream_url, poll_url=self._url("live", obj.pk), compact=True
+        )
+
+    @admin.display(description=_("message"))
+    def message_column(self, obj: TaskLog) -> SafeString:
+        if obj.status not in ACTIVE_STATUSES:
+            return format_html("{}", obj.progress_message or "-")
+        # Kept current by the progress widget; the notice shows once the task has ended.
         return format_html(
-            '<span class="tq-progress" title="{}% {}"><span class="tq-progress-fill tq-status-{}" '
-            'style="width: {}%"></span></span> <span class="tq-progress-label">{}%</span>',
-            percent,
+            '<span data-tq-for="{}" data-tq-part="message">{}</span>'
+            '<span class="tq-live-ended" data-tq-for="{}" data-tq-part="ended" hidden> {}</span>',
+            obj.pk,
             obj.progress_message,
-            obj.status,
-            percent,
-            percent,
+            obj.pk,
+            # The message of the widget's template; translations are trusted, as in templates.
+            mark_safe(_t('The task has ended: <a href="">reload the page</a> for its details.')),
         )
 
     @admin.display(description=_("task"))
@@ -541,6 +569,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             path("overview/", wrap(self.overview_view), name=f"{prefix}_overview"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{prefix}_cancel"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{prefix}_retry"),
+            path("<path:object_id>/live/", wrap(self.live_view), name=f"{prefix}_live"),
             *super().get_urls(),
         ]
 
@@ -585,6 +614,29 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return HttpResponseRedirect(self._url("change", task.pk))
         self.message_user(request, _t("The task runs again as this new task."), messages.SUCCESS)
         return HttpResponseRedirect(self._url("change", new_task.pk))
+
+    def live_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """GET: the task's status and progress in JSON, which the progress widget polls.
+
+        The fields of :data:`django_taskqueue.live.LIVE_FIELDS`, as the event
+        stream sends them. Permission-checked like the change view (403 before
+        404, so no one learns which ids exist); 404 for an unknown id.
+        """
+        if request.method != "GET":
+            return JsonResponse({"detail": _t("Only GET is allowed.")}, status=405)
+        try:
+            pk = uuid.UUID(object_id)
+        except ValueError:
+            task = None
+        else:
+            task = self.get_queryset(request).filter(pk=pk).only(*live.LIVE_FIELDS).first()
+        if not self.has_view_or_change_permission(request, task):
+            return JsonResponse({"detail": _t("Permission denied.")}, status=403)
+        if task is None:
+            return JsonResponse({"detail": _t("No task with this id.")}, status=404)
+        response = JsonResponse(live.live_state(task), encoder=DjangoJSONEncoder)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def render_change_form(
         self,

@@ -40,21 +40,14 @@ from django.db import connections, transaction
 from django.http import StreamingHttpResponse
 
 from django_taskqueue.api.serializers import hide_workers
+from django_taskqueue.live import LIVE_FIELDS
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TERMINAL_STATUSES
 
 logger = logging.getLogger("django_taskqueue")
 
-#: The columns one poll reads.
-STREAM_FIELDS = (
-    "status",
-    "progress",
-    "progress_message",
-    "error_message",
-    "error_code",
-    "started_at",
-    "completed_at",
-)
+#: The columns one poll reads: what the progress widget (and the admin's status view) show.
+STREAM_FIELDS = LIVE_FIELDS
 
 #: Milliseconds a client waits before reconnecting a stream that dropped.
 RECONNECT_MS = 3000

@@ -152,9 +152,14 @@ INSTALLED_APPS = [
     "django_taskqueue",
     "jobs",
 ]
+# Swagger UI and ReDoc served from this site's static files, not a CDN (the `example`
+# dependency group installs drf-spectacular-sidecar): /api/docs/ works offline.
+HAS_SIDECAR = HAS_DRF and module_exists("drf_spectacular_sidecar")
 if HAS_DRF:
     INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "django_filters"]
     INSTALLED_APPS += ["drf_spectacular"]
+if HAS_SIDECAR:
+    INSTALLED_APPS += ["drf_spectacular_sidecar"]
 if HAS_BEAT:
     INSTALLED_APPS += ["django_celery_beat"]
     if module_exists("django_taskqueue.contrib.beat"):
@@ -188,7 +193,9 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "/admin/login/"
+# The site's own sign-in page: the admin's refuses users who are not staff (alice, bob).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
 
 DATABASES = {
     "default": (
@@ -303,12 +310,18 @@ if HAS_DRF:
         "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
         "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     }
-    SPECTACULAR_SETTINGS = {
+    SPECTACULAR_SETTINGS: dict[str, Any] = {
         "TITLE": "django-taskqueue example API",
         "DESCRIPTION": "Start, follow, cancel and retry tracked Celery tasks.",
         "VERSION": "0.1.0",
         "SERVE_INCLUDE_SCHEMA": False,
     }
+    if HAS_SIDECAR:
+        SPECTACULAR_SETTINGS |= {
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
+        }
 
 LOGGING = {
     "version": 1,

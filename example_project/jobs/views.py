@@ -1,18 +1,20 @@
-"""The example's pages: a home page listing your tasks, and the report download."""
+"""The example's pages: a home page listing your tasks, starting a sample task, report downloads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
 from example_project import urls as project_urls
+from jobs import launch, sampledata, tasks
 
 _CONTENT_TYPES = {
     "csv": "text/csv",
@@ -20,11 +22,19 @@ _CONTENT_TYPES = {
     "pdf": "application/pdf",
 }
 
+#: What the home page's buttons start: a label, and the task with its sample file.
+SAMPLE_TASKS = {
+    # Slowed down per chunk, so its progress can be watched.
+    "video": ("Checksum the sample video", tasks.process_video, "video", {"delay": 0.2}),
+    "image": ("Resize a sample image", tasks.process_image, "image", {}),
+    "report": ("Render a PDF sales report", tasks.generate_report, "report", {"format": "pdf"}),
+}
+
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """Links to the admin and the API, and the signed-in user's latest tasks."""
-    tasks = (
+    latest = (
         TaskLog.objects.for_user(request.user).order_by("-created_at")[:20]
         if request.user.is_authenticated
         else []
@@ -32,8 +42,33 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "jobs/home.html",
-        {"tasks": tasks, "api": project_urls.API_MOUNTED, "flower": settings.HAS_FLOWER},
+        {
+            "tasks": latest,
+            "samples": {kind: choice[0] for kind, choice in SAMPLE_TASKS.items()},
+            "api": project_urls.API_MOUNTED,
+            "flower": settings.HAS_FLOWER,
+        },
     )
+
+
+@login_required
+@require_POST
+def start_task(request: HttpRequest) -> HttpResponse:
+    """Start one of :data:`SAMPLE_TASKS` for the signed-in user, then show the home page."""
+    choice = SAMPLE_TASKS.get(request.POST.get("kind", ""))
+    if choice is None:
+        messages.error(request, "Unknown sample task.")
+        return redirect("home")
+    label, task, kind, kwargs = choice
+    sample = sampledata.ensure_samples()[kind][0]
+    try:
+        launch.start(task, args=(str(sample),), kwargs=kwargs, owner=request.user, file_path=sample)
+    except Exception as exc:
+        # The broker is down or unreachable: say so rather than fail the page.
+        messages.error(request, f"Could not start the task: {exc}")
+    else:
+        messages.success(request, f"Started: {label.lower()}.")
+    return redirect("home")
 
 
 @login_required

@@ -8,8 +8,6 @@ selenium-manager never downloads a browser or a driver.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,53 +18,14 @@ from django.contrib.auth import get_user_model
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
 from tests.admin.helpers import ago, make_task
+from tests.browser import BROWSER_MARKS, screenshot_dir, start_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def _missing() -> str | None:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        return (
-            f"headless Chromium is not installed ({CHROMIUM}, {CHROMEDRIVER}): "
-            "apt-get install chromium chromium-driver"
-        )
-    if importlib.util.find_spec("selenium") is None:
-        return "selenium not installed (the `browser` dependency group)"
-    return None
-
-
-MISSING = _missing()
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1500,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
+    driver = start_chromium(tmp_path / "chromium-profile")
     try:
         yield driver
     finally:
@@ -75,9 +34,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
-    directory = Path(os.environ.get("TASKQUEUE_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    return screenshot_dir(tmp_path)
 
 
 def _shoot(driver: Any, path: Path) -> None:
