@@ -13,6 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_taskqueue.api.fields import StrictBooleanField, StrictCharField
+from django_taskqueue.api.schema import METADATA_SCHEMA
 from django_taskqueue.conf import conf
 from django_taskqueue.files import MAX_PATH_LENGTH, resolve_allowed_file
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -259,7 +260,7 @@ class AllowedFileField(serializers.CharField):
             raise serializers.ValidationError(exc.messages) from None
 
 
-@extend_schema_field({"type": "object", "additionalProperties": True})
+@extend_schema_field(METADATA_SCHEMA)
 class MetadataField(serializers.JSONField):
     """A JSON object no larger than ``API_METADATA_MAX_BYTES`` (as compact JSON).
 
@@ -331,7 +332,9 @@ class CreateTaskSerializer(serializers.Serializer[dict[str, Any]]):
     task_type = serializers.CharField(help_text="One of the TASK_TYPES keys.")
     metadata = MetadataField(
         required=False,
-        help_text="Options for the task: passed as its keyword arguments and stored on the task.",
+        help_text="Options for the task: passed as its keyword arguments and stored on the task. "
+        "No key or string in it, at any depth, may hold a NUL character or a lone surrogate; "
+        "at most API_METADATA_MAX_BYTES as compact JSON.",
     )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
@@ -376,7 +379,9 @@ class BulkCreateSerializer(serializers.Serializer[dict[str, Any]]):
         default=True, help_text="Run the files at once (a Celery group) or one by one, in order."
     )
     metadata = MetadataField(
-        required=False, help_text="Keyword arguments of every task, stored on each child."
+        required=False,
+        help_text="Keyword arguments of every task, stored on each child. No key or string in "
+        "it may hold a NUL character or a lone surrogate; at most API_METADATA_MAX_BYTES.",
     )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
