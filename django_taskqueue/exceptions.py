@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.exceptions import Ignore
 
 
@@ -31,3 +33,22 @@ class TransitionRefused(Exception):
     def __init__(self, message: str, *, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CleanupIncomplete(Exception):
+    """A retention run could not delete every task that was due.
+
+    Raised by :func:`~django_taskqueue.housekeeping.purge_finished` (and so by
+    the ``django_taskqueue.cleanup`` task, which then fails) when a batch
+    failed (a lock wait timed out, the database went away) or due tasks were
+    left behind; ``taskqueue_cleanup`` turns it into a non-zero exit. What was
+    deleted before stays deleted: the next run continues.
+
+    Attributes:
+        result: what the run did before it stopped
+            (a :class:`~django_taskqueue.housekeeping.PurgeResult`), when known.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -7,6 +7,7 @@ management commands call. Every status change goes through
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -16,13 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.mail import send_mail
-from django.db import connections, models, router, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import Avg, Count, F, Max
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from django_taskqueue import lifecycle
 from django_taskqueue.conf import RETENTION_STATUSES, conf
+from django_taskqueue.exceptions import CleanupIncomplete
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.status import TaskStatus
 
@@ -75,6 +77,11 @@ class PurgeResult:
         batches: the number of transactions.
         longest_batch: the longest transaction, in seconds.
         dry_run: nothing was deleted.
+        complete: no task past its retention age was left when the run ended.
+        remaining: the due tasks left when the run ended (``None``: they could
+            not be counted, e.g. the database went away).
+        stopped: why the run stopped before the end: ``"max_batches"``, or the
+            error a batch raised; empty when it ran to the end.
     """
 
     cutoffs: dict[str, datetime] = field(default_factory=dict)
@@ -84,6 +91,9 @@ class PurgeResult:
     batches: int = 0
     longest_batch: float = 0.0
     dry_run: bool = False
+    complete: bool = True
+    remaining: int | None = 0
+    stopped: str = ""
 
     @property
     def total(self) -> int:
@@ -144,7 +154,38 @@ class _Deleted:
     last_completed_at: datetime | None
 
 
-def _delete_batch(status: str, cutoff: datetime, start: datetime | None, size: int) -> _Deleted:
+def _advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_xact_lock``, derived from a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+
+
+def take_turn(database: str, job: str, lock_timeout: float | None) -> None:
+    """Wait, inside the caller's transaction, until no other run of ``job`` is in one.
+
+    On PostgreSQL this takes a transaction-level advisory lock named after the
+    job and the TaskLog table (released by the commit or rollback, and by
+    PostgreSQL itself when a session dies), so the batches of two runs that
+    overlap (the beat task and the command) take turns instead of deleting
+    the same rows and deadlocking. ``lock_timeout`` (seconds) bounds the wait
+    for this lock and for every row lock later in the transaction; ``None``
+    waits for ever. Elsewhere it does nothing: SQLite runs one writer at a time.
+    """
+    connection = connections[database]
+    if connection.vendor != "postgresql":
+        return
+    key = _advisory_key(f"django_taskqueue.{job}:{TaskLog._meta.db_table}")
+    with connection.cursor() as cursor:
+        if lock_timeout is not None:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)",
+                [f"{max(1, round(lock_timeout * 1000))}ms"],
+            )
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _delete_batch(
+    database: str, status: str, cutoff: datetime, start: datetime | None, size: int
+) -> _Deleted:
     """Delete one batch (at most ``size`` tasks) with their progress and events.
 
     The batch is the oldest due tasks from ``start`` on: walking the index
@@ -153,7 +194,6 @@ def _delete_batch(status: str, cutoff: datetime, start: datetime | None, size: i
     batches left dead, so a batch costs the same at the end of a million rows
     as at the start.
     """
-    database = router.db_for_write(TaskLog)
     if connections[database].vendor == "postgresql":
         return _delete_batch_postgresql(database, status, cutoff, start, size)
     due = _due(status, cutoff)
@@ -240,6 +280,7 @@ def purge_finished(
     now: datetime | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     max_batches: int | None = None,
+    lock_timeout: float | None = 60.0,
 ) -> PurgeResult:
     """Delete finished tasks past their retention age, in bounded batches.
 
@@ -248,6 +289,11 @@ def purge_finished(
     history and their events in one short transaction of its own; memory
     holds one batch of keys at a time, whatever the table's size.
 
+    Runs may overlap (the beat task and the command, two beat schedulers): on
+    PostgreSQL their batches take turns (see :func:`take_turn`), so they
+    neither deadlock nor delete the same rows, and each run goes on until no
+    due task is left. At the end the run counts the due tasks left over.
+
     Args:
         older_than: one age for every status, instead of ``RETENTION``.
         statuses: only these terminal statuses.
@@ -255,48 +301,123 @@ def purge_finished(
         dry_run: only count what would be deleted.
         now: the reference time.
         on_batch: called after each committed batch (progress output, metrics).
-        max_batches: stop after this many batches (the rest waits for the next run).
+        max_batches: stop after this many batches (the rest waits for the next run:
+            the result then says ``complete=False``, ``stopped="max_batches"``).
+        lock_timeout: seconds a batch waits for its turn and for row locks
+            (``None``: for ever). A batch that times out stops the run.
 
     Returns:
         What was deleted (or is due, in a dry run).
+
+    Raises:
+        CleanupIncomplete: the run could not finish: a batch failed, or due
+            tasks were left for another reason than ``max_batches``. What was
+            deleted before stays deleted; the exception's ``result`` says how much.
     """
     size = batch_size or conf.RETENTION_BATCH_SIZE
     if size < 1:
         raise ValueError("batch_size must be at least 1")
     result = PurgeResult(cutoffs=retention_cutoffs(older_than, statuses, now), dry_run=dry_run)
-    for status, cutoff in result.cutoffs.items():
-        if dry_run:
+    if dry_run:
+        for status, cutoff in result.cutoffs.items():
             result.tasks[status] = _due(status, cutoff).count()
-            continue
+        result.remaining = result.total
+        result.complete = not result.total
+        return result
+    database = router.db_for_write(TaskLog)
+    for status, cutoff in result.cutoffs.items():
         result.tasks[status] = 0
-        start: datetime | None = None
-        while max_batches is None or result.batches < max_batches:
-            began = time.perf_counter()
-            with transaction.atomic():
-                deleted = _delete_batch(status, cutoff, start, size)
-            seconds = time.perf_counter() - began
-            if not deleted.selected:
-                break
-            result.batches += 1
-            result.longest_batch = max(result.longest_batch, seconds)
-            result.tasks[status] += deleted.tasks
-            result.progress += deleted.progress
-            result.events += deleted.events
-            if on_batch is not None:
-                on_batch(Batch(status, deleted.tasks, deleted.progress, deleted.events, seconds))
-            if deleted.selected < size or not deleted.tasks:
-                break
-            start = deleted.last_completed_at
-    if not dry_run:
-        logger.info(
-            "Retention deleted %d tasks (%s), %d progress rows and %d events in %d batches",
-            result.total,
-            ", ".join(f"{k}: {v}" for k, v in result.tasks.items()) or "none due",
-            result.progress,
-            result.events,
-            result.batches,
-        )
-    return result
+        if not _purge_status(
+            result, database, status, cutoff, size, lock_timeout, on_batch, max_batches
+        ):
+            break
+    result.remaining = _count_due(result, database, lock_timeout)
+    result.complete = not result.stopped and result.remaining == 0
+    if result.remaining and not result.stopped:
+        # Every batch ended well, yet due rows are left: someone holds or
+        # re-creates them. Say so rather than report a clean run.
+        result.stopped = "due tasks were left behind"
+    logger.info(
+        "Retention deleted %d tasks (%s), %d progress rows and %d events in %d batches",
+        result.total,
+        ", ".join(f"{k}: {v}" for k, v in result.tasks.items()) or "none due",
+        result.progress,
+        result.events,
+        result.batches,
+    )
+    if result.complete or result.stopped == "max_batches":
+        return result
+    left = "an unknown number of" if result.remaining is None else str(result.remaining)
+    message = (
+        f"cleanup could not finish: {result.stopped}; it deleted {result.total} tasks in "
+        f"{result.batches} batches, and {left} due tasks remain for the next run"
+    )
+    logger.warning("%s", message)
+    raise CleanupIncomplete(message, result)
+
+
+def _purge_status(
+    result: PurgeResult,
+    database: str,
+    status: str,
+    cutoff: datetime,
+    size: int,
+    lock_timeout: float | None,
+    on_batch: Callable[[Batch], None] | None,
+    max_batches: int | None,
+) -> bool:
+    """Delete the due tasks of one status, batch by batch; ``False`` when the run must stop."""
+    start: datetime | None = None
+    while True:
+        if max_batches is not None and result.batches >= max_batches:
+            result.stopped = "max_batches"
+            return False
+        began = time.perf_counter()
+        try:
+            with transaction.atomic(using=database):
+                take_turn(database, "cleanup", lock_timeout)
+                deleted = _delete_batch(database, status, cutoff, start, size)
+        except DatabaseError as exc:
+            logger.warning("A retention batch of %s tasks failed", status, exc_info=True)
+            # The driver's exception names the cause (LockNotAvailable,
+            # DeadlockDetected...); Django's wrapper only its family.
+            cause = exc.__cause__ or exc
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            result.stopped = f"a batch failed: {type(cause).__name__}: {first_line}"
+            return False
+        seconds = time.perf_counter() - began
+        if not deleted.selected:
+            return True
+        result.batches += 1
+        result.longest_batch = max(result.longest_batch, seconds)
+        result.tasks[status] += deleted.tasks
+        result.progress += deleted.progress
+        result.events += deleted.events
+        if on_batch is not None:
+            on_batch(Batch(status, deleted.tasks, deleted.progress, deleted.events, seconds))
+        if deleted.selected < size:
+            return True
+        if not deleted.tasks and deleted.last_completed_at == start:
+            # Selected again and deleted again by nobody: the run would go round.
+            result.stopped = f"{deleted.selected} due {status} tasks could not be deleted"
+            return False
+        # Rows that someone else deleted while the batch waited for them count
+        # for nothing, and the next batch starts after them all the same.
+        start = deleted.last_completed_at
+
+
+def _count_due(result: PurgeResult, database: str, lock_timeout: float | None) -> int | None:
+    """The due tasks left, counted once any overlapping run's batch has committed."""
+    try:
+        with transaction.atomic(using=database):
+            take_turn(database, "cleanup", lock_timeout)
+            return sum(
+                _due(status, cutoff).using(database).count()
+                for status, cutoff in result.cutoffs.items()
+            )
+    except DatabaseError:
+        logger.warning("Could not count the due tasks left by the retention run", exc_info=True)
+        return None
 
 
 # --- stuck tasks -----------------------------------------------------------------------
