@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Avg, Count, F, Q, Subquery
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from django_taskqueue import _fastsql
@@ -42,9 +42,11 @@ from django_taskqueue.status import (
     ACTIVE_STATUSES,
     ALLOWED_FROM,
     BULK_TASK_NAME,
+    PRESUMED_FAILURES,
     TERMINAL_STATUSES,
     EventType,
     TaskStatus,
+    can_move,
 )
 
 logger = logging.getLogger(__name__)
@@ -249,13 +251,17 @@ def _transition(
     before: Callable[[uuid.UUID], None] | None = None,
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
+    evidence: bool = False,
 ) -> Outcome:
     """Move one task to ``target`` if its status allows it, with its event.
 
     ``before`` runs in the same transaction when the change applies (it writes
     the last buffered progress, so that lands with the final status). A caller
     that knows the row's ``parent_id`` (``parent_known``) saves the query that
-    looks for a bulk parent to update.
+    looks for a bulk parent to update. With ``evidence`` (a worker delivered or
+    ran the task) a presumed failure is superseded too (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`); that rare case costs
+    a few more statements, never the common one.
     """
     connection = transaction.get_connection()
     # The one-statement path, unless progress rows must be written before the
@@ -297,20 +303,27 @@ def _transition(
                 _events(pk, event)
             outcome = Outcome(True, target, pk, parent_id, parent_known)
         else:
-            row = _rows(celery_task_id, pk).values_list("pk", "status").first()
+            row = _rows(celery_task_id, pk).values_list("pk", "status", "error_code").first()
             if row is None:
                 return Outcome(False, None, None)
-            pk, status = row
-            kind, message, meta = event
-            _events(
-                pk,
-                (
-                    EventType.IGNORED,
-                    f"{kind} ignored: the task is {status}",
-                    {"attempted": kind, "status": status, "message": message, **(meta or {})},
-                ),
-            )
-            outcome = Outcome(False, status, pk)
+            pk, status, error_code = row
+            superseded = None
+            if evidence and can_move(status, target, error_code=error_code, evidence=True):
+                superseded = _supersede_presumed(pk, target, updates, event, guard, before)
+            if superseded is not None:
+                outcome = superseded
+                parent_id, parent_known = outcome.parent_id, True
+            else:
+                kind, message, meta = event
+                _events(
+                    pk,
+                    (
+                        EventType.IGNORED,
+                        f"{kind} ignored: the task is {status}",
+                        {"attempted": kind, "status": status, "message": message, **(meta or {})},
+                    ),
+                )
+                outcome = Outcome(False, status, pk)
     _announce(outcome, event[0])
     if (
         outcome.applied
@@ -323,6 +336,88 @@ def _transition(
         child_pk = pk
         transaction.on_commit(lambda: _update_parent(child_pk, target))
     return outcome
+
+
+def _supersede_presumed(
+    pk: uuid.UUID,
+    target: str,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    guard: Q | None,
+    before: Callable[[uuid.UUID], None] | None,
+) -> Outcome | None:
+    """Replace a presumed failure with what a worker saw; ``None`` when it no longer applies.
+
+    The row is locked and re-checked (still a presumed failure, not run again
+    since, and ``guard``), then moved to ``target`` with a ``reopened`` event
+    that keeps the presumption, followed by the transition's own event. A bulk
+    parent that its children's presumed failures had failed is reopened with
+    its child, and aggregated again when the child ends.
+    """
+    rerun = TaskLog.objects.filter(retry_of=OuterRef("pk"))
+    rows = TaskLog.objects.filter(
+        pk=pk, status=TaskStatus.FAILED, error_code__in=PRESUMED_FAILURES
+    ).exclude(Exists(rerun))
+    if guard is not None:
+        rows = rows.filter(guard)
+    with transaction.atomic():
+        found = (
+            rows.select_for_update()
+            .values_list("parent_id", "error_code", "error_message", "completed_at")
+            .first()
+        )
+        if found is None:
+            return None
+        parent_id, code, presumption, presumed_at = found
+        changes = dict(updates)
+        if target == TaskStatus.PROCESSING:
+            changes.update(completed_at=None, error_message="", error_code="", traceback="")
+        TaskLog.objects.filter(pk=pk).update(status=target, **_fastsql.orm_updates(changes))
+        if before is not None:
+            before(pk)
+        if target == TaskStatus.PROCESSING:
+            why = f"delivered again after it was presumed failed ({code})"
+        else:
+            why = f"the worker reported its end after it was presumed failed ({code})"
+        _events(
+            pk,
+            (
+                EventType.REOPENED,
+                why,
+                {
+                    "presumed_error_code": code,
+                    "presumed_error_message": presumption,
+                    "presumed_at": presumed_at,
+                    "status": target,
+                },
+            ),
+            event,
+        )
+        if parent_id is not None and target != TaskStatus.FAILED:
+            _reopen_parent(parent_id, child_pk=pk)
+    return Outcome(True, target, pk, parent_id, parent_known=True)
+
+
+def _reopen_parent(parent_pk: uuid.UUID, *, child_pk: uuid.UUID) -> None:
+    """Reopen a bulk parent failed by its children, one of which turned out not to be lost."""
+    reopened = TaskLog.objects.filter(
+        pk=parent_pk, status=TaskStatus.FAILED, error_code="children_failed"
+    ).update(
+        status=TaskStatus.PROCESSING,
+        completed_at=None,
+        error_message="",
+        error_code="",
+        heartbeat_at=timezone.now(),
+    )
+    if reopened:
+        _events(
+            parent_pk,
+            (
+                EventType.REOPENED,
+                "a child presumed failed was delivered again",
+                {"child": child_pk, "presumed_error_code": "children_failed"},
+            ),
+        )
 
 
 def _progress_writer(write: ProgressWrite | None) -> Callable[[uuid.UUID], None] | None:
@@ -437,7 +532,10 @@ def mark_started(
     A start for an older attempt than the newest recorded, or for a task
     already running or finished, changes nothing and leaves an ``ignored``
     event. A cancelled task reports ``status == "cancelled"``: the caller
-    must not run it.
+    must not run it. A task whose failure was only presumed (``lost``,
+    ``worker_lost``: see :data:`~django_taskqueue.status.PRESUMED_FAILURES`)
+    is reopened instead: the delivery proves the presumption wrong, so it
+    runs, with a ``reopened`` event before its ``started`` one.
     """
     now = timezone.now()
     updates: dict[str, Any] = {
@@ -462,6 +560,8 @@ def mark_started(
         "updates": updates,
         "event": event,
         "guard": Q(attempt__lte=attempt),
+        # A delivery is a worker's evidence: it reopens a presumed failure.
+        "evidence": True,
     }
     outcome = _transition(TaskStatus.PROCESSING, **transition)  # type: ignore[arg-type]
     if outcome.status is not None:
@@ -611,11 +711,14 @@ def mark_completed(
     progress: ProgressWrite | None = None,
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
+    evidence: bool = False,
 ) -> Outcome:
     """Record success.
 
     ``result`` must already be JSON-safe: see
-    :func:`~django_taskqueue.serialization.encode_result`.
+    :func:`~django_taskqueue.serialization.encode_result`. With ``evidence``
+    (the worker that ran the task reports it) the success also supersedes a
+    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     now = timezone.now()
     updates = {
@@ -638,6 +741,7 @@ def mark_completed(
         before=_progress_writer(progress),
         parent_id=parent_id,
         parent_known=parent_known,
+        evidence=evidence,
     )
 
 
@@ -654,11 +758,14 @@ def mark_failed(
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
     guard: Q | None = None,
+    evidence: bool = False,
 ) -> Outcome:
     """Record failure, with the error's message, code (exception class) and traceback.
 
     ``guard`` narrows the conditional update further (the housekeeping
-    detectors re-check their own condition in it).
+    detectors re-check their own condition in it). With ``evidence`` (the
+    worker that ran the task reports the failure) it also supersedes a
+    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     now = timezone.now()
     updates = {
@@ -679,6 +786,7 @@ def mark_failed(
         before=_progress_writer(progress),
         parent_id=parent_id,
         parent_known=parent_known,
+        evidence=evidence,
     )
 
 
