@@ -22,7 +22,7 @@ from django.db.models import Avg, Count, F, Max
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
-from django_taskqueue import lifecycle
+from django_taskqueue import broker, lifecycle
 from django_taskqueue.conf import RETENTION_STATUSES, conf
 from django_taskqueue.exceptions import CleanupIncomplete
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -425,12 +425,17 @@ def _count_due(result: PurgeResult, database: str, lock_timeout: float | None) -
 
 @dataclass
 class StaleResult:
-    """What :func:`mark_stale_tasks` found and did (Celery ids)."""
+    """What :func:`mark_stale_tasks` found and did (Celery ids).
+
+    ``waiting``: stuck tasks left alone because the broker still holds their
+    message and will deliver it again (an ``acks_late`` task on Redis).
+    """
 
     failed: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     found: list[str] = field(default_factory=list)
     dry_run: bool = False
+    waiting: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the Celery task's result)."""
@@ -524,12 +529,26 @@ def mark_stale_tasks(
     event. One whose class is ``acks_late`` and ``idempotent`` (see
     :func:`requeue_allowed`) moves to ``retrying`` with a ``requeued`` event
     and its message is published again with the same Celery id as the next
-    attempt.
+    attempt. One that is neither but whose message the broker was seen
+    holding (Redis's unacked hash: an ``acks_late`` task of a dead worker) is
+    left alone, in ``waiting``: the broker delivers it again. A failure marked
+    here is only presumed: a later delivery reopens the task (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
+    from celery import current_app
+
     now = now or timezone.now()
     result = StaleResult(dry_run=dry_run)
     tasks = _registered_tasks()
-    for log, threshold in find_stale(now, limit):
+    stale = find_stale(now, limit)
+    view = None
+    if stale and not dry_run:
+        default_queue = str(current_app.conf.task_default_queue or "celery")
+        view = broker.look(
+            current_app,
+            {_queue_of(current_app, log.task_name, log.queue, default_queue) for log, _ in stale},
+        )
+    for log, threshold in stale:
         result.found.append(log.celery_task_id)
         if dry_run:
             continue
@@ -542,6 +561,11 @@ def mark_stale_tasks(
         }
         silence = f"no heartbeat from {log.worker or 'its worker'} for over {threshold}"
         task = tasks.get(log.task_name)
+        held = view.holds(log.celery_task_id) if view is not None else ""
+        if held and not requeue_allowed(log, task):
+            result.waiting.append(log.celery_task_id)
+            logger.info("Stuck task %s left alone: %s", log.celery_task_id, held)
+            continue
         if requeue_allowed(log, task):
             outcome = lifecycle.requeue_stale(
                 log.pk,
@@ -561,9 +585,11 @@ def mark_stale_tasks(
             result.failed.append(log.celery_task_id)
     if result.found and not dry_run:
         logger.warning(
-            "Stuck tasks: %d failed as worker_lost, %d re-queued",
+            "Stuck tasks: %d failed as worker_lost, %d re-queued, %d left to the broker's "
+            "redelivery",
             len(result.failed),
             len(result.requeued),
+            len(result.waiting),
         )
     return result
 
@@ -614,21 +640,26 @@ def _ids_from_inspect(replies: Mapping[str, Any] | None) -> set[str]:
     return ids
 
 
-def queue_size(app: Any, name: str) -> int | None:
-    """Messages waiting in a broker queue; 0 when it does not exist, ``None`` when unknown."""
+def _queue_of(app: Any, task_name: str, queue: str, default: str) -> str:
+    """The queue a task's message went to: the recorded one, else where routing sends it."""
+    if queue:
+        return queue
     try:
-        with app.connection_for_write() as conn:
-            channel = conn.channel()
-            try:
-                _, count, _ = channel.queue_declare(queue=name, passive=True)
-            finally:
-                channel.close()
-        return int(count)
-    except Exception as exc:
-        if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
-            return 0
-        logger.warning("Could not read the size of queue %r", name, exc_info=True)
-        return None
+        routed = app.amqp.router.route({}, task_name).get("queue")
+    except Exception:
+        return default
+    return str(getattr(routed, "name", routed) or default)
+
+
+def _consumers(replies: Mapping[str, Any] | None) -> dict[str, int]:
+    """Per queue, how many of the workers that answered ``active_queues`` consume it."""
+    counts: dict[str, int] = {}
+    for queues in (replies or {}).values():
+        for queue in queues or ():
+            name = queue.get("name") if isinstance(queue, Mapping) else None
+            if name:
+                counts[str(name)] = counts.get(str(name), 0) + 1
+    return counts
 
 
 def reconcile_lost(
@@ -640,14 +671,23 @@ def reconcile_lost(
 ) -> LostResult:
     """Fail ``pending`` tasks whose message is gone (``error_code="lost"``).
 
-    A task is marked lost when all hold: it is ``pending`` and older than
+    A task is marked lost only when all hold: it is ``pending`` and older than
     ``LOST_AFTER``; no worker reports its id as active, reserved or scheduled
     (``inspect``, bounded by ``inspect_timeout``); the result backend, when
-    there is one, knows no state for it; and its queue on the broker is empty,
-    so the message cannot still be waiting behind a backlog.
+    there is one, knows no state for it; and no broker structure can still
+    deliver its message (see :mod:`django_taskqueue.broker`: on Redis its
+    queue and the ``unacked`` hash that holds the messages a dead worker had
+    fetched until the visibility timeout; on RabbitMQ its queue's ready
+    messages and any consumer that did not answer). The broker is read twice,
+    before and after the inspect, and a message seen in either reading is
+    not lost: a message moving between the queue, a worker and the unacked
+    hash is caught on one side or the other.
 
-    When no worker answers the inspect at all nothing is marked: unreachable
-    workers are not evidence of lost messages.
+    Nothing is marked when no worker answers the inspect (unreachable workers
+    are not evidence of lost messages), when the broker cannot be read, or on
+    a transport whose in-flight messages cannot be seen. A task marked lost
+    whose message comes back all the same is reopened and run (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     from celery import current_app
     from celery.backends.base import DisabledBackend
@@ -659,30 +699,34 @@ def reconcile_lost(
     rows = list(
         TaskLog.objects.filter(status=TaskStatus.PENDING, created_at__lt=created_before)
         .order_by("created_at")
-        .values_list("pk", "celery_task_id", "queue")[:limit]
+        .values_list("pk", "celery_task_id", "task_name", "queue")[:limit]
     )
     result = LostResult(checked=len(rows))
     if not rows:
         return result
+    default_queue = str(app.conf.task_default_queue or "celery")
+    queues = {pk: _queue_of(app, name, queue, default_queue) for pk, _, name, queue in rows}
+    before = broker.look(app, queues.values())
+    if not before.usable:
+        return _skip(result, _unreadable(before))
     inspect = app.control.inspect(timeout=inspect_timeout)
     replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
     if not any(replies):
-        result.skipped_reason = "no worker answered the inspect"
-        logger.warning(
-            "reconcile_lost: %d tasks are pending for over %s, but no worker answered the "
-            "inspect within %.1fs; nothing marked",
-            len(rows),
-            conf.LOST_AFTER,
-            inspect_timeout,
+        return _skip(
+            result,
+            "no worker answered the inspect",
+            f"{len(rows)} tasks are pending for over {conf.LOST_AFTER}, but no worker answered "
+            f"the inspect within {inspect_timeout:.1f}s",
         )
-        return result
+    consumers = _consumers(inspect.active_queues()) if before.transport == "amqp" else None
+    after = broker.look(app, queues.values(), consumers=consumers)
+    if not after.usable:
+        return _skip(result, _unreadable(after))
     known: set[str] = set()
     for reply in replies:
         known |= _ids_from_inspect(reply)
     has_backend = not isinstance(app.backend, DisabledBackend)
-    default_queue = str(app.conf.task_default_queue or "celery")
-    sizes: dict[str, int | None] = {}
-    for pk, celery_task_id, queue in rows:
+    for pk, celery_task_id, _, _ in rows:
         if celery_task_id in known:
             result.known.append(celery_task_id)
             continue
@@ -695,10 +739,8 @@ def reconcile_lost(
             if state != "PENDING":
                 result.known.append(celery_task_id)
                 continue
-        name = queue or default_queue
-        if name not in sizes:
-            sizes[name] = queue_size(app, name)
-        if sizes[name] != 0:
+        name = queues[pk]
+        if before.may_deliver(celery_task_id, name) or after.may_deliver(celery_task_id, name):
             result.waiting.append(celery_task_id)
             continue
         outcome = lifecycle.mark_lost(
@@ -706,14 +748,32 @@ def reconcile_lost(
             created_before=created_before,
             error_message=(
                 f"lost: pending for over {conf.LOST_AFTER}, and no worker, result backend "
-                f"or queue ({name}) knows the message"
+                f"or broker structure ({after.transport}: queue {name}"
+                + (", unacked messages" if after.transport == "redis" else "")
+                + ") holds the message"
             ),
-            metadata={"queue": name, "workers": sorted({h for r in replies for h in (r or {})})},
+            metadata={
+                "queue": name,
+                "transport": after.transport,
+                "workers": sorted({h for r in replies for h in (r or {})}),
+            },
         )
         if outcome.applied:
             result.marked.append(celery_task_id)
     if result.marked:
         logger.warning("reconcile_lost: marked %d pending tasks as lost", len(result.marked))
+    return result
+
+
+def _unreadable(view: broker.BrokerView) -> str:
+    if view.error:
+        return f"the broker could not be read ({view.error})"
+    return f"the {view.transport} transport does not show the messages in flight"
+
+
+def _skip(result: LostResult, reason: str, detail: str = "") -> LostResult:
+    result.skipped_reason = reason
+    logger.warning("reconcile_lost: %s; nothing marked", detail or reason)
     return result
 
 

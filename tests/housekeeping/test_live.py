@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from django_taskqueue import housekeeping
 from django_taskqueue.models import TaskLog
 from tests.housekeeping import rows
 from tests.live import beat_process, wait_for, worker_process
@@ -128,3 +129,66 @@ def test_an_idempotent_task_whose_worker_was_killed_is_requeued_and_finishes(
     assert log.result == 1
     kinds = rows.event_types(log)
     assert kinds[kinds.index("requeued") :] == ["requeued", "started", "completed"]
+
+
+_DIE_HOLDING = """
+import os, sys
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    channel = conn.channel()
+    message = channel.basic_get(sys.argv[2], no_ack=False)
+    assert message is not None, "nothing to fetch"
+    print(message.headers["id"], flush=True)
+    os._exit(0)  # like kill -9: no ack, no restore, the message stays unacknowledged
+"""
+
+
+def _fetched_by_a_dying_consumer(queue: str) -> str:
+    """Fetch one message of ``queue`` without acknowledging it, from a process that dies."""
+    import subprocess
+    import sys
+
+    from tests.live import BROKER_URL
+
+    out = subprocess.run(
+        [sys.executable, "-c", _DIE_HOLDING, BROKER_URL, queue],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.strip()
+
+
+def _forget_unacked(celery_app: Celery, task_id: str) -> None:
+    """Drop the dead consumer's message from Redis's unacked hash (the test's own leftover)."""
+    import json
+
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as client:
+            for tag, raw in client.hscan_iter(channel.unacked_key):
+                if json.loads(raw)[0]["headers"]["id"] == task_id:
+                    client.hdel(channel.unacked_key, tag)
+                    client.zrem(channel.unacked_index_key, tag)
+
+
+def test_a_message_a_dead_worker_fetched_is_not_called_lost(
+    live_worker: Any, celery_app: Celery
+) -> None:
+    """Redis keeps it in its unacked hash until the visibility timeout: it is not lost."""
+    queue = f"tq-unacked-{rows.new_id()[:8]}"  # no worker consumes it: nothing restores it early
+    log = rows.pending(age=timedelta(days=2), queue=queue)
+    celery_app.send_task("tests.add", args=(1, 2), queue=queue, task_id=log.celery_task_id)
+    assert _fetched_by_a_dying_consumer(queue) == log.celery_task_id
+    gone = rows.pending(age=timedelta(days=2), queue=queue)  # never published: really lost
+    try:
+        result = housekeeping.reconcile_lost(inspect_timeout=1.0, app=celery_app)
+    finally:
+        _forget_unacked(celery_app, log.celery_task_id)
+
+    assert result.skipped_reason == ""
+    assert log.celery_task_id in result.waiting
+    assert result.marked == [gone.celery_task_id]
+    assert _status(log) == ("pending", "")
+    assert _status(gone) == ("failed", "lost")
