@@ -690,8 +690,6 @@ def reconcile_lost(
     :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     from celery import current_app
-    from celery.backends.base import DisabledBackend
-    from celery.result import AsyncResult
 
     app = app or current_app
     now = now or timezone.now()
@@ -725,20 +723,11 @@ def reconcile_lost(
     known: set[str] = set()
     for reply in replies:
         known |= _ids_from_inspect(reply)
-    has_backend = not isinstance(app.backend, DisabledBackend)
+    workers = sorted({host for reply in replies for host in (reply or {})})
     for pk, celery_task_id, _, _ in rows:
-        if celery_task_id in known:
+        if celery_task_id in known or _backend_knows(app, celery_task_id):
             result.known.append(celery_task_id)
             continue
-        if has_backend:
-            try:
-                state: str = AsyncResult(celery_task_id, app=app).state
-            except Exception:
-                logger.warning("Could not ask the result backend about %s", celery_task_id)
-                state = "UNKNOWN"
-            if state != "PENDING":
-                result.known.append(celery_task_id)
-                continue
         name = queues[pk]
         if before.may_deliver(celery_task_id, name) or after.may_deliver(celery_task_id, name):
             result.waiting.append(celery_task_id)
@@ -752,17 +741,28 @@ def reconcile_lost(
                 + (", unacked messages" if after.transport == "redis" else "")
                 + ") holds the message"
             ),
-            metadata={
-                "queue": name,
-                "transport": after.transport,
-                "workers": sorted({h for r in replies for h in (r or {})}),
-            },
+            metadata={"queue": name, "transport": after.transport, "workers": workers},
         )
         if outcome.applied:
             result.marked.append(celery_task_id)
     if result.marked:
         logger.warning("reconcile_lost: marked %d pending tasks as lost", len(result.marked))
     return result
+
+
+def _backend_knows(app: Any, celery_task_id: str) -> bool:
+    """Whether the result backend, when there is one, has a state for the task."""
+    from celery.backends.base import DisabledBackend
+    from celery.result import AsyncResult
+
+    if isinstance(app.backend, DisabledBackend):
+        return False
+    try:
+        state: str = AsyncResult(celery_task_id, app=app).state
+    except Exception:
+        logger.warning("Could not ask the result backend about %s", celery_task_id)
+        return True  # unknown: not evidence of a lost message
+    return state != "PENDING"
 
 
 def _unreadable(view: broker.BrokerView) -> str:

@@ -303,27 +303,18 @@ def _transition(
                 _events(pk, event)
             outcome = Outcome(True, target, pk, parent_id, parent_known)
         else:
-            row = _rows(celery_task_id, pk).values_list("pk", "status", "error_code").first()
-            if row is None:
-                return Outcome(False, None, None)
-            pk, status, error_code = row
-            superseded = None
-            if evidence and can_move(status, target, error_code=error_code, evidence=True):
-                superseded = _supersede_presumed(pk, target, updates, event, guard, before)
-            if superseded is not None:
-                outcome = superseded
-                parent_id, parent_known = outcome.parent_id, True
-            else:
-                kind, message, meta = event
-                _events(
-                    pk,
-                    (
-                        EventType.IGNORED,
-                        f"{kind} ignored: the task is {status}",
-                        {"attempted": kind, "status": status, "message": message, **(meta or {})},
-                    ),
-                )
-                outcome = Outcome(False, status, pk)
+            outcome = _refused(
+                target,
+                _rows(celery_task_id, pk),
+                updates=updates,
+                event=event,
+                guard=guard,
+                before=before,
+                evidence=evidence,
+            )
+            if outcome.pk is None:
+                return outcome
+            pk, parent_id, parent_known = outcome.pk, outcome.parent_id, outcome.parent_known
     _announce(outcome, event[0])
     if (
         outcome.applied
@@ -336,6 +327,42 @@ def _transition(
         child_pk = pk
         transaction.on_commit(lambda: _update_parent(child_pk, target))
     return outcome
+
+
+def _refused(
+    target: str,
+    rows: models.QuerySet[TaskLog],
+    *,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    guard: Q | None,
+    before: Callable[[uuid.UUID], None] | None,
+    evidence: bool,
+) -> Outcome:
+    """The conditional update matched nothing: supersede a presumed failure, or say why not.
+
+    Returns the superseding change when there was one (see
+    :func:`_supersede_presumed`); otherwise leaves an ``ignored`` event and
+    returns the status that refused the change (no pk when there is no row).
+    """
+    row = rows.values_list("pk", "status", "error_code").first()
+    if row is None:
+        return Outcome(False, None, None)
+    pk, status, error_code = row
+    if evidence and can_move(status, target, error_code=error_code, evidence=True):
+        superseded = _supersede_presumed(pk, target, updates, event, guard, before)
+        if superseded is not None:
+            return superseded
+    kind, message, meta = event
+    _events(
+        pk,
+        (
+            EventType.IGNORED,
+            f"{kind} ignored: the task is {status}",
+            {"attempted": kind, "status": status, "message": message, **(meta or {})},
+        ),
+    )
+    return Outcome(False, status, pk)
 
 
 def _supersede_presumed(

@@ -198,7 +198,10 @@ def test_a_cleanup_that_cannot_finish_says_so() -> None:
     by_command, by_task = outcome
     # The command exits non-zero and says how far it came.
     assert isinstance(by_command, CommandError)
-    assert "cleanup could not finish: a batch failed: LockNotAvailable: canceling statement due to lock timeout;" in str(by_command)
+    assert (
+        "cleanup could not finish: a batch failed: LockNotAvailable: "
+        "canceling statement due to lock timeout;"
+    ) in str(by_command)
     assert "it deleted 500 tasks in 5 batches, and 500 due tasks remain" in str(by_command)
     # The beat task fails (Celery records the exception) instead of returning a summary.
     assert isinstance(by_task, CleanupIncomplete)
@@ -212,7 +215,12 @@ def test_stopping_at_max_batches_is_not_a_failure() -> None:
     _due_rows(300)
     out = StringIO()
     call_command(
-        "taskqueue_cleanup", "--no-progress", "--batch-size", "100", "--max-batches", "2",
+        "taskqueue_cleanup",
+        "--no-progress",
+        "--batch-size",
+        "100",
+        "--max-batches",
+        "2",
         stdout=out,
     )
     assert "Stopped after 2 batches (--max-batches): 100 due tasks remain" in out.getvalue()
