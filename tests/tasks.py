@@ -182,3 +182,33 @@ def busy_progress(self: TrackedTask, seconds: float = 3.0) -> str:
         i += 1
         self.update_progress(i % 100, message=f"step {i}")
     return "ran to the end"
+
+
+# The fault suite's tasks (tests/faults): the body writes the ledger, the ground
+# truth the records are checked against. No result is stored: what the suite
+# checks is the TaskLog, and a result backend down with Redis is another story.
+def _ledgered(task: TrackedTask, path: str, seconds: float) -> str:
+    from tests.faults.ledger import append
+
+    append(path, "start", str(task.request.id))
+    if seconds:
+        time.sleep(seconds)
+    append(path, "done", str(task.request.id))
+    return "done"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.ledger", ignore_result=True, stale_after=3)
+def ledger(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
+    return _ledgered(self, path, seconds)
+
+
+@shared_task(
+    base=TrackedTask,
+    bind=True,
+    name="tests.ledger_late",
+    acks_late=True,
+    ignore_result=True,
+    stale_after=3,
+)
+def ledger_late(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
+    return _ledgered(self, path, seconds)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -72,12 +70,6 @@ def test_the_presets_fire_under_beat_with_the_database_scheduler(
     assert lost.events.get(event_type="stale").metadata["error_code"] == "lost"
 
 
-def _kill_whole_worker(worker: Any) -> None:
-    """SIGKILL the worker's main process and its pool: nothing is left to notice."""
-    os.killpg(worker.process.pid, signal.SIGKILL)
-    worker.process.wait(10)
-
-
 def test_a_task_whose_worker_was_killed_is_failed_by_the_preset(
     transactional_db: Any, celery_app: Celery, tmp_path: Path
 ) -> None:
@@ -90,7 +82,7 @@ def test_a_task_whose_worker_was_killed_is_failed_by_the_preset(
             what="the task to start",
         )
         assert first.child_pids()
-        _kill_whole_worker(first)
+        first.kill_all()
     time.sleep(1.5)  # stale_after = 1 s
     assert _status(log) == ("processing", "")  # nothing else noticed: the worker is gone
 
@@ -115,7 +107,7 @@ def test_an_idempotent_task_whose_worker_was_killed_is_requeued_and_finishes(
             lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first(),
             what="the task to start",
         )
-        _kill_whole_worker(first)
+        first.kill_all()
     time.sleep(1.5)
 
     with worker_process(tmp_path, concurrency=1):
