@@ -407,17 +407,24 @@ def _purge_status(
 
 
 def _count_due(result: PurgeResult, database: str, lock_timeout: float | None) -> int | None:
-    """The due tasks left, counted once any overlapping run's batch has committed."""
-    try:
-        with transaction.atomic(using=database):
-            take_turn(database, "cleanup", lock_timeout)
-            return sum(
-                _due(status, cutoff).using(database).count()
-                for status, cutoff in result.cutoffs.items()
-            )
-    except DatabaseError:
-        logger.warning("Could not count the due tasks left by the retention run", exc_info=True)
-        return None
+    """The due tasks left, counted once any overlapping run's batch has committed.
+
+    When that turn does not come within ``lock_timeout`` (another run is stuck
+    in a batch), they are counted without waiting for it; ``None`` when they
+    cannot be counted at all.
+    """
+    for wait in (True, False):
+        try:
+            with transaction.atomic(using=database):
+                if wait:
+                    take_turn(database, "cleanup", lock_timeout)
+                return sum(
+                    _due(status, cutoff).using(database).count()
+                    for status, cutoff in result.cutoffs.items()
+                )
+        except DatabaseError:
+            logger.warning("Could not count the due tasks left by the retention run", exc_info=True)
+    return None
 
 
 # --- stuck tasks -----------------------------------------------------------------------

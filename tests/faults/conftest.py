@@ -63,33 +63,34 @@ def django_db_modify_db_settings(private_servers: Servers) -> None:
 def servers(private_servers: Servers, transactional_db: Any) -> Iterator[Servers]:
     """The private servers, running and empty of messages, for one experiment."""
     private_servers.ensure_up()
-    _flush(private_servers.redis)
+    _fresh(private_servers.redis)
     yield private_servers
     private_servers.ensure_up()
     if private_servers.redis.persistent:
         # Back to the suite's default for the next experiment.
         private_servers.redis.persistent = False
         private_servers.redis.restart()
-    _flush(private_servers.redis)
+    _fresh(private_servers.redis)
 
 
-def _flush(redis: PrivateRedis) -> None:
+def _fresh(redis: PrivateRedis) -> None:
+    """Empty the suite's Redis (its own: nothing else lives there)."""
     import subprocess
 
-    # The suite's own Redis: nothing else lives there.
     subprocess.run(
         ["redis-cli", "-p", str(redis.port), "flushall"], check=True, capture_output=True
     )
 
 
 @pytest.fixture
-def report() -> Iterator[list[Counts]]:
-    """Counts appended here are printed now and in the session's summary."""
-    found: list[Counts] = []
+def report() -> Iterator[list[Counts | str]]:
+    """Counts (or lines) appended here are printed now and in the session's summary."""
+    found: list[Counts | str] = []
     yield found
     for counts in found:
-        print(counts.line())
-        _REPORT.append(counts.line())
+        line = counts if isinstance(counts, str) else counts.line()
+        print(line)
+        _REPORT.append(line)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -44,6 +44,9 @@ CELERY_RESULT_BACKEND = f"redis://127.0.0.1:{FAULTS_REDIS_PORT}/1"
 #: Seconds before Redis gives a dead worker's unacknowledged messages back; the
 #: workers look for such messages every second (kombu's restore sweep).
 VISIBILITY_TIMEOUT = 8
+# A connection kept in a pool would outlive a Redis restart and fail its next
+# read: these processes connect for each use instead.
+CELERY_BROKER_POOL_LIMIT = 0
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": VISIBILITY_TIMEOUT,
     "unacked_restore_interval": 1,

@@ -7,7 +7,6 @@ PostgreSQL's row locks, which SQLite does not have.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
-from django.utils import timezone
 
 from django_taskqueue import housekeeping, tasks
 from django_taskqueue.exceptions import CleanupIncomplete
@@ -25,33 +23,6 @@ from django_taskqueue.status import EventType, TaskStatus
 from tests.housekeeping import rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def _due_rows(count: int, *, age: timedelta = timedelta(days=100)) -> None:
-    """``count`` completed tasks past their retention age, each with one event.
-
-    Written with ``bulk_create``: thousands of rows through the lifecycle one by
-    one would take minutes. The rows are what a finished task leaves.
-    """
-    ended = timezone.now() - age
-    for start in range(0, count, 5000):
-        logs = [
-            TaskLog(
-                celery_task_id=str(uuid.uuid4()),
-                task_name="tests.add",
-                status=TaskStatus.COMPLETED,
-                created_at=ended - timedelta(seconds=2),
-                started_at=ended - timedelta(seconds=1),
-                # Distinct end times, as real tasks have, in a shuffled order.
-                completed_at=ended + timedelta(microseconds=(i * 7919) % count),
-                progress=100,
-            )
-            for i in range(start, min(start + 5000, count))
-        ]
-        TaskLog.objects.bulk_create(logs)
-        TaskEventLog.objects.bulk_create(
-            [TaskEventLog(task_id=log.pk, event_type=EventType.COMPLETED) for log in logs]
-        )
 
 
 def _at_once(*jobs: Callable[[], Any]) -> list[Any]:
@@ -101,7 +72,7 @@ def _beat_task(**kwargs: Any) -> Callable[[], tuple[dict[str, Any], int]]:
 
 def test_two_cleanups_at_once_both_finish_and_leave_nothing_due() -> None:
     assert connection.vendor == "postgresql"
-    _due_rows(20_000)
+    rows.many_finished(20_000)
     kept = rows.finished("completed", age=timedelta(days=1))
 
     command, beat_task = _at_once(_command("--batch-size", "500"), _beat_task(batch_size=500))
@@ -122,7 +93,7 @@ def test_two_cleanups_at_once_both_finish_and_leave_nothing_due() -> None:
 
 def test_a_batch_whose_rows_someone_else_deleted_does_not_end_the_run() -> None:
     """Another session deletes the first batch's rows while the batch waits on them."""
-    _due_rows(3_000)
+    rows.many_finished(3_000)
     first = list(
         TaskLog.objects.filter(status=TaskStatus.COMPLETED)
         .order_by("completed_at")
@@ -158,7 +129,7 @@ def test_a_batch_whose_rows_someone_else_deleted_does_not_end_the_run() -> None:
 
 
 def test_a_cleanup_that_cannot_finish_says_so() -> None:
-    _due_rows(1_000)
+    rows.many_finished(1_000)
     locked = threading.Event()
     release = threading.Event()
 
@@ -212,7 +183,7 @@ def test_a_cleanup_that_cannot_finish_says_so() -> None:
 
 
 def test_stopping_at_max_batches_is_not_a_failure() -> None:
-    _due_rows(300)
+    rows.many_finished(300)
     out = StringIO()
     call_command(
         "taskqueue_cleanup",
