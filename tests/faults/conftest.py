@@ -36,7 +36,7 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def private_servers() -> Iterator[Servers]:
-    from django.conf import settings
+    from tests.faults import settings
 
     root = temporary_root("taskqueue-faults-")
     (root / "postgres").mkdir()

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from tests import tasks
+from tests.faults import settings
 from tests.faults.experiment import Counts, tally, wait_until_settled
 from tests.faults.housekeeper import housekeeper, runs
 from tests.faults.ledger import Ledger

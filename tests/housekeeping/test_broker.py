@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -98,7 +99,8 @@ def test_rabbitmq_a_silent_consumer_may_hold_any_message(amqp_app: Celery) -> No
         if holder.poll() is None:
             holder.kill()
         with Connection(AMQP_URL) as conn:
-            conn.default_channel.queue_delete(queue)
+            cleanup: Any = conn.default_channel
+            cleanup.queue_delete(queue)
 
 
 @pytest.mark.integration
@@ -108,7 +110,7 @@ def test_redis_reads_the_queue_and_the_unacked_hash(celery_app: Celery) -> None:
     _publish(BROKER_URL, queue, waiting)
     _publish(BROKER_URL, queue, fetched)
     with Connection(BROKER_URL) as conn:
-        channel = conn.channel()
+        channel: Any = conn.channel()
         message = channel.basic_get(queue, no_ack=False)
         assert message is not None
         assert message.headers["id"] == waiting  # the first one out

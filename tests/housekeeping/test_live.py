@@ -157,7 +157,7 @@ def _forget_unacked(celery_app: Celery, task_id: str) -> None:
     import json
 
     with celery_app.connection_for_write() as conn:
-        channel = conn.default_channel
+        channel: Any = conn.default_channel
         with channel.conn_or_acquire() as client:
             for tag, raw in client.hscan_iter(channel.unacked_key):
                 if json.loads(raw)[0]["headers"]["id"] == task_id:
@@ -184,3 +184,23 @@ def test_a_message_a_dead_worker_fetched_is_not_called_lost(
     assert result.marked == [gone.celery_task_id]
     assert _status(log) == ("pending", "")
     assert _status(gone) == ("failed", "lost")
+
+
+def test_a_stuck_task_whose_message_the_broker_holds_is_left_to_the_redelivery(
+    celery_app: Celery, transactional_db: Any
+) -> None:
+    """An acks_late task of a dead worker: Redis gives its message back after the timeout."""
+    queue = f"tq-unacked-{rows.new_id()[:8]}"
+    held = rows.running(silent_for=timedelta(hours=2), queue=queue)
+    celery_app.send_task("tests.add", args=(1, 2), queue=queue, task_id=held.celery_task_id)
+    assert _fetched_by_a_dying_consumer(queue) == held.celery_task_id
+    gone = rows.running(silent_for=timedelta(hours=2), queue=queue)  # acknowledged long ago
+    try:
+        result = housekeeping.mark_stale_tasks()
+    finally:
+        _forget_unacked(celery_app, held.celery_task_id)
+
+    assert result.waiting == [held.celery_task_id]
+    assert result.failed == [gone.celery_task_id]
+    assert _status(held) == ("processing", "")
+    assert _status(gone) == ("failed", "worker_lost")
