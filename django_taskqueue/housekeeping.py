@@ -156,7 +156,8 @@ class _Deleted:
 
 def _advisory_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``, derived from a name."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def take_turn(database: str, job: str, lock_timeout: float | None) -> None:
