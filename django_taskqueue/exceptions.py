@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 from django.core.exceptions import ValidationError
@@ -88,3 +88,22 @@ class MessageRefused(ValidationError):
     - ``"text"``: a string of the stored ``metadata`` or ``tags`` holds a NUL
       character or a lone surrogate, which no database stores as text.
     """
+
+
+class CleanupIncomplete(Exception):
+    """A retention run could not delete every task that was due.
+
+    Raised by :func:`~django_taskqueue.housekeeping.purge_finished` (and so by
+    the ``django_taskqueue.cleanup`` task, which then fails) when a batch
+    failed (a lock wait timed out, the database went away) or due tasks were
+    left behind; ``taskqueue_cleanup`` turns it into a non-zero exit. What was
+    deleted before stays deleted: the next run continues.
+
+    Attributes:
+        result: what the run did before it stopped
+            (a :class:`~django_taskqueue.housekeeping.PurgeResult`), when known.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -7,6 +7,7 @@ management commands call. Every status change goes through
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -16,13 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.mail import send_mail
-from django.db import connections, models, router, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import Avg, Count, F, Max
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
-from django_taskqueue import lifecycle
+from django_taskqueue import broker, lifecycle
 from django_taskqueue.conf import RETENTION_STATUSES, conf
+from django_taskqueue.exceptions import CleanupIncomplete
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.status import TaskStatus
 
@@ -82,6 +84,11 @@ class PurgeResult:
         batches: the number of transactions.
         longest_batch: the longest transaction, in seconds.
         dry_run: nothing was deleted.
+        complete: no task past its retention age was left when the run ended.
+        remaining: the due tasks left when the run ended (``None``: they could
+            not be counted, e.g. the database went away).
+        stopped: why the run stopped before the end: ``"max_batches"``, or the
+            error a batch raised; empty when it ran to the end.
     """
 
     cutoffs: dict[str, datetime] = field(default_factory=dict)
@@ -91,6 +98,9 @@ class PurgeResult:
     batches: int = 0
     longest_batch: float = 0.0
     dry_run: bool = False
+    complete: bool = True
+    remaining: int | None = 0
+    stopped: str = ""
 
     @property
     def total(self) -> int:
@@ -151,7 +161,39 @@ class _Deleted:
     last_completed_at: datetime | None
 
 
-def _delete_batch(status: str, cutoff: datetime, start: datetime | None, size: int) -> _Deleted:
+def _advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_xact_lock``, derived from a name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def take_turn(database: str, job: str, lock_timeout: float | None) -> None:
+    """Wait, inside the caller's transaction, until no other run of ``job`` is in one.
+
+    On PostgreSQL this takes a transaction-level advisory lock named after the
+    job and the TaskLog table (released by the commit or rollback, and by
+    PostgreSQL itself when a session dies), so the batches of two runs that
+    overlap (the beat task and the command) take turns instead of deleting
+    the same rows and deadlocking. ``lock_timeout`` (seconds) bounds the wait
+    for this lock and for every row lock later in the transaction; ``None``
+    waits for ever. Elsewhere it does nothing: SQLite runs one writer at a time.
+    """
+    connection = connections[database]
+    if connection.vendor != "postgresql":
+        return
+    key = _advisory_key(f"django_taskqueue.{job}:{TaskLog._meta.db_table}")
+    with connection.cursor() as cursor:
+        if lock_timeout is not None:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)",
+                [f"{max(1, round(lock_timeout * 1000))}ms"],
+            )
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _delete_batch(
+    database: str, status: str, cutoff: datetime, start: datetime | None, size: int
+) -> _Deleted:
     """Delete one batch (at most ``size`` tasks) with their progress and events.
 
     The batch is the oldest due tasks from ``start`` on: walking the index
@@ -160,7 +202,6 @@ def _delete_batch(status: str, cutoff: datetime, start: datetime | None, size: i
     batches left dead, so a batch costs the same at the end of a million rows
     as at the start.
     """
-    database = router.db_for_write(TaskLog)
     if connections[database].vendor == "postgresql":
         return _delete_batch_postgresql(database, status, cutoff, start, size)
     due = _due(status, cutoff)
@@ -247,6 +288,7 @@ def purge_finished(
     now: datetime | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     max_batches: int | None = None,
+    lock_timeout: float | None = 60.0,
 ) -> PurgeResult:
     """Delete finished tasks past their retention age, in bounded batches.
 
@@ -255,6 +297,11 @@ def purge_finished(
     history and their events in one short transaction of its own; memory
     holds one batch of keys at a time, whatever the table's size.
 
+    Runs may overlap (the beat task and the command, two beat schedulers): on
+    PostgreSQL their batches take turns (see :func:`take_turn`), so they
+    neither deadlock nor delete the same rows, and each run goes on until no
+    due task is left. At the end the run counts the due tasks left over.
+
     Args:
         older_than: one age for every status, instead of ``RETENTION``.
         statuses: only these terminal statuses.
@@ -262,48 +309,130 @@ def purge_finished(
         dry_run: only count what would be deleted.
         now: the reference time.
         on_batch: called after each committed batch (progress output, metrics).
-        max_batches: stop after this many batches (the rest waits for the next run).
+        max_batches: stop after this many batches (the rest waits for the next run:
+            the result then says ``complete=False``, ``stopped="max_batches"``).
+        lock_timeout: seconds a batch waits for its turn and for row locks
+            (``None``: for ever). A batch that times out stops the run.
 
     Returns:
         What was deleted (or is due, in a dry run).
+
+    Raises:
+        CleanupIncomplete: the run could not finish: a batch failed, or due
+            tasks were left for another reason than ``max_batches``. What was
+            deleted before stays deleted; the exception's ``result`` says how much.
     """
     size = batch_size or conf.RETENTION_BATCH_SIZE
     if size < 1:
         raise ValueError("batch_size must be at least 1")
     result = PurgeResult(cutoffs=retention_cutoffs(older_than, statuses, now), dry_run=dry_run)
-    for status, cutoff in result.cutoffs.items():
-        if dry_run:
+    if dry_run:
+        for status, cutoff in result.cutoffs.items():
             result.tasks[status] = _due(status, cutoff).count()
-            continue
+        result.remaining = result.total
+        result.complete = not result.total
+        return result
+    database = router.db_for_write(TaskLog)
+    for status, cutoff in result.cutoffs.items():
         result.tasks[status] = 0
-        start: datetime | None = None
-        while max_batches is None or result.batches < max_batches:
-            began = time.perf_counter()
-            with transaction.atomic():
-                deleted = _delete_batch(status, cutoff, start, size)
-            seconds = time.perf_counter() - began
-            if not deleted.selected:
-                break
-            result.batches += 1
-            result.longest_batch = max(result.longest_batch, seconds)
-            result.tasks[status] += deleted.tasks
-            result.progress += deleted.progress
-            result.events += deleted.events
-            if on_batch is not None:
-                on_batch(Batch(status, deleted.tasks, deleted.progress, deleted.events, seconds))
-            if deleted.selected < size or not deleted.tasks:
-                break
-            start = deleted.last_completed_at
-    if not dry_run:
-        logger.info(
-            "Retention deleted %d tasks (%s), %d progress rows and %d events in %d batches",
-            result.total,
-            ", ".join(f"{k}: {v}" for k, v in result.tasks.items()) or "none due",
-            result.progress,
-            result.events,
-            result.batches,
-        )
-    return result
+        if not _purge_status(
+            result, database, status, cutoff, size, lock_timeout, on_batch, max_batches
+        ):
+            break
+    result.remaining = _count_due(result, database, lock_timeout)
+    result.complete = not result.stopped and result.remaining == 0
+    if result.remaining and not result.stopped:
+        # Every batch ended well, yet due rows are left: someone holds or
+        # re-creates them. Say so rather than report a clean run.
+        result.stopped = "due tasks were left behind"
+    logger.info(
+        "Retention deleted %d tasks (%s), %d progress rows and %d events in %d batches",
+        result.total,
+        ", ".join(f"{k}: {v}" for k, v in result.tasks.items()) or "none due",
+        result.progress,
+        result.events,
+        result.batches,
+    )
+    if result.complete or result.stopped == "max_batches":
+        return result
+    left = "an unknown number of" if result.remaining is None else str(result.remaining)
+    message = (
+        f"cleanup could not finish: {result.stopped}; it deleted {result.total} tasks in "
+        f"{result.batches} batches, and {left} due tasks remain for the next run"
+    )
+    logger.warning("%s", message)
+    raise CleanupIncomplete(message, result)
+
+
+def _purge_status(
+    result: PurgeResult,
+    database: str,
+    status: str,
+    cutoff: datetime,
+    size: int,
+    lock_timeout: float | None,
+    on_batch: Callable[[Batch], None] | None,
+    max_batches: int | None,
+) -> bool:
+    """Delete the due tasks of one status, batch by batch; ``False`` when the run must stop."""
+    start: datetime | None = None
+    while True:
+        if max_batches is not None and result.batches >= max_batches:
+            result.stopped = "max_batches"
+            return False
+        began = time.perf_counter()
+        try:
+            with transaction.atomic(using=database):
+                take_turn(database, "cleanup", lock_timeout)
+                deleted = _delete_batch(database, status, cutoff, start, size)
+        except DatabaseError as exc:
+            logger.warning("A retention batch of %s tasks failed", status, exc_info=True)
+            # The driver's exception names the cause (LockNotAvailable,
+            # DeadlockDetected...); Django's wrapper only its family.
+            cause = exc.__cause__ or exc
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            result.stopped = f"a batch failed: {type(cause).__name__}: {first_line}"
+            return False
+        seconds = time.perf_counter() - began
+        if not deleted.selected:
+            return True
+        result.batches += 1
+        result.longest_batch = max(result.longest_batch, seconds)
+        result.tasks[status] += deleted.tasks
+        result.progress += deleted.progress
+        result.events += deleted.events
+        if on_batch is not None:
+            on_batch(Batch(status, deleted.tasks, deleted.progress, deleted.events, seconds))
+        if deleted.selected < size:
+            return True
+        if not deleted.tasks and deleted.last_completed_at == start:
+            # Selected again and deleted again by nobody: the run would go round.
+            result.stopped = f"{deleted.selected} due {status} tasks could not be deleted"
+            return False
+        # Rows that someone else deleted while the batch waited for them count
+        # for nothing, and the next batch starts after them all the same.
+        start = deleted.last_completed_at
+
+
+def _count_due(result: PurgeResult, database: str, lock_timeout: float | None) -> int | None:
+    """The due tasks left, counted once any overlapping run's batch has committed.
+
+    When that turn does not come within ``lock_timeout`` (another run is stuck
+    in a batch), they are counted without waiting for it; ``None`` when they
+    cannot be counted at all.
+    """
+    for wait in (True, False):
+        try:
+            with transaction.atomic(using=database):
+                if wait:
+                    take_turn(database, "cleanup", lock_timeout)
+                return sum(
+                    _due(status, cutoff).using(database).count()
+                    for status, cutoff in result.cutoffs.items()
+                )
+        except DatabaseError:
+            logger.warning("Could not count the due tasks left by the retention run", exc_info=True)
+    return None
 
 
 # --- stuck tasks -----------------------------------------------------------------------
@@ -311,12 +440,17 @@ def purge_finished(
 
 @dataclass
 class StaleResult:
-    """What :func:`mark_stale_tasks` found and did (Celery ids)."""
+    """What :func:`mark_stale_tasks` found and did (Celery ids).
+
+    ``waiting``: stuck tasks left alone because the broker still holds their
+    message and will deliver it again (an ``acks_late`` task on Redis).
+    """
 
     failed: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     found: list[str] = field(default_factory=list)
     dry_run: bool = False
+    waiting: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the Celery task's result)."""
@@ -410,12 +544,26 @@ def mark_stale_tasks(
     event. One whose class is ``acks_late`` and ``idempotent`` (see
     :func:`requeue_allowed`) moves to ``retrying`` with a ``requeued`` event
     and its message is published again with the same Celery id as the next
-    attempt.
+    attempt. One that is neither but whose message the broker was seen
+    holding (Redis's unacked hash: an ``acks_late`` task of a dead worker) is
+    left alone, in ``waiting``: the broker delivers it again. A failure marked
+    here is only presumed: a later delivery reopens the task (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
+    from celery import current_app
+
     now = now or timezone.now()
     result = StaleResult(dry_run=dry_run)
     tasks = _registered_tasks()
-    for log, threshold in find_stale(now, limit):
+    stale = find_stale(now, limit)
+    view = None
+    if stale and not dry_run:
+        default_queue = str(current_app.conf.task_default_queue or "celery")
+        view = broker.look(
+            current_app,
+            {_queue_of(current_app, log.task_name, log.queue, default_queue) for log, _ in stale},
+        )
+    for log, threshold in stale:
         result.found.append(log.celery_task_id)
         if dry_run:
             continue
@@ -428,6 +576,11 @@ def mark_stale_tasks(
         }
         silence = f"no heartbeat from {log.worker or 'its worker'} for over {threshold}"
         task = tasks.get(log.task_name)
+        held = view.holds(log.celery_task_id) if view is not None else ""
+        if held and not requeue_allowed(log, task):
+            result.waiting.append(log.celery_task_id)
+            logger.info("Stuck task %s left alone: %s", log.celery_task_id, held)
+            continue
         if requeue_allowed(log, task):
             outcome = lifecycle.requeue_stale(
                 log.pk,
@@ -447,9 +600,11 @@ def mark_stale_tasks(
             result.failed.append(log.celery_task_id)
     if result.found and not dry_run:
         logger.warning(
-            "Stuck tasks: %d failed as worker_lost, %d re-queued",
+            "Stuck tasks: %d failed as worker_lost, %d re-queued, %d left to the broker's "
+            "redelivery",
             len(result.failed),
             len(result.requeued),
+            len(result.waiting),
         )
     return result
 
@@ -500,21 +655,26 @@ def _ids_from_inspect(replies: Mapping[str, Any] | None) -> set[str]:
     return ids
 
 
-def queue_size(app: Any, name: str) -> int | None:
-    """Messages waiting in a broker queue; 0 when it does not exist, ``None`` when unknown."""
+def _queue_of(app: Any, task_name: str, queue: str, default: str) -> str:
+    """The queue a task's message went to: the recorded one, else where routing sends it."""
+    if queue:
+        return queue
     try:
-        with app.connection_for_write() as conn:
-            channel = conn.channel()
-            try:
-                _, count, _ = channel.queue_declare(queue=name, passive=True)
-            finally:
-                channel.close()
-        return int(count)
-    except Exception as exc:
-        if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
-            return 0
-        logger.warning("Could not read the size of queue %r", name, exc_info=True)
-        return None
+        routed = app.amqp.router.route({}, task_name).get("queue")
+    except Exception:
+        return default
+    return str(getattr(routed, "name", routed) or default)
+
+
+def _consumers(replies: Mapping[str, Any] | None) -> dict[str, int]:
+    """Per queue, how many of the workers that answered ``active_queues`` consume it."""
+    counts: dict[str, int] = {}
+    for queues in (replies or {}).values():
+        for queue in queues or ():
+            name = queue.get("name") if isinstance(queue, Mapping) else None
+            if name:
+                counts[str(name)] = counts.get(str(name), 0) + 1
+    return counts
 
 
 def reconcile_lost(
@@ -526,18 +686,25 @@ def reconcile_lost(
 ) -> LostResult:
     """Fail ``pending`` tasks whose message is gone (``error_code="lost"``).
 
-    A task is marked lost when all hold: it is ``pending`` and older than
+    A task is marked lost only when all hold: it is ``pending`` and older than
     ``LOST_AFTER``; no worker reports its id as active, reserved or scheduled
     (``inspect``, bounded by ``inspect_timeout``); the result backend, when
-    there is one, knows no state for it; and its queue on the broker is empty,
-    so the message cannot still be waiting behind a backlog.
+    there is one, knows no state for it; and no broker structure can still
+    deliver its message (see :mod:`django_taskqueue.broker`: on Redis its
+    queue and the ``unacked`` hash that holds the messages a dead worker had
+    fetched until the visibility timeout; on RabbitMQ its queue's ready
+    messages and any consumer that did not answer). The broker is read twice,
+    before and after the inspect, and a message seen in either reading is
+    not lost: a message moving between the queue, a worker and the unacked
+    hash is caught on one side or the other.
 
-    When no worker answers the inspect at all nothing is marked: unreachable
-    workers are not evidence of lost messages.
+    Nothing is marked when no worker answers the inspect (unreachable workers
+    are not evidence of lost messages), when the broker cannot be read, or on
+    a transport whose in-flight messages cannot be seen. A task marked lost
+    whose message comes back all the same is reopened and run (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     from celery import current_app
-    from celery.backends.base import DisabledBackend
-    from celery.result import AsyncResult
 
     app = app or current_app
     now = now or timezone.now()
@@ -545,46 +712,39 @@ def reconcile_lost(
     rows = list(
         TaskLog.objects.filter(status=TaskStatus.PENDING, created_at__lt=created_before)
         .order_by("created_at")
-        .values_list("pk", "celery_task_id", "queue")[:limit]
+        .values_list("pk", "celery_task_id", "task_name", "queue")[:limit]
     )
     result = LostResult(checked=len(rows))
     if not rows:
         return result
+    default_queue = str(app.conf.task_default_queue or "celery")
+    queues = {pk: _queue_of(app, name, queue, default_queue) for pk, _, name, queue in rows}
+    before = broker.look(app, queues.values())
+    if not before.usable:
+        return _skip(result, _unreadable(before))
     inspect = app.control.inspect(timeout=inspect_timeout)
     replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
     if not any(replies):
-        result.skipped_reason = "no worker answered the inspect"
-        logger.warning(
-            "reconcile_lost: %d tasks are pending for over %s, but no worker answered the "
-            "inspect within %.1fs; nothing marked",
-            len(rows),
-            conf.LOST_AFTER,
-            inspect_timeout,
+        return _skip(
+            result,
+            "no worker answered the inspect",
+            f"{len(rows)} tasks are pending for over {conf.LOST_AFTER}, but no worker answered "
+            f"the inspect within {inspect_timeout:.1f}s",
         )
-        return result
+    consumers = _consumers(inspect.active_queues()) if before.transport == "amqp" else None
+    after = broker.look(app, queues.values(), consumers=consumers)
+    if not after.usable:
+        return _skip(result, _unreadable(after))
     known: set[str] = set()
     for reply in replies:
         known |= _ids_from_inspect(reply)
-    has_backend = not isinstance(app.backend, DisabledBackend)
-    default_queue = str(app.conf.task_default_queue or "celery")
-    sizes: dict[str, int | None] = {}
-    for pk, celery_task_id, queue in rows:
-        if celery_task_id in known:
+    workers = sorted({host for reply in replies for host in (reply or {})})
+    for pk, celery_task_id, _, _ in rows:
+        if celery_task_id in known or _backend_knows(app, celery_task_id):
             result.known.append(celery_task_id)
             continue
-        if has_backend:
-            try:
-                state: str = AsyncResult(celery_task_id, app=app).state
-            except Exception:
-                logger.warning("Could not ask the result backend about %s", celery_task_id)
-                state = "UNKNOWN"
-            if state != "PENDING":
-                result.known.append(celery_task_id)
-                continue
-        name = queue or default_queue
-        if name not in sizes:
-            sizes[name] = queue_size(app, name)
-        if sizes[name] != 0:
+        name = queues[pk]
+        if before.may_deliver(celery_task_id, name) or after.may_deliver(celery_task_id, name):
             result.waiting.append(celery_task_id)
             continue
         outcome = lifecycle.mark_lost(
@@ -592,14 +752,43 @@ def reconcile_lost(
             created_before=created_before,
             error_message=(
                 f"lost: pending for over {conf.LOST_AFTER}, and no worker, result backend "
-                f"or queue ({name}) knows the message"
+                f"or broker structure ({after.transport}: queue {name}"
+                + (", unacked messages" if after.transport == "redis" else "")
+                + ") holds the message"
             ),
-            metadata={"queue": name, "workers": sorted({h for r in replies for h in (r or {})})},
+            metadata={"queue": name, "transport": after.transport, "workers": workers},
         )
         if outcome.applied:
             result.marked.append(celery_task_id)
     if result.marked:
         logger.warning("reconcile_lost: marked %d pending tasks as lost", len(result.marked))
+    return result
+
+
+def _backend_knows(app: Any, celery_task_id: str) -> bool:
+    """Whether the result backend, when there is one, has a state for the task."""
+    from celery.backends.base import DisabledBackend
+    from celery.result import AsyncResult
+
+    if isinstance(app.backend, DisabledBackend):
+        return False
+    try:
+        state: str = AsyncResult(celery_task_id, app=app).state
+    except Exception:
+        logger.warning("Could not ask the result backend about %s", celery_task_id)
+        return True  # unknown: not evidence of a lost message
+    return state != "PENDING"
+
+
+def _unreadable(view: broker.BrokerView) -> str:
+    if view.error:
+        return f"the broker could not be read ({view.error})"
+    return f"the {view.transport} transport does not show the messages in flight"
+
+
+def _skip(result: LostResult, reason: str, detail: str = "") -> LostResult:
+    result.skipped_reason = reason
+    logger.warning("reconcile_lost: %s; nothing marked", detail or reason)
     return result
 
 

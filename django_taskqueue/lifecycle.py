@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.signals import setting_changed
 from django.db import IntegrityError, models, transaction
-from django.db.models import Avg, Count, F, Q, Subquery
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from django_taskqueue import _fastsql
@@ -51,9 +51,11 @@ from django_taskqueue.status import (
     ACTIVE_STATUSES,
     ALLOWED_FROM,
     BULK_TASK_NAME,
+    PRESUMED_FAILURES,
     TERMINAL_STATUSES,
     EventType,
     TaskStatus,
+    can_move,
 )
 
 if TYPE_CHECKING:
@@ -332,13 +334,17 @@ def _transition(
     before: Callable[[uuid.UUID], None] | None = None,
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
+    evidence: bool = False,
 ) -> Outcome:
     """Move one task to ``target`` if its status allows it, with its event.
 
     ``before`` runs in the same transaction when the change applies (it writes
     the last buffered progress, so that lands with the final status). A caller
     that knows the row's ``parent_id`` (``parent_known``) saves the query that
-    looks for a bulk parent to update.
+    looks for a bulk parent to update. With ``evidence`` (a worker delivered or
+    ran the task) a presumed failure is superseded too (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`); that rare case costs
+    a few more statements, never the common one.
     """
     updates, event = _stored_updates(updates), _stored_event(event)
     connection = transaction.get_connection()
@@ -381,20 +387,18 @@ def _transition(
                 _events(pk, event)
             outcome = Outcome(True, target, pk, parent_id, parent_known)
         else:
-            row = _rows(celery_task_id, pk).values_list("pk", "status").first()
-            if row is None:
-                return Outcome(False, None, None)
-            pk, status = row
-            kind, message, meta = event
-            _events(
-                pk,
-                (
-                    EventType.IGNORED,
-                    f"{kind} ignored: the task is {status}",
-                    {"attempted": kind, "status": status, "message": message, **(meta or {})},
-                ),
+            outcome = _refused(
+                target,
+                _rows(celery_task_id, pk),
+                updates=updates,
+                event=event,
+                guard=guard,
+                before=before,
+                evidence=evidence,
             )
-            outcome = Outcome(False, status, pk)
+            if outcome.pk is None:
+                return outcome
+            pk, parent_id, parent_known = outcome.pk, outcome.parent_id, outcome.parent_known
     _announce(outcome, event[0])
     if (
         outcome.applied
@@ -407,6 +411,124 @@ def _transition(
         child_pk = pk
         transaction.on_commit(lambda: _update_parent(child_pk, target))
     return outcome
+
+
+def _refused(
+    target: str,
+    rows: models.QuerySet[TaskLog],
+    *,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    guard: Q | None,
+    before: Callable[[uuid.UUID], None] | None,
+    evidence: bool,
+) -> Outcome:
+    """The conditional update matched nothing: supersede a presumed failure, or say why not.
+
+    Returns the superseding change when there was one (see
+    :func:`_supersede_presumed`); otherwise leaves an ``ignored`` event and
+    returns the status that refused the change (no pk when there is no row).
+    """
+    row = rows.values_list("pk", "status", "error_code").first()
+    if row is None:
+        return Outcome(False, None, None)
+    pk, status, error_code = row
+    if evidence and can_move(status, target, error_code=error_code, evidence=True):
+        superseded = _supersede_presumed(pk, target, updates, event, guard, before)
+        if superseded is not None:
+            return superseded
+    kind, message, meta = event
+    _events(
+        pk,
+        (
+            EventType.IGNORED,
+            f"{kind} ignored: the task is {status}",
+            {"attempted": kind, "status": status, "message": message, **(meta or {})},
+        ),
+    )
+    return Outcome(False, status, pk)
+
+
+def _supersede_presumed(
+    pk: uuid.UUID,
+    target: str,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    guard: Q | None,
+    before: Callable[[uuid.UUID], None] | None,
+) -> Outcome | None:
+    """Replace a presumed failure with what a worker saw; ``None`` when it no longer applies.
+
+    The row is locked and re-checked (still a presumed failure, not run again
+    since, and ``guard``), then moved to ``target`` with a ``reopened`` event
+    that keeps the presumption, followed by the transition's own event. A bulk
+    parent that its children's presumed failures had failed is reopened with
+    its child, and aggregated again when the child ends.
+    """
+    rerun = TaskLog.objects.filter(retry_of=OuterRef("pk"))
+    rows = TaskLog.objects.filter(
+        pk=pk, status=TaskStatus.FAILED, error_code__in=PRESUMED_FAILURES
+    ).exclude(Exists(rerun))
+    if guard is not None:
+        rows = rows.filter(guard)
+    with transaction.atomic():
+        found = (
+            rows.select_for_update()
+            .values_list("parent_id", "error_code", "error_message", "completed_at")
+            .first()
+        )
+        if found is None:
+            return None
+        parent_id, code, presumption, presumed_at = found
+        changes = dict(updates)
+        if target == TaskStatus.PROCESSING:
+            changes.update(completed_at=None, error_message="", error_code="", traceback="")
+        TaskLog.objects.filter(pk=pk).update(status=target, **_fastsql.orm_updates(changes))
+        if before is not None:
+            before(pk)
+        if target == TaskStatus.PROCESSING:
+            why = f"delivered again after it was presumed failed ({code})"
+        else:
+            why = f"the worker reported its end after it was presumed failed ({code})"
+        _events(
+            pk,
+            (
+                EventType.REOPENED,
+                why,
+                {
+                    "presumed_error_code": code,
+                    "presumed_error_message": presumption,
+                    "presumed_at": presumed_at,
+                    "status": target,
+                },
+            ),
+            event,
+        )
+        if parent_id is not None and target != TaskStatus.FAILED:
+            _reopen_parent(parent_id, child_pk=pk)
+    return Outcome(True, target, pk, parent_id, parent_known=True)
+
+
+def _reopen_parent(parent_pk: uuid.UUID, *, child_pk: uuid.UUID) -> None:
+    """Reopen a bulk parent failed by its children, one of which turned out not to be lost."""
+    reopened = TaskLog.objects.filter(
+        pk=parent_pk, status=TaskStatus.FAILED, error_code="children_failed"
+    ).update(
+        status=TaskStatus.PROCESSING,
+        completed_at=None,
+        error_message="",
+        error_code="",
+        heartbeat_at=timezone.now(),
+    )
+    if reopened:
+        _events(
+            parent_pk,
+            (
+                EventType.REOPENED,
+                "a child presumed failed was delivered again",
+                {"child": child_pk, "presumed_error_code": "children_failed"},
+            ),
+        )
 
 
 def _progress_writer(write: ProgressWrite | None) -> Callable[[uuid.UUID], None] | None:
@@ -557,7 +679,10 @@ def mark_started(
     A start for an older attempt than the newest recorded, or for a task
     already running or finished, changes nothing and leaves an ``ignored``
     event. A cancelled task reports ``status == "cancelled"``: the caller
-    must not run it.
+    must not run it. A task whose failure was only presumed (``lost``,
+    ``worker_lost``: see :data:`~django_taskqueue.status.PRESUMED_FAILURES`)
+    is reopened instead: the delivery proves the presumption wrong, so it
+    runs, with a ``reopened`` event before its ``started`` one.
     """
     now = timezone.now()
     updates: dict[str, Any] = {
@@ -582,6 +707,8 @@ def mark_started(
         "updates": updates,
         "event": event,
         "guard": Q(attempt__lte=attempt),
+        # A delivery is a worker's evidence: it reopens a presumed failure.
+        "evidence": True,
     }
     outcome = _transition(TaskStatus.PROCESSING, **transition)  # type: ignore[arg-type]
     if outcome.status is not None:
@@ -735,13 +862,17 @@ def mark_completed(
     parent_known: bool = False,
     error_message: str = "",
     error_code: str = "",
+    evidence: bool = False,
 ) -> Outcome:
     """Record success.
 
     ``result`` must already be JSON-safe: see
     :func:`~django_taskqueue.serialization.encode_result`. ``error_message``
     and ``error_code`` are a warning kept with the success (e.g.
-    ``result_not_stored``); by default an earlier error is cleared.
+    ``result_not_stored``); by default an earlier error is cleared. With
+    ``evidence`` (the worker that ran the task reports it) the success also
+    supersedes a presumed failure (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     now = timezone.now()
     updates = {
@@ -764,6 +895,7 @@ def mark_completed(
         before=_progress_writer(progress),
         parent_id=parent_id,
         parent_known=parent_known,
+        evidence=evidence,
     )
 
 
@@ -780,11 +912,14 @@ def mark_failed(
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
     guard: Q | None = None,
+    evidence: bool = False,
 ) -> Outcome:
     """Record failure, with the error's message, code (exception class) and traceback.
 
     ``guard`` narrows the conditional update further (the housekeeping
-    detectors re-check their own condition in it).
+    detectors re-check their own condition in it). With ``evidence`` (the
+    worker that ran the task reports the failure) it also supersedes a
+    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
     """
     now = timezone.now()
     updates = {
@@ -805,6 +940,7 @@ def mark_failed(
         before=_progress_writer(progress),
         parent_id=parent_id,
         parent_known=parent_known,
+        evidence=evidence,
     )
 
 

@@ -38,6 +38,7 @@ class EventType(models.TextChoices):
     IGNORED = "ignored", _("Ignored (late or duplicate)")
     PUBLISH_UNKNOWN = "publish_unknown", _("Publish not confirmed")
     INTERNAL_ERROR = "internal_error", _("Celery error outside the task body")
+    REOPENED = "reopened", _("Reopened (a presumed failure was wrong)")
 
 
 #: The ``task_name`` of a bulk parent row (the REST API's ``bulk_create``). No
@@ -64,6 +65,39 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
 }
 
 
-def can_move(current: str, target: str) -> bool:
-    """Return whether a task in ``current`` may move to ``target``."""
-    return current in ALLOWED_FROM.get(target, frozenset())
+#: Error codes of failures that nobody saw happen, only presumed: ``lost`` (no
+#: worker, backend or broker structure held the message any more) and
+#: ``worker_lost`` (the worker went silent, or its process died). A worker's
+#: own evidence supersedes such a presumption: a delivery of the message starts
+#: the task again (``processing``, with a ``reopened`` event before its
+#: ``started`` one), and the end a worker reports for it is recorded. This is
+#: the one way out of a terminal status, and it leads forward in the task's
+#: life: the presumption is kept in the ``reopened`` event, the new attempt
+#: gets its own events. A task that was run again (``rerun``) meanwhile is not
+#: reopened: the re-run is its new attempt.
+PRESUMED_FAILURES: frozenset[str] = frozenset({"lost", "worker_lost"})
+
+#: The statuses a presumed failure may move to on a worker's evidence.
+SUPERSEDE_PRESUMED: frozenset[str] = frozenset(
+    {TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED}
+)
+
+
+def can_move(current: str, target: str, *, error_code: str = "", evidence: bool = False) -> bool:
+    """Return whether a task in ``current`` may move to ``target``.
+
+    Args:
+        current: the task's status.
+        target: the status asked for.
+        error_code: the task's error code (it tells a presumed failure).
+        evidence: the move comes from a worker that delivered or ran the task
+            (see :data:`PRESUMED_FAILURES`).
+    """
+    if current in ALLOWED_FROM.get(target, frozenset()):
+        return True
+    return (
+        evidence
+        and current == TaskStatus.FAILED
+        and error_code in PRESUMED_FAILURES
+        and target in SUPERSEDE_PRESUMED
+    )

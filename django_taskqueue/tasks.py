@@ -22,17 +22,26 @@ def cleanup(
     older_than_days: float | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,
+    lock_timeout: float | None = 60.0,
 ) -> dict[str, Any]:
     """Delete finished tasks past their retention age (``RETENTION``), in batches.
+
+    The result says ``complete`` (and ``remaining``, ``stopped``). A run that
+    could not finish raises :class:`~django_taskqueue.exceptions.CleanupIncomplete`,
+    so the task fails visibly; stopping at ``max_batches`` is not a failure.
 
     Args:
         older_than_days: one age for every terminal status instead of ``RETENTION``.
         batch_size: tasks per transaction (default ``RETENTION_BATCH_SIZE``).
         max_batches: stop after this many batches; the rest waits for the next run.
+        lock_timeout: seconds a batch waits for its turn and for row locks (``None``: for ever).
     """
     older_than = None if older_than_days is None else timedelta(days=older_than_days)
     return housekeeping.purge_finished(
-        older_than=older_than, batch_size=batch_size, max_batches=max_batches
+        older_than=older_than,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        lock_timeout=lock_timeout,
     ).as_dict()
 
 

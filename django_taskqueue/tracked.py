@@ -560,7 +560,8 @@ class TrackedTask(_TaskBase):
         if not outcome.applied and outcome.status in TERMINAL_STATUSES:
             # Cancelled before a worker got it (a revoke the worker missed, or
             # one sent while the broker was down), or a duplicate of a message
-            # whose task already finished: don't run it again.
+            # whose task already finished: don't run it again. (A failure that
+            # housekeeping only presumed was reopened by mark_started instead.)
             logger.info(
                 "Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status
             )
@@ -753,6 +754,8 @@ class TrackedTask(_TaskBase):
             lifecycle.mark_completed,
             task_id,
             result=encode_result(retval, conf.RESULT_MAX_BYTES),
+            # The body returned: that outweighs a failure housekeeping presumed.
+            evidence=True,
             **self._end_args(state),
         )
 
@@ -777,6 +780,7 @@ class TrackedTask(_TaskBase):
             error_message=error_message_for(exc),
             error_code=error_code_for(exc),
             traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
+            evidence=True,
             **self._end_args(state),
         )
 

@@ -38,6 +38,7 @@ class TrackedRequest(Request):
             self.id,
             error_message=f"hard time limit ({timeout}s) exceeded",
             error_code="TimeLimitExceeded",
+            evidence=True,
         )
 
     def on_failure(

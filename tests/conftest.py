@@ -62,12 +62,22 @@ def _fresh_failure_log() -> None:
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Skip integration tests outside the integration env (they need PostgreSQL and Redis)."""
-    if INTEGRATION:
-        return
-    skip = pytest.mark.skip(
+    """Skip the tiers that need servers outside their envs.
+
+    Integration tests need PostgreSQL and Redis (``TASKQUEUE_TEST_DB=postgres``);
+    the fault suite starts its own and runs under its own settings module.
+    """
+    from django.conf import settings
+
+    faults = bool(getattr(settings, "TASKQUEUE_FAULTS", False))
+    skip_integration = pytest.mark.skip(
         reason="integration tier: run with TASKQUEUE_TEST_DB=postgres (tox -e integration)"
     )
+    skip_faults = pytest.mark.skip(
+        reason="fault suite: run with --ds tests.faults.settings -m faults (tox -e faults)"
+    )
     for item in items:
-        if "integration" in item.keywords:
-            item.add_marker(skip)
+        if "faults" in item.keywords and not faults:
+            item.add_marker(skip_faults)
+        elif "integration" in item.keywords and not INTEGRATION:
+            item.add_marker(skip_integration)

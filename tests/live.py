@@ -59,6 +59,18 @@ class WorkerProcess:
         ).stdout
         return [int(pid) for pid in out.split()]
 
+    def kill_all(self) -> None:
+        """SIGKILL the main process and its pool at once: nothing is left to notice."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def kill_child(self, pid: int) -> None:
+        """SIGKILL one pool child; the main process notices and goes on."""
+        if pid not in self.child_pids():
+            raise AssertionError(f"{pid} is not a pool child of {self.hostname}")
+        os.kill(pid, signal.SIGKILL)
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is not None:
             return
@@ -73,9 +85,12 @@ class WorkerProcess:
 
 def worker_env(**extra: str) -> dict[str, str]:
     """The environment of a worker process: the same settings, the test database."""
+    from django.conf import settings
+
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
+        # The fault suite runs under its own settings module (tests.faults.settings).
+        DJANGO_SETTINGS_MODULE=str(settings.SETTINGS_MODULE or "tests.settings"),
         TASKQUEUE_TEST_DB="postgres",
         TASKQUEUE_WORKER_DB_NAME=str(connection.settings_dict["NAME"]),
         TASKQUEUE_TEST_BROKER=BROKER_URL,
@@ -87,10 +102,10 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _spawn(
+def spawn(
     command: list[str], log_path: Path, env: dict[str, str] | None
 ) -> subprocess.Popen[bytes]:
-    """Start a Celery process in its own session, its output going to ``log_path``."""
+    """Start a Celery (or other Django) process in its own session, output to ``log_path``."""
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             command,
@@ -146,7 +161,7 @@ def worker_process(
         "--without-mingle",
         *extra_args,
     ]
-    process = _spawn(command, log_path, env)
+    process = spawn(command, log_path, env)
     worker = WorkerProcess(process, log_path, hostname)
     try:
         deadline = time.monotonic() + ready_timeout
@@ -200,7 +215,7 @@ def beat_process(
         str(tmp_path / f"{name}-schedule"),
         *extra_args,
     ]
-    process = _spawn(command, log_path, env)
+    process = spawn(command, log_path, env)
     beat = WorkerProcess(process, log_path, name)
     try:
         deadline = time.monotonic() + ready_timeout

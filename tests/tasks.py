@@ -231,3 +231,33 @@ def deep_result(self: TrackedTask, levels: int = 10) -> Any:
 def pickled(self: TrackedTask, value: Any = None) -> str:
     """A task whose messages use pickle (the producer checks what pickle would recurse into)."""
     return type(value).__name__
+
+
+# The fault suite's tasks (tests/faults): the body writes the ledger, the ground
+# truth the records are checked against. No result is stored: what the suite
+# checks is the TaskLog, and a result backend down with Redis is another story.
+def _ledgered(task: TrackedTask, path: str, seconds: float) -> str:
+    from tests.faults.ledger import append
+
+    append(path, "start", str(task.request.id))
+    if seconds:
+        time.sleep(seconds)
+    append(path, "done", str(task.request.id))
+    return "done"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.ledger", ignore_result=True, stale_after=3)
+def ledger(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
+    return _ledgered(self, path, seconds)
+
+
+@shared_task(
+    base=TrackedTask,
+    bind=True,
+    name="tests.ledger_late",
+    acks_late=True,
+    ignore_result=True,
+    stale_after=3,
+)
+def ledger_late(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
+    return _ledgered(self, path, seconds)

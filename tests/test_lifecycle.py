@@ -415,6 +415,130 @@ class TestRerun:
             lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
 
 
+class TestPresumedFailures:
+    """A failure housekeeping only presumed gives way to a worker's evidence."""
+
+    @staticmethod
+    def lost(log: TaskLog) -> None:
+        outcome = lifecycle.mark_lost(
+            log.pk,
+            created_before=timezone.now() + timedelta(seconds=1),
+            error_message="lost: nobody knows the message",
+        )
+        assert outcome.applied
+
+    def test_a_delivery_reopens_a_task_marked_lost_and_it_completes(self) -> None:
+        log = make_log()
+        self.lost(log)
+
+        outcome = started(log)
+
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
+        log.refresh_from_db()
+        assert (log.status, log.error_code, log.error_message) == ("processing", "", "")
+        assert log.completed_at is None
+        assert events(log) == ["created", "stale", "reopened", "started"]
+        reopened = log.events.get(event_type="reopened")
+        assert reopened.metadata["presumed_error_code"] == "lost"
+        assert reopened.metadata["presumed_error_message"] == "lost: nobody knows the message"
+        assert lifecycle.mark_completed(log.celery_task_id, result=3, evidence=True).applied
+        log.refresh_from_db()
+        assert (log.status, log.result) == (TaskStatus.COMPLETED, 3)
+        assert events(log)[-1] == "completed"
+
+    def test_the_end_a_worker_reports_supersedes_worker_lost(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_stale(
+            log.pk, cutoff=timezone.now() + timedelta(seconds=1), error_message="silent"
+        )
+        # The worker was frozen, not dead: its body returned afterwards.
+        outcome = lifecycle.mark_completed(log.celery_task_id, result="late", evidence=True)
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.COMPLETED)
+        log.refresh_from_db()
+        assert (log.status, log.error_code, log.result) == ("completed", "", "late")
+        assert events(log) == ["created", "started", "stale", "reopened", "completed"]
+
+    def test_a_failure_the_worker_reports_supersedes_it_too(self) -> None:
+        log = make_log()
+        started(log)
+        lifecycle.mark_failed(log.celery_task_id, error_message="lost", error_code="worker_lost")
+        outcome = lifecycle.mark_failed(
+            log.celery_task_id, error_message="boom", error_code="ValueError", evidence=True
+        )
+        assert outcome.applied
+        log.refresh_from_db()
+        assert (log.status, log.error_code, log.error_message) == ("failed", "ValueError", "boom")
+
+    def test_without_evidence_a_presumed_failure_stays(self) -> None:
+        log = make_log()
+        self.lost(log)
+        assert not lifecycle.mark_completed(log.celery_task_id, result=1).applied
+        assert not lifecycle.mark_failed(log.celery_task_id, error_message="again").applied
+        log.refresh_from_db()
+        assert (log.status, log.error_code) == ("failed", "lost")
+
+    @pytest.mark.parametrize("code", ["ValueError", "publish_failed", "superseded", "expired"])
+    def test_a_real_failure_is_final(self, code: str) -> None:
+        log = make_log()
+        lifecycle.mark_failed(log.celery_task_id, error_message="it broke", error_code=code)
+        outcome = started(log)
+        assert (outcome.applied, outcome.status) == (False, TaskStatus.FAILED)
+        assert events(log)[-1] == "ignored"
+
+    def test_a_task_run_again_meanwhile_is_not_reopened(self, celery_app: Any) -> None:
+        log = make_log(task_name="tests.echo")
+        self.lost(log)
+        lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+        outcome = started(log)
+        assert (outcome.applied, outcome.status) == (False, TaskStatus.FAILED)
+        log.refresh_from_db()
+        assert log.error_code == "lost"
+
+    def test_an_older_attempt_does_not_reopen_a_newer_one(self) -> None:
+        log = make_log()
+        started(log, attempt=0)
+        lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="flaky")
+        started(log, attempt=1)
+        lifecycle.mark_failed(log.celery_task_id, error_message="x", error_code="worker_lost")
+        assert not started(log, attempt=0).applied
+        assert started(log, attempt=1).applied
+
+    def test_a_bulk_parent_failed_by_a_lost_child_is_reopened_and_completes(
+        self, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        parent, children = lifecycle.create_bulk(
+            "tests.add", [{"file_path": "/a"}, {"file_path": "/b"}], parallel=True
+        )
+        first, second = children
+        with django_capture_on_commit_callbacks(execute=True):
+            started(first)
+            lifecycle.mark_completed(first.celery_task_id, result=1)
+        with django_capture_on_commit_callbacks(execute=True):
+            self.lost(second)
+        parent.refresh_from_db()
+        assert (parent.status, parent.error_code) == ("failed", "children_failed")
+
+        with django_capture_on_commit_callbacks(execute=True):
+            started(second)
+        parent.refresh_from_db()
+        assert parent.status == TaskStatus.PROCESSING
+        with django_capture_on_commit_callbacks(execute=True):
+            lifecycle.mark_completed(second.celery_task_id, result=2, evidence=True)
+        parent.refresh_from_db()
+        assert parent.status == TaskStatus.COMPLETED
+        assert "reopened" in events(parent)
+
+    def test_the_rule(self) -> None:
+        failed, processing = TaskStatus.FAILED, TaskStatus.PROCESSING
+        assert not can_move(failed, processing, error_code="lost")
+        assert can_move(failed, processing, error_code="lost", evidence=True)
+        assert can_move(failed, TaskStatus.COMPLETED, error_code="worker_lost", evidence=True)
+        assert not can_move(failed, TaskStatus.RETRYING, error_code="lost", evidence=True)
+        assert not can_move(failed, processing, error_code="ValueError", evidence=True)
+        assert not can_move(TaskStatus.CANCELLED, processing, error_code="lost", evidence=True)
+
+
 class TestStatusRules:
     def test_terminal_statuses_accept_nothing(self) -> None:
         for status in TERMINAL_STATUSES:

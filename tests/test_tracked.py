@@ -212,6 +212,28 @@ def test_cancel_before_start_is_never_run(celery_app: Any, transactional_db: Any
     assert events(log) == ["created", "cancelled", "ignored"]
 
 
+def test_a_task_marked_lost_whose_message_comes_back_runs_and_is_recorded(
+    celery_app: Any, transactional_db: Any
+) -> None:
+    from datetime import timedelta
+
+    from celery.contrib.testing.worker import start_worker
+    from django.utils import timezone
+
+    result = tasks.add.delay(20, 22)
+    log = TaskLog.objects.get(celery_task_id=result.id)
+    # No worker is up yet: housekeeping presumes the message lost...
+    assert lifecycle.mark_lost(
+        log.pk, created_before=timezone.now() + timedelta(seconds=1), error_message="lost"
+    ).applied
+    # ...but the broker still had it, and delivers it once a worker comes.
+    with start_worker(celery_app, pool="threads", perform_ping_check=False, loglevel="WARNING"):
+        assert result.get(timeout=10) == 42
+        log = finished(result.id)
+    assert (log.status, log.result, log.error_code) == (TaskStatus.COMPLETED, 42, "")
+    assert events(log) == ["created", "stale", "reopened", "started", "completed"]
+
+
 def test_revoke_of_a_waiting_task_is_recorded(worker: Any) -> None:
     result = tasks.add.apply_async((1, 2), countdown=2)
     wait_for(lambda: TaskLog.objects.filter(celery_task_id=result.id).exists())

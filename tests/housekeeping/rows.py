@@ -13,7 +13,8 @@ from typing import Any
 from django.utils import timezone
 
 from django_taskqueue import lifecycle
-from django_taskqueue.models import TaskLog
+from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.status import EventType, TaskStatus
 
 
 def new_id() -> str:
@@ -75,3 +76,30 @@ def pending(
 
 def event_types(log: TaskLog) -> list[str]:
     return list(log.events.order_by("created_at", "id").values_list("event_type", flat=True))
+
+
+def many_finished(count: int, *, age: timedelta = timedelta(days=100)) -> None:
+    """``count`` completed tasks past their retention age, each with one event.
+
+    Written with ``bulk_create``: thousands of rows through the lifecycle one by
+    one would take minutes. The rows are what a finished task leaves.
+    """
+    ended = timezone.now() - age
+    for start in range(0, count, 5000):
+        logs = [
+            TaskLog(
+                celery_task_id=str(uuid.uuid4()),
+                task_name="tests.add",
+                status=TaskStatus.COMPLETED,
+                created_at=ended - timedelta(seconds=2),
+                started_at=ended - timedelta(seconds=1),
+                # Distinct end times, as real tasks have, in a shuffled order.
+                completed_at=ended + timedelta(microseconds=(i * 7919) % count),
+                progress=100,
+            )
+            for i in range(start, min(start + 5000, count))
+        ]
+        TaskLog.objects.bulk_create(logs)
+        TaskEventLog.objects.bulk_create(
+            [TaskEventLog(task_id=log.pk, event_type=EventType.COMPLETED) for log in logs]
+        )

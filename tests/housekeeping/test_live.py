@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from django_taskqueue import housekeeping
 from django_taskqueue.models import TaskLog
 from tests.housekeeping import rows
 from tests.live import beat_process, wait_for, worker_process
@@ -71,12 +70,6 @@ def test_the_presets_fire_under_beat_with_the_database_scheduler(
     assert lost.events.get(event_type="stale").metadata["error_code"] == "lost"
 
 
-def _kill_whole_worker(worker: Any) -> None:
-    """SIGKILL the worker's main process and its pool: nothing is left to notice."""
-    os.killpg(worker.process.pid, signal.SIGKILL)
-    worker.process.wait(10)
-
-
 def test_a_task_whose_worker_was_killed_is_failed_by_the_preset(
     transactional_db: Any, celery_app: Celery, tmp_path: Path
 ) -> None:
@@ -89,7 +82,7 @@ def test_a_task_whose_worker_was_killed_is_failed_by_the_preset(
             what="the task to start",
         )
         assert first.child_pids()
-        _kill_whole_worker(first)
+        first.kill_all()
     time.sleep(1.5)  # stale_after = 1 s
     assert _status(log) == ("processing", "")  # nothing else noticed: the worker is gone
 
@@ -114,7 +107,7 @@ def test_an_idempotent_task_whose_worker_was_killed_is_requeued_and_finishes(
             lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first(),
             what="the task to start",
         )
-        _kill_whole_worker(first)
+        first.kill_all()
     time.sleep(1.5)
 
     with worker_process(tmp_path, concurrency=1):
@@ -128,3 +121,86 @@ def test_an_idempotent_task_whose_worker_was_killed_is_requeued_and_finishes(
     assert log.result == 1
     kinds = rows.event_types(log)
     assert kinds[kinds.index("requeued") :] == ["requeued", "started", "completed"]
+
+
+_DIE_HOLDING = """
+import os, sys
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    channel = conn.channel()
+    message = channel.basic_get(sys.argv[2], no_ack=False)
+    assert message is not None, "nothing to fetch"
+    print(message.headers["id"], flush=True)
+    os._exit(0)  # like kill -9: no ack, no restore, the message stays unacknowledged
+"""
+
+
+def _fetched_by_a_dying_consumer(queue: str) -> str:
+    """Fetch one message of ``queue`` without acknowledging it, from a process that dies."""
+    import subprocess
+    import sys
+
+    from tests.live import BROKER_URL
+
+    out = subprocess.run(
+        [sys.executable, "-c", _DIE_HOLDING, BROKER_URL, queue],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.strip()
+
+
+def _forget_unacked(celery_app: Celery, task_id: str) -> None:
+    """Drop the dead consumer's message from Redis's unacked hash (the test's own leftover)."""
+    import json
+
+    with celery_app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        with channel.conn_or_acquire() as client:
+            for tag, raw in client.hscan_iter(channel.unacked_key):
+                if json.loads(raw)[0]["headers"]["id"] == task_id:
+                    client.hdel(channel.unacked_key, tag)
+                    client.zrem(channel.unacked_index_key, tag)
+
+
+def test_a_message_a_dead_worker_fetched_is_not_called_lost(
+    live_worker: Any, celery_app: Celery
+) -> None:
+    """Redis keeps it in its unacked hash until the visibility timeout: it is not lost."""
+    queue = f"tq-unacked-{rows.new_id()[:8]}"  # no worker consumes it: nothing restores it early
+    log = rows.pending(age=timedelta(days=2), queue=queue)
+    celery_app.send_task("tests.add", args=(1, 2), queue=queue, task_id=log.celery_task_id)
+    assert _fetched_by_a_dying_consumer(queue) == log.celery_task_id
+    gone = rows.pending(age=timedelta(days=2), queue=queue)  # never published: really lost
+    try:
+        result = housekeeping.reconcile_lost(inspect_timeout=1.0, app=celery_app)
+    finally:
+        _forget_unacked(celery_app, log.celery_task_id)
+
+    assert result.skipped_reason == ""
+    assert log.celery_task_id in result.waiting
+    assert result.marked == [gone.celery_task_id]
+    assert _status(log) == ("pending", "")
+    assert _status(gone) == ("failed", "lost")
+
+
+def test_a_stuck_task_whose_message_the_broker_holds_is_left_to_the_redelivery(
+    celery_app: Celery, transactional_db: Any
+) -> None:
+    """An acks_late task of a dead worker: Redis gives its message back after the timeout."""
+    queue = f"tq-unacked-{rows.new_id()[:8]}"
+    held = rows.running(silent_for=timedelta(hours=2), queue=queue)
+    celery_app.send_task("tests.add", args=(1, 2), queue=queue, task_id=held.celery_task_id)
+    assert _fetched_by_a_dying_consumer(queue) == held.celery_task_id
+    gone = rows.running(silent_for=timedelta(hours=2), queue=queue)  # acknowledged long ago
+    try:
+        result = housekeeping.mark_stale_tasks()
+    finally:
+        _forget_unacked(celery_app, held.celery_task_id)
+
+    assert result.waiting == [held.celery_task_id]
+    assert result.failed == [gone.celery_task_id]
+    assert _status(held) == ("processing", "")
+    assert _status(gone) == ("failed", "worker_lost")

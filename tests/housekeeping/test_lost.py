@@ -40,7 +40,7 @@ def test_a_message_nobody_knows_is_marked_lost(worker: Any, celery_app: Celery) 
     celery_app.backend.store_result(in_backend.celery_task_id, None, "STARTED")
     # A message parked in a queue no worker consumes: behind a backlog, not lost.
     parked = rows.pending(age=timedelta(days=2), queue="parked")
-    celery_app.send_task("tests.add", args=(1, 2), queue="parked", task_id=rows.new_id())
+    celery_app.send_task("tests.add", args=(1, 2), queue="parked", task_id=parked.celery_task_id)
     young = rows.pending(age=timedelta(minutes=1))
 
     result = housekeeping.reconcile_lost(inspect_timeout=1.0, app=celery_app)

@@ -12,6 +12,7 @@ from tests.test_lifecycle import (  # noqa: F401 (collected here a second time)
     TestCancel,
     TestCreate,
     TestEnd,
+    TestPresumedFailures,
     TestProgress,
     TestQuerysets,
     TestRerun,

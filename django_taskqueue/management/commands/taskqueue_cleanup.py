@@ -9,16 +9,24 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_taskqueue import housekeeping
 from django_taskqueue.conf import RETENTION_STATUSES
+from django_taskqueue.exceptions import CleanupIncomplete
 from django_taskqueue.management.arguments import int_between
 
 #: The largest --batch-size (the range the RETENTION_BATCH_SIZE check allows).
 MAX_BATCH_SIZE = 10_000
 #: The largest --max-batches.
 MAX_BATCHES = 1_000_000
+#: The longest --lock-timeout (a day): PostgreSQL's lock_timeout takes milliseconds.
+MAX_LOCK_TIMEOUT = 86_400.0
 
 
 class Command(BaseCommand):
-    """Delete completed, failed and cancelled tasks older than ``RETENTION``, in batches."""
+    """Delete completed, failed and cancelled tasks older than ``RETENTION``, in batches.
+
+    Exits non-zero (a ``CommandError``) when the run could not finish: a batch
+    failed or timed out waiting for a lock, or due tasks were left behind.
+    Stopping at ``--max-batches`` is not a failure.
+    """
 
     help = (
         "Delete finished tasks (with their progress history and events) older than their "
@@ -54,6 +62,14 @@ class Command(BaseCommand):
             help="Stop after this many batches (resume next run).",
         )
         parser.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="How long a batch waits for its turn (another cleanup running) and for row "
+            "locks before the run gives up (default 60; 0 waits for ever).",
+        )
+        parser.add_argument(
             "--no-progress", action="store_true", help="Do not draw the progress bar."
         )
 
@@ -64,6 +80,10 @@ class Command(BaseCommand):
                 older_than = housekeeping.parse_duration(options["older_than"])
             except ValueError as exc:
                 raise CommandError(f"--older-than: {exc}") from exc
+        if not 0 <= options["lock_timeout"] <= MAX_LOCK_TIMEOUT:
+            raise CommandError(
+                f"--lock-timeout must be 0 (wait for ever) to {MAX_LOCK_TIMEOUT:g} seconds"
+            )
         due = housekeeping.purge_finished(
             older_than=older_than, statuses=options["status"], dry_run=True
         )
@@ -78,13 +98,18 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run: {due.total} tasks would be deleted.")
             return
         bar = _ProgressBar(self.stdout, due.total, enabled=not options["no_progress"])
-        result = housekeeping.purge_finished(
-            older_than=older_than,
-            statuses=options["status"],
-            batch_size=options["batch_size"],
-            max_batches=options["max_batches"],
-            on_batch=lambda batch: bar.advance(batch.tasks),
-        )
+        try:
+            result = housekeeping.purge_finished(
+                older_than=older_than,
+                statuses=options["status"],
+                batch_size=options["batch_size"],
+                max_batches=options["max_batches"],
+                on_batch=lambda batch: bar.advance(batch.tasks),
+                lock_timeout=options["lock_timeout"] or None,
+            )
+        except CleanupIncomplete as exc:
+            bar.finish()
+            raise CommandError(str(exc)) from exc
         bar.finish()
         self.stdout.write(
             self.style.SUCCESS(
@@ -93,6 +118,11 @@ class Command(BaseCommand):
                 f"(longest transaction {result.longest_batch * 1000:.0f} ms)."
             )
         )
+        if not result.complete:
+            self.stdout.write(
+                f"Stopped after {result.batches} batches (--max-batches): "
+                f"{result.remaining} due tasks remain for the next run."
+            )
 
 
 class _ProgressBar:
