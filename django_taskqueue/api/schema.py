@@ -55,7 +55,8 @@ class TaskQueueAutoSchema(AutoSchema):
         """The operation as drf-spectacular builds it, its query parameters marked."""
         # ``metadata`` refers to this component (recursively), so it is always there.
         registry.register_on_missing(
-            ResolvedComponent(
+            # drf-spectacular's constructor carries no annotations.
+            ResolvedComponent(  # type: ignore[no-untyped-call]
                 name=METADATA_VALUE,
                 type=ResolvedComponent.SCHEMA,
                 schema=METADATA_VALUE_SCHEMA,
