@@ -25,7 +25,7 @@ from django_taskqueue.models import TaskLog
 from django_taskqueue.publishing import bound_publish_waits
 from tests.api.conftest import client_for
 from tests.live import wait_for, worker_env, worker_process
-from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.servers import RedisServer, redis_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +85,16 @@ def assert_503(response: Any, elapsed: float, code: str) -> TaskLog:
     return TaskLog.objects.get(pk=body["id"])
 
 
+def first_task_done(user: Any, file_root: Path) -> tuple[Any, dict[str, Any]]:
+    """The user's API client and a task's body, once a task has run (the connections are warm)."""
+    api = client_for(user)
+    body = {"file_path": str(file_root / "a.txt"), "task_type": "file"}
+    response, _ = timed_post(api, body)
+    assert response.status_code == 201
+    wait_for(lambda: status_of(response.json()["id"]) == "completed", what="the first task")
+    return api, body
+
+
 @pytest.fixture
 def private_worker(private: RedisServer, tmp_path: Path) -> Iterator[Any]:
     env = worker_env(
@@ -99,11 +109,7 @@ def private_worker(private: RedisServer, tmp_path: Path) -> Iterator[Any]:
 def test_redis_down_answers_503_in_time_and_frees_the_key(
     private: RedisServer, private_worker: Any, file_root: Path, alice: Any
 ) -> None:
-    api = client_for(alice)
-    body = {"file_path": str(file_root / "a.txt"), "task_type": "file"}
-    response, _ = timed_post(api, body)
-    assert response.status_code == 201
-    wait_for(lambda: status_of(response.json()["id"]) == "completed", what="the first task")
+    api, body = first_task_done(alice, file_root)
 
     private.kill()
     times = []
@@ -133,11 +139,7 @@ def test_redis_down_answers_503_in_time_and_frees_the_key(
 def test_redis_frozen_answers_503_in_time_and_a_keyed_retry_starts_nothing_twice(
     private: RedisServer, private_worker: Any, file_root: Path, alice: Any
 ) -> None:
-    api = client_for(alice)
-    body = {"file_path": str(file_root / "a.txt"), "task_type": "file"}
-    response, _ = timed_post(api, body)
-    assert response.status_code == 201
-    wait_for(lambda: status_of(response.json()["id"]) == "completed", what="the first task")
+    api, body = first_task_done(alice, file_root)
 
     private.freeze()
     # The pooled connections take the message; Redis never answers.

@@ -1,7 +1,7 @@
 """The fault suite's fixtures: private servers, the experiment's counts and their report.
 
 Run with ``pytest --ds tests.faults.settings -m faults`` (``tox -e faults``). The
-PostgreSQL and Redis servers are the suite's own (see :mod:`tests.faults.servers`):
+PostgreSQL and Redis servers are the suite's own (see :mod:`tests.servers`):
 pytest-django creates the test database on the private PostgreSQL, and every
 worker, housekeeper and command process started by a test uses the same servers.
 """
@@ -16,19 +16,19 @@ from typing import Any
 import pytest
 
 from tests.faults.experiment import Counts
-from tests.faults.servers import PrivatePostgres, PrivateRedis, temporary_root
+from tests.servers import PostgresServer, RedisServer, temporary_root
 
 _REPORT: list[str] = []
 
 
 @dataclass
 class Servers:
-    postgres: PrivatePostgres
-    redis: PrivateRedis
+    postgres: PostgresServer
+    redis: RedisServer
 
     def ensure_up(self) -> None:
         for server in (self.postgres, self.redis):
-            if server.frozen:
+            if server.is_frozen:
                 server.thaw()
             if not server.running:
                 server.start()
@@ -42,8 +42,8 @@ def private_servers() -> Iterator[Servers]:
     (root / "postgres").mkdir()
     (root / "redis").mkdir()
     servers = Servers(
-        PrivatePostgres(settings.FAULTS_PG_PORT, root / "postgres"),
-        PrivateRedis(settings.FAULTS_REDIS_PORT, root / "redis"),
+        PostgresServer(settings.FAULTS_PG_PORT, root / "postgres"),
+        RedisServer(settings.FAULTS_REDIS_PORT, root / "redis"),
     )
     try:
         servers.ensure_up()
@@ -73,13 +73,10 @@ def servers(private_servers: Servers, transactional_db: Any) -> Iterator[Servers
     _fresh(private_servers.redis)
 
 
-def _fresh(redis: PrivateRedis) -> None:
+def _fresh(redis: RedisServer) -> None:
     """Empty the suite's Redis (its own: nothing else lives there)."""
-    import subprocess
-
-    subprocess.run(
-        ["redis-cli", "-p", str(redis.port), "flushall"], check=True, capture_output=True
-    )
+    with redis.client() as client:
+        client.flushall()
 
 
 @pytest.fixture

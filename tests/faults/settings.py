@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from tests.faults.servers import free_port
+from tests.servers import free_port
 from tests.settings import *  # noqa: F403
 
 

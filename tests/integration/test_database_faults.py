@@ -1,6 +1,6 @@
 """A real worker whose PostgreSQL goes away or freezes (a private server the test controls).
 
-The worker records into a PostgreSQL server of its own (tests/pgserver.py) that
+The worker records into a PostgreSQL server of its own (tests/servers.py) that
 the test stops, restarts and freezes with SIGSTOP; the tasks are sent with
 ``send_task``, so this process needs no database and the shared server of the
 integration tier is never touched. Each test prints its figures.
@@ -22,17 +22,24 @@ from typing import Any
 import pytest
 from celery.result import AsyncResult
 
-from tests import pgserver
 from tests.celery_app import app
 from tests.live import ROOT, worker_env, worker_process
+from tests.servers import (
+    PostgresServer,
+    free_port,
+    pgbouncer_available,
+    port_range,
+    postgres_available,
+    private_postgres,
+)
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not pgserver.available(), reason="needs PostgreSQL's initdb and pg_ctl"),
+    pytest.mark.skipif(not postgres_available(), reason="needs PostgreSQL's server binaries"),
 ]
 
-#: The private server's port (this suite's range is 16080-16089).
-PORT = 16080
+#: The ports of the private server and its PgBouncer: free ones of ``TASKQUEUE_TEST_PG_PORTS``.
+PORTS = port_range("TASKQUEUE_TEST_PG_PORTS", "16080-16089")
 DATABASE = "taskqueue_faults"
 
 #: The connection settings docs/production.md recommends, with a short connect timeout.
@@ -52,9 +59,9 @@ _LINE = re.compile(r"^\[[^]]*: (?P<level>[A-Z]+)/(?P<process>[^]]+)\] (?P<messag
 
 
 @pytest.fixture(scope="module")
-def private_db() -> Iterator[pgserver.PostgresServer]:
+def private_db() -> Iterator[PostgresServer]:
     """A private PostgreSQL server with the test project's tables."""
-    with pgserver.private_postgres(PORT) as server:
+    with private_postgres(free_port(PORTS)) as server:
         server.createdb(DATABASE)
         subprocess.run(
             [sys.executable, "-m", "django", "migrate", "-v0"],
@@ -66,7 +73,7 @@ def private_db() -> Iterator[pgserver.PostgresServer]:
         yield server
 
 
-def env_for(server: pgserver.PostgresServer, options: dict[str, Any]) -> dict[str, str]:
+def env_for(server: PostgresServer, options: dict[str, Any]) -> dict[str, str]:
     """A worker's environment: the private server, with these connection OPTIONS."""
     return worker_env(
         PGHOST=server.host,
@@ -82,7 +89,7 @@ def log_lines(log: str) -> list[tuple[str, str, str]]:
     return [(m["level"], m["process"], m["message"]) for m in found if m]
 
 
-def statuses(server: pgserver.PostgresServer, ids: list[str]) -> Counter[str]:
+def statuses(server: PostgresServer, ids: list[str]) -> Counter[str]:
     """How many of these tasks have a row in each status ("" for no row)."""
     if not ids:
         return Counter()
@@ -97,7 +104,7 @@ def statuses(server: pgserver.PostgresServer, ids: list[str]) -> Counter[str]:
 
 
 def test_an_outage_is_logged_once_per_kind_and_recording_recovers(
-    private_db: pgserver.PostgresServer, tmp_path: Path
+    private_db: PostgresServer, tmp_path: Path
 ) -> None:
     """Stop the database for 8 s while tasks start, report progress and end; start it again.
 
@@ -176,7 +183,7 @@ def test_an_outage_is_logged_once_per_kind_and_recording_recovers(
 
 
 def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
-    private_db: pgserver.PostgresServer, tmp_path: Path
+    private_db: PostgresServer, tmp_path: Path
 ) -> None:
     """SIGSTOP every server process (its host still answers TCP) and send tasks.
 
@@ -260,17 +267,18 @@ def test_a_frozen_database_fails_recording_calls_within_the_documented_bounds(
     assert "timeout expired" in limited_log
 
 
-@pytest.mark.skipif(not pgserver.pgbouncer_available(), reason="needs pgbouncer")
+@pytest.mark.skipif(not pgbouncer_available(), reason="needs pgbouncer")
 def test_pgbouncer_query_timeout_bounds_a_statement_the_frozen_server_never_answers(
-    private_db: pgserver.PostgresServer, tmp_path: Path
+    private_db: PostgresServer, tmp_path: Path
 ) -> None:
     """Behind PgBouncer, its query_timeout ends what no client setting can: a statement
     already sent, on an open connection, to a server process that is stopped."""
     app.control.purge()
-    with pgserver.pgbouncer(private_db, PORT + 1, query_timeout=3, server_connect_timeout=3):
+    bouncer_port = free_port(port for port in PORTS if port != private_db.port)
+    with private_db.pgbouncer(bouncer_port, query_timeout=3, server_connect_timeout=3):
         # PgBouncer refuses libpq's "options" (the server settings go on the role there).
         pooled = {k: v for k, v in DOCUMENTED_OPTIONS.items() if k != "options"}
-        env = env_for(private_db, pooled) | {"PGPORT": str(PORT + 1)}
+        env = env_for(private_db, pooled) | {"PGPORT": str(bouncer_port)}
         with worker_process(tmp_path, env=env, concurrency=1, queues="tq_pooled") as worker:
             # The pool child's connection (and PgBouncer's to the server) opens before the freeze.
             app.send_task("tests.add", args=(1, 1), queue="tq_pooled").get(timeout=30)

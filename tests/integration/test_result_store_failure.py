@@ -15,7 +15,7 @@ import pytest
 
 from django_taskqueue.models import TaskLog
 from tests.live import wait_for, worker_env, worker_process
-from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.servers import RedisServer, redis_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
