@@ -566,8 +566,11 @@ class TrackedTask(_TaskBase):
                 "Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status
             )
             raise Ignore()
-        # A long task that reports no progress still looks alive to mark_stale.
-        heartbeat.start(task_id, state.pk)
+        if not self.request.is_eager:
+            # A long task that reports no progress still looks alive to mark_stale.
+            # An eager run (apply(), task_always_eager) runs in the caller's process:
+            # it starts no thread there, and its rows end before anyone could ask.
+            heartbeat.start(task_id, state.pk)
 
     def update_progress(
         self,
