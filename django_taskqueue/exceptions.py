@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 from django.core.exceptions import ValidationError
-from kombu.exceptions import OperationalError
+from kombu.exceptions import EncodeError, OperationalError
 
 if TYPE_CHECKING:
     from django_taskqueue.models import TaskLog
@@ -87,6 +87,27 @@ class MessageRefused(ValidationError):
     - ``"unserializable"``: the task's serializer cannot encode the arguments;
     - ``"text"``: a string of the stored ``metadata`` or ``tags`` holds a NUL
       character or a lone surrogate, which no database stores as text.
+
+    Where Celery itself refuses the same call, the error is also the exception
+    Celery raises, so code written against Celery keeps working: a refusal
+    with code ``"arguments"`` is a :exc:`TypeError` (:exc:`ArgumentsRefused`),
+    one with code ``"unserializable"`` a kombu ``EncodeError``
+    (:exc:`UnserializableMessage`).
+    """
+
+
+class ArgumentsRefused(MessageRefused, TypeError):
+    """The task cannot take these arguments (``code="arguments"``).
+
+    Also a :exc:`TypeError`, which is what Celery raises for such a call.
+    """
+
+
+class UnserializableMessage(MessageRefused, EncodeError):
+    """The task's serializer cannot encode the arguments (``code="unserializable"``).
+
+    Also kombu's :exc:`~kombu.exceptions.EncodeError`, which is what Celery
+    raises when it cannot serialise a message.
     """
 
 

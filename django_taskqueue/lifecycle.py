@@ -69,6 +69,20 @@ PUBLISH_FAILED = "publish_failed"
 PUBLISH_UNKNOWN = "publish_unknown"
 
 
+#: What a new run of an id that had finished clears: the earlier outcome
+#: (kept in the ``reopened`` event), so the row shows the run in progress.
+_FRESH_RUN: dict[str, Any] = {
+    "completed_at": None,
+    "result": None,
+    "error_message": "",
+    "error_code": "",
+    "traceback": "",
+    "progress": 0,
+    "progress_message": "",
+    "next_retry_at": None,
+}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a lifecycle call did.
@@ -335,6 +349,7 @@ def _transition(
     parent_id: uuid.UUID | None = None,
     parent_known: bool = False,
     evidence: bool = False,
+    again: bool = False,
 ) -> Outcome:
     """Move one task to ``target`` if its status allows it, with its event.
 
@@ -343,8 +358,10 @@ def _transition(
     that knows the row's ``parent_id`` (``parent_known``) saves the query that
     looks for a bulk parent to update. With ``evidence`` (a worker delivered or
     ran the task) a presumed failure is superseded too (see
-    :data:`~django_taskqueue.status.PRESUMED_FAILURES`); that rare case costs
-    a few more statements, never the common one.
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`); with ``again`` (a
+    worker is starting the task) any status but ``cancelled`` gives way: see
+    :func:`_run_again`. Those rare cases cost a few more statements, never
+    the common one.
     """
     updates, event = _stored_updates(updates), _stored_event(event)
     connection = transaction.get_connection()
@@ -395,6 +412,7 @@ def _transition(
                 guard=guard,
                 before=before,
                 evidence=evidence,
+                again=again,
             )
             if outcome.pk is None:
                 return outcome
@@ -422,6 +440,7 @@ def _refused(
     guard: Q | None,
     before: Callable[[uuid.UUID], None] | None,
     evidence: bool,
+    again: bool = False,
 ) -> Outcome:
     """The conditional update matched nothing: supersede a presumed failure, or say why not.
 
@@ -437,6 +456,11 @@ def _refused(
         superseded = _supersede_presumed(pk, target, updates, event, guard, before)
         if superseded is not None:
             return superseded
+    if again and status != TaskStatus.CANCELLED:
+        started = _run_again(pk, updates, event)
+        if started is not None:
+            return started
+        status = TaskStatus.CANCELLED  # cancelled meanwhile
     kind, message, meta = event
     _events(
         pk,
@@ -507,6 +531,73 @@ def _supersede_presumed(
         if parent_id is not None and target != TaskStatus.FAILED:
             _reopen_parent(parent_id, child_pk=pk)
     return Outcome(True, target, pk, parent_id, parent_known=True)
+
+
+def _run_again(
+    pk: uuid.UUID,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+) -> Outcome | None:
+    """Record a start of a task whose row is not waiting for one; ``None`` if it was cancelled.
+
+    Celery runs an id again legitimately (a re-applied frozen chord, a reused
+    signature, an eager ``apply()`` of an id that ran, a message delivered
+    twice, an older attempt redelivered), and the body runs: the record says
+    so instead of ignoring it. A row that had finished is reopened
+    (``reopened`` event with the earlier outcome, then ``started``), its
+    outcome cleared for the new run; a row already running (or waiting for a
+    newer attempt) gets a ``started`` event marked ``again``, and keeps its
+    newest attempt number. A cancelled row is never started: the worker
+    revokes the message (see :meth:`~django_taskqueue.TrackedTask.before_start`).
+    """
+    with transaction.atomic():
+        found = (
+            TaskLog.objects.filter(pk=pk)
+            .exclude(status=TaskStatus.CANCELLED)
+            .select_for_update()
+            .values_list(
+                "status",
+                "error_code",
+                "error_message",
+                "completed_at",
+                "attempt",
+                "worker",
+                "parent_id",
+            )
+            .first()
+        )
+        if found is None:
+            return None
+        status, code, message, completed_at, attempt, worker, parent_id = found
+        changes = dict(updates)
+        kind, text, meta = event
+        meta = {**(meta or {}), "again": True, "previous_status": status}
+        events: list[tuple[str, str, Mapping[str, Any] | None]] = []
+        if status in TERMINAL_STATUSES:
+            now = changes.get("heartbeat_at") or timezone.now()
+            changes.update(_FRESH_RUN, started_at=now)
+            events.append(
+                (
+                    EventType.REOPENED,
+                    f"run again by a worker after it was {status}",
+                    {
+                        "previous_status": status,
+                        "previous_error_code": code,
+                        "previous_error_message": message,
+                        "previous_completed_at": completed_at,
+                    },
+                )
+            )
+        else:
+            changes["attempt"] = max(int(attempt or 0), int(changes.get("attempt") or 0))
+            meta["previous_worker"] = worker
+            text = f"{text} again" if status == TaskStatus.PROCESSING else text
+        events.append((kind, text, meta))
+        TaskLog.objects.filter(pk=pk).update(
+            status=TaskStatus.PROCESSING, **_fastsql.orm_updates(changes)
+        )
+        _events(pk, *(_stored_event(e) for e in events))
+    return Outcome(True, TaskStatus.PROCESSING, pk, parent_id, parent_known=True)
 
 
 def _reopen_parent(parent_pk: uuid.UUID, *, child_pk: uuid.UUID) -> None:
@@ -627,6 +718,98 @@ def create_task_log(
     return log
 
 
+def record_publish(celery_task_id: str, **create: Any) -> TaskLog:
+    """Record a message about to be published: a new row, or the same id published again.
+
+    Celery publishes an id again legitimately: a frozen chord re-applied, a
+    reused signature, ``Task.replace`` (the replacement takes the replaced
+    task's id). The second publish is recorded on the id's row instead of
+    failing on its unique constraint: see :func:`mark_republished`.
+
+    Args:
+        celery_task_id: the id the message will carry.
+        **create: as :func:`create_task_log`.
+    """
+    try:
+        return create_task_log(celery_task_id, **create)
+    except IntegrityError:
+        log = mark_republished(
+            celery_task_id,
+            task_name=create.get("task_name", ""),
+            args=create.get("args"),
+            kwargs=create.get("kwargs"),
+        )
+        if log is None:
+            raise
+        return log
+
+
+def mark_republished(
+    celery_task_id: str,
+    *,
+    task_name: str = "",
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> TaskLog | None:
+    """Record that an id that has a row is being published again.
+
+    The row takes the new message's task name and arguments (a replacement
+    task's, for ``Task.replace``). A row that had finished (``completed``,
+    ``failed``) goes back to ``pending`` with a ``reopened`` event that keeps
+    its earlier outcome; its new run is recorded as usual. A cancelled row
+    stays cancelled: the worker that gets the message revokes it. An active
+    row keeps its status, with a ``republished`` event.
+
+    Returns:
+        The row, or ``None`` when there is none.
+    """
+    stored_args, stored_kwargs, redacted = stored_arguments(args, kwargs)
+    with transaction.atomic():
+        row = (
+            TaskLog.objects.filter(celery_task_id=celery_task_id)
+            .select_for_update()
+            .values_list("pk", "status", "task_name", "error_code", "error_message", "completed_at")
+            .first()
+        )
+        if row is None:
+            return None
+        pk, status, old_name, code, message, completed_at = row
+        changes: dict[str, Any] = {
+            "args": stored_args,
+            "kwargs": stored_kwargs,
+            "args_redacted": redacted,
+        }
+        if task_name:
+            changes["task_name"] = task_name[:255]
+        named = f" as {task_name}" if task_name and task_name != old_name else ""
+        meta = {"task_name": task_name, "previous_task_name": old_name, "status": status}
+        if status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            changes.update(_FRESH_RUN, status=TaskStatus.PENDING, started_at=None)
+            events: list[tuple[str, str, Mapping[str, Any] | None]] = [
+                (
+                    EventType.REOPENED,
+                    f"published again{named} after it was {status}",
+                    {
+                        **meta,
+                        "previous_status": status,
+                        "previous_error_code": code,
+                        "previous_error_message": message,
+                        "previous_completed_at": completed_at,
+                    },
+                )
+            ]
+        else:
+            why = (
+                f"replaced by {task_name}"
+                if named and status == TaskStatus.PROCESSING
+                else (f"published again{named}")
+            )
+            events = [(EventType.REPUBLISHED, why, meta)]
+        TaskLog.objects.filter(pk=pk).update(**changes)
+        _events(pk, *(_stored_event(event) for event in events))
+    return TaskLog.objects.get(pk=pk)
+
+
 def find_by_idempotency_key(owner: Any, key: str) -> TaskLog | None:
     """The task started with ``key`` by ``owner`` (``None``: a system task), if any."""
     rows = TaskLog.objects.filter(idempotency_key=key)
@@ -702,6 +885,10 @@ def mark_started(
         f"started on {worker}" if worker else "started",
         {"attempt": attempt, "worker": worker},
     )
+    task_name = str((defaults or {}).get("task_name") or "")[:255]
+    if task_name:
+        # A replacement (Task.replace) runs under the replaced task's id.
+        updates["task_name"] = task_name
     transition = {
         "celery_task_id": celery_task_id,
         "updates": updates,
@@ -709,6 +896,9 @@ def mark_started(
         "guard": Q(attempt__lte=attempt),
         # A delivery is a worker's evidence: it reopens a presumed failure.
         "evidence": True,
+        # And the body runs: a start is recorded whatever the row says, but
+        # for a cancelled task (which the caller revokes instead of running).
+        "again": True,
     }
     outcome = _transition(TaskStatus.PROCESSING, **transition)  # type: ignore[arg-type]
     if outcome.status is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from kombu import serialization
 
 from django_taskqueue.conf import conf
-from django_taskqueue.exceptions import MessageRefused
+from django_taskqueue.exceptions import ArgumentsRefused, MessageRefused, UnserializableMessage
 from django_taskqueue.serialization import json_depth, nesting_depth, unstorable_text
 
 # What kombu's JSON serializer says it produced; its payload is scanned as text.
@@ -64,7 +64,7 @@ def check_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -
     try:
         bind(*args, **kwargs)
     except TypeError as exc:
-        raise MessageRefused(
+        raise ArgumentsRefused(
             f"The task {task.name} cannot take these arguments: {exc}.", code="arguments"
         ) from None
 
@@ -106,9 +106,22 @@ def check_message(
         MessageRefused: with ``code`` ``"arguments"``, ``"too_deep"``,
             ``"too_large"`` or ``"unserializable"``.
     """
+    # Celery's own rule (an empty value of any type counts as none), checked
+    # here so that nothing is recorded for a call Celery would refuse.
+    if args and not isinstance(args, (list, tuple)):
+        raise ArgumentsRefused("task args must be a list or tuple", code="arguments")
+    if kwargs and not isinstance(kwargs, Mapping):
+        raise ArgumentsRefused("task keyword arguments must be a mapping", code="arguments")
     args = list(args or ())
     kwargs = dict(kwargs or {})
     check_arguments(task, args, kwargs)
+    if getattr(task, "pydantic", False):
+        # Celery dumps pydantic models itself before publishing (not pickle):
+        # the values here are not yet what will be sent. Depth is still bounded.
+        limit = conf.MESSAGE_MAX_DEPTH
+        if any(nesting_depth(value, limit) > limit for value in (*args, *kwargs.values())):
+            raise _too_deep(limit)
+        return
     name = serializer or getattr(task, "serializer", None) or "json"
     depth_limit = conf.MESSAGE_MAX_DEPTH
     if name != "json":
@@ -125,7 +138,7 @@ def check_message(
     except Exception as exc:
         if _recursed(exc):
             raise _too_deep(depth_limit) from None
-        raise MessageRefused(
+        raise UnserializableMessage(
             f"The arguments cannot be serialised with {name!r}: {exc}.", code="unserializable"
         ) from None
     size = len(payload.encode() if isinstance(payload, str) else payload)

@@ -14,9 +14,12 @@ A publish waits in three places, and each has its own Celery or kombu knob:
    (``None`` by default: a frozen Redis holds the publish forever).
 
 The package sets only what belongs to its own calls: every publish it makes
-(:meth:`TrackedTask.submit() <django_taskqueue.TrackedTask.submit>`, a tracked
-``.delay()``/``apply_async()`` without retry options of its own, the API) carries
-a retry policy derived from ``PUBLISH_TIMEOUT`` (see :func:`publish_retry_policy`).
+(:meth:`TrackedTask.submit() <django_taskqueue.TrackedTask.submit>`, the API,
+bulk runs and re-runs) carries a retry policy derived from ``PUBLISH_TIMEOUT``
+(see :func:`publish_retry_policy`) unless the call gives its own. A plain
+``.delay()``/``apply_async()`` of a tracked task is published exactly as Celery
+publishes it, with Celery's own retry policy and exceptions: tracking changes
+nothing about how a message is sent.
 The socket timeouts and the result backend's retry policy are settings of the
 host's Celery app, shared with its workers: :func:`celery_settings` computes
 them from the deadline and :func:`bound_publish_waits` applies them when the
@@ -166,10 +169,10 @@ def _is_unreachable(exc: BaseException) -> bool:
 class _Attempt:
     """One publish: the options that bound it, and the errors kombu saw on the way."""
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: Mapping[str, Any], *, bounded: bool = True) -> None:
         self.errors: list[BaseException] = []
         self.options = dict(options)
-        self.timeout = conf.PUBLISH_TIMEOUT
+        self.timeout = conf.PUBLISH_TIMEOUT if bounded else None
         if self.timeout is not None and not any(key in options for key in _RETRY_KEYS):
             self.options["retry"] = True
             self.options["retry_policy"] = {
@@ -196,6 +199,16 @@ class _Attempt:
         if any(_is_timeout(e) for error in (exc, *self.errors) for e in _causes(error)):
             return "unknown"
         return "not_sent"
+
+
+def outcome_of(exc: BaseException) -> Literal["not_sent", "unknown", "other"]:
+    """What a publish that raised ``exc`` did, for a publish the package did not bound.
+
+    ``"not_sent"``: the broker or the result backend could not be reached, so
+    nothing went out; ``"unknown"``: the broker may have the message (a timeout
+    after the bytes were sent); ``"other"``: not the broker's error.
+    """
+    return _Attempt({}, bounded=False).outcome(exc)
 
 
 def send(publish: Callable[..., _T], /, *args: Any, **options: Any) -> _T:

@@ -29,7 +29,7 @@ def on_task_revoked(
         "revoke",
         task_id,
         lifecycle.record_revoked,
-        task_id,
+        str(task_id),
         terminated=bool(terminated),
         expired=bool(expired),
         signum=signum,
@@ -54,11 +54,21 @@ def on_task_internal_error(
     sender: Any = None,
     task_id: str | None = None,
     exception: BaseException | None = None,
+    request: Any = None,
     **kwargs: Any,
 ) -> None:
     """Record a tracked task that Celery failed outside its body (e.g. its result not stored)."""
     from django_taskqueue.tracked import record_internal_error
 
+    eager = (
+        request.get("is_eager")
+        if isinstance(request, dict)
+        else getattr(request, "is_eager", False)
+    )
+    if eager:
+        # An eager apply() sends this for the body's own error when it propagates
+        # it (throw=True, task_eager_propagates); TrackedTask.apply records that.
+        return
     if task_id:
         record_internal_error(sender, task_id, exception)
 

@@ -38,7 +38,8 @@ class EventType(models.TextChoices):
     IGNORED = "ignored", _("Ignored (late or duplicate)")
     PUBLISH_UNKNOWN = "publish_unknown", _("Publish not confirmed")
     INTERNAL_ERROR = "internal_error", _("Celery error outside the task body")
-    REOPENED = "reopened", _("Reopened (a presumed failure was wrong)")
+    REOPENED = "reopened", _("Reopened (run again, or a presumed failure was wrong)")
+    REPUBLISHED = "republished", _("Published again (same id)")
 
 
 #: The ``task_name`` of a bulk parent row (the REST API's ``bulk_create``). No

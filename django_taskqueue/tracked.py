@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import _state as celery_state
+from celery import signals, states
 from celery.contrib.django.task import DjangoTask
-from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
 from django.core.exceptions import ValidationError
@@ -36,7 +37,7 @@ from django_taskqueue.serialization import (
     error_message_for,
     safe_repr,
 )
-from django_taskqueue.status import TERMINAL_STATUSES, EventType, TaskStatus
+from django_taskqueue.status import EventType, TaskStatus
 
 if TYPE_CHECKING:
     from billiard.einfo import ExceptionInfo
@@ -102,14 +103,6 @@ def _drop_broken_connections() -> None:
             logger.debug("could not close a broken database connection", exc_info=True)
 
 
-def _tuple(args: Sequence[Any] | None) -> tuple[Any, ...] | None:
-    return None if args is None else tuple(args)
-
-
-def _dict(kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if kwargs is None else dict(kwargs)
-
-
 def _scheduling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     """The TaskLog fields that keep how a task was published: its queue, ETA and priority.
 
@@ -160,6 +153,10 @@ class _Unrecorded:
     recorded: bool = False
 
 
+# The newest run started in this thread: an eager apply() that raises (throw,
+# task_eager_propagates) skips the outcome hooks, and apply() records it instead.
+_last_run = threading.local()
+
 # The run of this thread (or green thread) that ended without its hooks: Celery
 # sends task_internal_error right after task_postrun, in the same thread.
 _unrecorded = threading.local()
@@ -168,6 +165,17 @@ _unrecorded = threading.local()
 RESULT_NOT_STORED = "result_not_stored"
 #: ``error_code`` of a task Celery failed before its body ran.
 INTERNAL_ERROR = "internal_error"
+#: ``error_code`` of a task that rejected its message without requeueing it.
+REJECTED = "rejected"
+
+
+def rejection_message(exc: Reject) -> str:
+    """How a :exc:`~celery.exceptions.Reject` is recorded: why the task gave up its message."""
+    reason = exc.reason
+    if reason is None:
+        return "the task rejected its message"
+    why = error_message_for(reason) if isinstance(reason, BaseException) else str(reason)
+    return f"the task rejected its message: {why}"
 
 
 class TrackedTask(_TaskBase):
@@ -255,15 +263,22 @@ class TrackedTask(_TaskBase):
                 was recorded or published.
         """
         recorded = options.pop("taskqueue_recorded", False)
-        if self._tracking():
-            self.check_message(args, kwargs, serializer=options.get("serializer"))
-        if not self._tracking() or options.get("retries"):
+        if not self._tracking():
             return super().apply_async(
-                _tuple(args), _dict(kwargs), task_id, producer, link, link_error, shadow, **options
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
+            )
+        # Validate first, write second: a call Celery would refuse (arguments
+        # that do not fit, a message that cannot be encoded) raises what Celery
+        # raises, before any row exists.
+        self.check_message(args, kwargs, serializer=options.get("serializer"))
+        if options.get("retries"):
+            # A retry's re-publish: the row exists, and retry() recorded it.
+            return super().apply_async(
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
         if recorded:
             # The row exists (a re-run, a bulk child): its writer records a failed
-            # publish; the publish is bounded by PUBLISH_TIMEOUT like any other.
+            # publish; the package's own publish is bounded by PUBLISH_TIMEOUT.
             return self._publish(
                 None,
                 args,
@@ -278,9 +293,9 @@ class TrackedTask(_TaskBase):
         task_id = task_id or celery_uuid()
         log = record_safely(
             "creation",
-            task_id,
-            lifecycle.create_task_log,
-            task_id,
+            str(task_id),
+            lifecycle.record_publish,
+            str(task_id),
             task_name=self.name,
             args=args,
             kwargs=kwargs,
@@ -288,8 +303,9 @@ class TrackedTask(_TaskBase):
             max_retries=self.max_retries,
             **_scheduling_fields(options),
         )
+        # Published as Celery publishes it: Celery's retry policy, Celery's errors.
         return self._publish(
-            log, args, kwargs, task_id, producer, link, link_error, shadow, options
+            log, args, kwargs, task_id, producer, link, link_error, shadow, options, bounded=False
         )
 
     def submit(
@@ -466,13 +482,44 @@ class TrackedTask(_TaskBase):
         link_error: Any,
         shadow: str | None,
         options: dict[str, Any],
+        *,
+        bounded: bool = True,
     ) -> AsyncResult[Any]:
+        """Publish with Celery's ``apply_async``; record what a failed publish left.
+
+        ``bounded``: the package's own publish (``submit()``, the API, bulk,
+        re-runs), bounded by ``PUBLISH_TIMEOUT`` and raising
+        :exc:`~django_taskqueue.exceptions.PublishError`. Otherwise the call is
+        Celery's, unchanged: its options, its retry policy, its exceptions.
+        """
+        if not bounded:
+            if self.app.conf.task_always_eager:
+                # Eager: apply_async runs the task here; what it raises is the
+                # task's own error, recorded by the run, not a failed publish.
+                return super().apply_async(
+                    args, kwargs, task_id, producer, link, link_error, shadow, **options
+                )
+            try:
+                return super().apply_async(
+                    args, kwargs, task_id, producer, link, link_error, shadow, **options
+                )
+            except Exception as exc:
+                if log is not None:
+                    outcome = publishing.outcome_of(exc)
+                    sent = None if outcome == "unknown" else False
+                    what = (
+                        "the broker did not confirm the message"
+                        if sent is None
+                        else ("could not publish the task")
+                    )
+                    self._record_publish_error(log, f"{what}: {error_message_for(exc)}", sent=sent)
+                raise
         try:
             # Bounded by PUBLISH_TIMEOUT unless the caller gave a retry policy.
             return publishing.send(
                 super().apply_async,
-                _tuple(args),
-                _dict(kwargs),
+                args,
+                kwargs,
                 task_id,
                 producer,
                 link,
@@ -521,6 +568,90 @@ class TrackedTask(_TaskBase):
         log.error_message = message
         log.idempotency_key = None
 
+    def apply(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        task_id: str | None = None,
+        retries: int | None = None,
+        throw: bool | None = None,
+        logfile: Any = None,
+        loglevel: Any = None,
+        headers: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Run the task here, as Celery's ``apply()``; the run is recorded as a worker's is.
+
+        With ``throw=True`` (or ``task_eager_propagates``) Celery raises the
+        body's error out of ``apply()`` without calling ``on_failure``: the
+        failure is recorded here. A :exc:`~celery.exceptions.Reject` ends the
+        run ``failed`` (``error_code="rejected"``), as a worker stores it.
+        """
+        if not self._tracking():
+            return super().apply(
+                args,
+                kwargs,
+                link,
+                link_error,
+                task_id,
+                retries,
+                throw,
+                logfile,
+                loglevel,
+                headers,
+                **options,
+            )
+        _last_run.state = None
+        try:
+            result = super().apply(
+                args,
+                kwargs,
+                link,
+                link_error,
+                task_id,
+                retries,
+                throw,
+                logfile,
+                loglevel,
+                headers,
+                **options,
+            )
+        except (Retry, Ignore):
+            raise  # a retry is recorded by retry(); an ignored run records nothing more
+        except Exception as exc:
+            self._record_eager_end(exc)
+            raise
+        if getattr(result, "state", None) == states.REJECTED:
+            self._record_eager_end(result.result)
+        return result
+
+    def _record_eager_end(self, exc: BaseException | None) -> None:
+        """Record the end of an eager run whose outcome hooks did not run."""
+        state: _RunState | None = getattr(_last_run, "state", None)
+        _last_run.state = None
+        if state is None or state.ended or state.pk is None:
+            return
+        state.ended = True
+        if isinstance(exc, Reject):
+            message, code, text = rejection_message(exc), REJECTED, ""
+        else:
+            message = error_message_for(exc) if exc is not None else "failed"
+            code = error_code_for(exc) if exc is not None else ""
+            text = _traceback_of(exc)
+        record_safely(
+            "failure",
+            None,
+            lifecycle.mark_failed,
+            pk=state.pk,
+            error_message=message,
+            error_code=code,
+            traceback=text,
+            evidence=True,
+            **{k: v for k, v in self._end_args(state).items() if k != "pk"},
+        )
+
     # --- the worker side -----------------------------------------------------------
 
     def _run_state(self) -> _RunState | None:
@@ -528,14 +659,23 @@ class TrackedTask(_TaskBase):
         return state
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        """Record the start; skip the run when the task was cancelled or already finished."""
+        """Record the start of every run Celery makes; revoke a task that was cancelled.
+
+        Every run is recorded, also of an id that ran before (see
+        :func:`~django_taskqueue.lifecycle.mark_started`). A task cancelled
+        before a worker got it is revoked the way Celery revokes (the result
+        backend stores ``REVOKED``, ``task_revoked`` is sent) and its body
+        never runs.
+        """
         super().before_start(task_id, args, kwargs)
         if not self._tracking():
             return
+        task_id = str(task_id)
         state = _RunState(
             buffer=lifecycle.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
         )
         setattr(self.request, _STATE_ATTR, state)
+        _last_run.state = state
         delivery = self.request.delivery_info or {}
         outcome = record_safely(
             "start",
@@ -557,20 +697,36 @@ class TrackedTask(_TaskBase):
             return
         state.pk = outcome.pk
         state.parent_id, state.parent_known = outcome.parent_id, outcome.parent_known
-        if not outcome.applied and outcome.status in TERMINAL_STATUSES:
-            # Cancelled before a worker got it (a revoke the worker missed, or
-            # one sent while the broker was down), or a duplicate of a message
-            # whose task already finished: don't run it again. (A failure that
-            # housekeeping only presumed was reopened by mark_started instead.)
-            logger.info(
-                "Skipping task %s[%s]: it is already %s", self.name, task_id, outcome.status
-            )
-            raise Ignore()
+        if not outcome.applied and outcome.status == TaskStatus.CANCELLED:
+            self._revoke_cancelled(task_id)
         if not self.request.is_eager:
             # A long task that reports no progress still looks alive to mark_stale.
             # An eager run (apply(), task_always_eager) runs in the caller's process:
             # it starts no thread there, and its rows end before anyone could ask.
             heartbeat.start(task_id, state.pk)
+
+    def _revoke_cancelled(self, task_id: str) -> None:
+        """Revoke a run whose task was cancelled before it started, as Celery's revoke does.
+
+        The cancel's own revoke reaches the workers that were connected when it
+        was sent; this covers the others (a worker started later, a revoke sent
+        while the broker was down). Like a worker that finds the id in its
+        revoked set, it stores ``REVOKED`` in the result backend (a chord
+        counts its part, a caller waiting on the result is answered) and sends
+        ``task_revoked``; then the body is skipped.
+        """
+        logger.info("Revoking task %s[%s]: it was cancelled", self.name, task_id)
+        request = self.request
+        store = not (self.ignore_result or request.ignore_result) or bool(
+            self.store_errors_even_if_ignored
+        )
+        try:
+            self.backend.mark_as_revoked(task_id, "cancelled", request=request, store_result=store)
+        finally:
+            signals.task_revoked.send(
+                sender=self, request=request, terminated=False, signum=None, expired=False
+            )
+        raise Ignore()
 
     def update_progress(
         self,
@@ -620,7 +776,7 @@ class TrackedTask(_TaskBase):
             self.request.id,
             lifecycle.record_progress,
             write,
-            celery_task_id=self.request.id,
+            celery_task_id=str(self.request.id),
             pk=state.pk,
         )
         if outcome is not None:
@@ -637,7 +793,7 @@ class TrackedTask(_TaskBase):
             "cancel check",
             self.request.id,
             lifecycle.status_of,
-            celery_task_id=self.request.id,
+            celery_task_id=str(self.request.id),
             pk=state.pk,
         )
         return status == TaskStatus.CANCELLED
@@ -662,7 +818,7 @@ class TrackedTask(_TaskBase):
             EventType.REVOKED,
             "the running task stopped at a cancel check",
             {"worker": self.request.hostname},
-            celery_task_id=self.request.id,
+            celery_task_id=str(self.request.id),
             pk=state.pk,
         )
         raise TaskCancelled(f"task {self.request.id} was cancelled")
@@ -701,7 +857,7 @@ class TrackedTask(_TaskBase):
                 "retry",
                 self.request.id,
                 lifecycle.mark_retrying,
-                self.request.id,
+                str(self.request.id),
                 pk=state.pk,
                 next_attempt=retries + 1,
                 reason=error_message_for(exc) if exc is not None else "retry requested",
@@ -724,7 +880,7 @@ class TrackedTask(_TaskBase):
             "retry",
             task_id,
             lifecycle.mark_retrying,
-            task_id,
+            str(task_id),
             pk=state.pk,
             next_attempt=int(self.request.retries or 0) + 1,
             reason=error_message_for(exc),
@@ -744,13 +900,22 @@ class TrackedTask(_TaskBase):
         }
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        """Record success, the result as JSON (or a marked repr) and the last progress."""
+        """Record success, the result as JSON (or a marked repr) and the last progress.
+
+        A body that returns the :exc:`~celery.exceptions.Retry` of
+        ``self.retry(throw=False)`` did not succeed: its retry is on file and
+        its next attempt queued (or, eagerly, run next), so nothing more is
+        recorded.
+        """
         super().on_success(retval, task_id, args, kwargs)
         if not self._tracking():
             return
         state = self._run_state()
         if state is not None:
             state.ended = True
+        if isinstance(retval, Retry) and (state is None or state.retry_recorded):
+            return
+        task_id = str(task_id)
         record_safely(
             "success",
             task_id,
@@ -774,6 +939,7 @@ class TrackedTask(_TaskBase):
         state = self._run_state()
         if state is not None:
             state.ended = True
+        task_id = str(task_id)
         text = getattr(einfo, "traceback", "") or ""
         record_safely(
             "failure",
@@ -840,7 +1006,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             "unstored result",
             task_id,
             lifecycle.mark_completed,
-            task_id,
+            str(task_id),
             result=encode_result(run.retval, conf.RESULT_MAX_BYTES),
             error_message=message,
             error_code=RESULT_NOT_STORED,
@@ -859,7 +1025,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             "unstored failure",
             task_id,
             lifecycle.mark_failed,
-            task_id,
+            str(task_id),
             error_message=message,
             error_code=RESULT_NOT_STORED,
             traceback=_traceback_of(body_error or exception),
@@ -871,7 +1037,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             "internal error",
             task_id,
             lifecycle.mark_failed,
-            task_id,
+            str(task_id),
             error_message=message,
             error_code=INTERNAL_ERROR,
             traceback=_traceback_of(exception),
@@ -883,7 +1049,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
         EventType.INTERNAL_ERROR,
         message,
         {"exception": celery_class, "celery_error": celery_error},
-        celery_task_id=task_id,
+        celery_task_id=str(task_id),
         pk=state.pk if state is not None else None,
     )
     if run is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
+from celery.exceptions import Reject
 from celery.worker.request import Request
 from django.db import close_old_connections
 
@@ -35,7 +36,7 @@ class TrackedRequest(Request):
             "hard time limit",
             self.id,
             lifecycle.mark_failed,
-            self.id,
+            str(self.id),
             error_message=f"hard time limit ({timeout}s) exceeded",
             error_code="TimeLimitExceeded",
             evidence=True,
@@ -47,7 +48,12 @@ class TrackedRequest(Request):
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
-        if not isinstance(exc, WorkerLostError) or not self._tracking():
+        if not self._tracking():
+            return
+        if isinstance(exc, Reject):
+            self._record_reject(exc)
+            return
+        if not isinstance(exc, WorkerLostError):
             return
         from django_taskqueue.tracked import record_safely
 
@@ -65,14 +71,47 @@ class TrackedRequest(Request):
                 "the worker process was lost; the message goes back to the queue: "
                 + error_message_for(exc),
                 {"error_code": "worker_lost"},
-                celery_task_id=self.id,
+                celery_task_id=str(self.id),
             )
             return
         record_safely(
             "lost worker",
             self.id,
             lifecycle.mark_failed,
-            self.id,
+            str(self.id),
             error_message=error_message_for(exc),
             error_code="worker_lost",
+        )
+
+    def _record_reject(self, exc: Reject) -> None:
+        """Record a task that rejected its message (Celery's :exc:`~celery.exceptions.Reject`).
+
+        Without requeue the message is gone and Celery stores ``FAILURE``: the
+        task is ``failed`` with ``error_code="rejected"``. With requeue the
+        message goes back to the queue: a ``requeued`` event, and its next
+        delivery starts the task again.
+        """
+        from django_taskqueue.tracked import REJECTED, record_safely, rejection_message
+
+        close_old_connections()
+        message = rejection_message(exc)
+        if exc.requeue:
+            record_safely(
+                "reject",
+                self.id,
+                lifecycle.record_event,
+                EventType.REQUEUED,
+                f"{message}; it goes back to the queue",
+                {"error_code": REJECTED},
+                celery_task_id=str(self.id),
+            )
+            return
+        record_safely(
+            "reject",
+            self.id,
+            lifecycle.mark_failed,
+            str(self.id),
+            error_message=message,
+            error_code=REJECTED,
+            evidence=True,
         )

@@ -261,3 +261,43 @@ def ledger(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
 )
 def ledger_late(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
     return _ledgered(self, path, seconds)
+
+
+# --- Celery's own behaviours that tracking must keep (tests/test_celery_semantics.py) ---
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.retry_without_throw", max_retries=3)
+def retry_without_throw(self: TrackedTask) -> Any:
+    # As Celery's own test task: the retry is returned, not raised.
+    if self.request.retries >= 2:
+        return 42
+    return self.retry(exc=ConnectionError("not yet"), countdown=0, throw=False)
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.retry_quietly", max_retries=3)
+def retry_quietly(self: TrackedTask) -> Any:
+    # retry(throw=False) in a worker: the retry is queued and this run returns normally.
+    if self.request.retries >= 2:
+        return 42
+    self.retry(countdown=0, throw=False)
+    return "scheduled"
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.rejects")
+def rejects(self: TrackedTask, requeue: bool = False) -> None:
+    from celery.exceptions import Reject
+
+    raise Reject("no thanks", requeue=requeue)
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.replaced")
+def replaced(self: TrackedTask, x: int) -> Any:
+    return self.replace(add.s(x, 1))
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.kept_alive")
+def kept_alive(self: TrackedTask) -> bool:
+    """Whether this run is on this process's heartbeat list."""
+    from django_taskqueue import heartbeat
+
+    return str(self.request.id) in heartbeat.running()

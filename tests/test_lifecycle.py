@@ -22,8 +22,8 @@ from tests.helpers import events, make_log, make_user
 pytestmark = pytest.mark.django_db
 
 
-def started(log: TaskLog, attempt: int = 0) -> lifecycle.Outcome:
-    return lifecycle.mark_started(log.celery_task_id, attempt=attempt, worker="w1@host")
+def started(log: TaskLog, attempt: int = 0, worker: str = "w1@host") -> lifecycle.Outcome:
+    return lifecycle.mark_started(log.celery_task_id, attempt=attempt, worker=worker)
 
 
 class TestCreate:
@@ -103,35 +103,57 @@ class TestStarted:
         assert events(log) == ["created", "started"]
         assert log.events.order_by("id")[0].metadata == {"source": "worker"}
 
-    def test_second_delivery_changes_nothing_but_leaves_an_event(self) -> None:
+    def test_second_delivery_is_recorded_as_a_second_start(self) -> None:
+        # The same message delivered twice runs twice: the record says so, never "ignored".
         log = make_log()
         started(log)
         first_start = TaskLog.objects.get(pk=log.pk).started_at
-        outcome = started(log)
-        assert not outcome.applied
-        assert outcome.status == TaskStatus.PROCESSING
+        outcome = started(log, worker="w2@host")
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
         log.refresh_from_db()
         assert log.started_at == first_start
-        assert events(log) == ["created", "started", "ignored"]
-        ignored = log.events.order_by("-id")[0]
-        assert ignored.metadata["attempted"] == "started"
-        assert ignored.metadata["status"] == "processing"
+        assert log.worker == "w2@host"
+        assert events(log) == ["created", "started", "started"]
+        again = log.events.order_by("-id")[0]
+        assert again.metadata["again"] is True
+        assert again.metadata["previous_worker"] == "w1@host"
+        assert again.metadata["previous_status"] == "processing"
+        assert again.message.endswith("again")
 
-    def test_started_after_completed_does_not_move_back(self) -> None:
+    def test_a_run_after_completed_reopens_the_task_and_keeps_the_outcome(self) -> None:
         log = make_log()
         started(log)
         lifecycle.mark_completed(log.celery_task_id, result=3)
         outcome = started(log)
-        assert (outcome.applied, outcome.status) == (False, TaskStatus.COMPLETED)
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
         log.refresh_from_db()
-        assert log.status == TaskStatus.COMPLETED
-        assert events(log) == ["created", "started", "completed", "ignored"]
+        assert (log.status, log.result, log.completed_at, log.progress) == (
+            TaskStatus.PROCESSING,
+            None,
+            None,
+            0,
+        )
+        assert events(log) == ["created", "started", "completed", "reopened", "started"]
+        reopened = log.events.get(event_type="reopened")
+        assert reopened.metadata["previous_status"] == "completed"
+        assert reopened.metadata["previous_completed_at"]
+        assert lifecycle.mark_completed(log.celery_task_id, result=4).applied
+        log.refresh_from_db()
+        assert (log.status, log.result) == (TaskStatus.COMPLETED, 4)
 
-    def test_late_start_of_an_older_attempt_is_ignored(self) -> None:
+    def test_a_late_start_of_an_older_attempt_is_recorded_and_keeps_the_newest_attempt(
+        self,
+    ) -> None:
         log = make_log()
         started(log, attempt=0)
         lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="flaky")
-        assert not started(log, attempt=0).applied
+        # attempt 0's message redelivered: its body runs, so its start is on file.
+        outcome = started(log, attempt=0)
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
+        log.refresh_from_db()
+        assert log.attempt == 1
+        assert events(log)[-1] == "started"
+        assert log.events.order_by("-id")[0].metadata["again"] is True
         assert started(log, attempt=1).applied
         log.refresh_from_db()
         assert (log.status, log.attempt, log.retry_count) == (TaskStatus.PROCESSING, 1, 1)
@@ -479,30 +501,48 @@ class TestPresumedFailures:
         assert (log.status, log.error_code) == ("failed", "lost")
 
     @pytest.mark.parametrize("code", ["ValueError", "publish_failed", "superseded", "expired"])
-    def test_a_real_failure_is_final(self, code: str) -> None:
+    def test_a_real_failure_run_again_is_reopened_as_a_new_run(self, code: str) -> None:
         log = make_log()
         lifecycle.mark_failed(log.celery_task_id, error_message="it broke", error_code=code)
         outcome = started(log)
-        assert (outcome.applied, outcome.status) == (False, TaskStatus.FAILED)
-        assert events(log)[-1] == "ignored"
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
+        log.refresh_from_db()
+        assert (log.error_code, log.error_message) == ("", "")
+        assert events(log)[-2:] == ["reopened", "started"]
+        reopened = log.events.get(event_type="reopened")
+        assert (reopened.metadata["previous_status"], reopened.metadata["previous_error_code"]) == (
+            "failed",
+            code,
+        )
 
-    def test_a_task_run_again_meanwhile_is_not_reopened(self, celery_app: Any) -> None:
+    def test_a_task_run_again_meanwhile_still_records_the_old_message_running(
+        self, celery_app: Any
+    ) -> None:
         log = make_log(task_name="tests.echo")
         self.lost(log)
         lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+        # The presumption is not superseded (the re-run is the new attempt), but
+        # the old message's body does run, and the row says so.
         outcome = started(log)
-        assert (outcome.applied, outcome.status) == (False, TaskStatus.FAILED)
+        assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
         log.refresh_from_db()
-        assert log.error_code == "lost"
+        reopened = log.events.get(event_type="reopened")
+        assert reopened.metadata["previous_error_code"] == "lost"
 
-    def test_an_older_attempt_does_not_reopen_a_newer_one(self) -> None:
+    def test_an_older_attempt_run_after_a_presumed_failure_keeps_the_newest_attempt(
+        self,
+    ) -> None:
         log = make_log()
         started(log, attempt=0)
         lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="flaky")
         started(log, attempt=1)
         lifecycle.mark_failed(log.celery_task_id, error_message="x", error_code="worker_lost")
-        assert not started(log, attempt=0).applied
+        assert started(log, attempt=0).applied
+        log.refresh_from_db()
+        assert (log.status, log.attempt) == (TaskStatus.PROCESSING, 0)
         assert started(log, attempt=1).applied
+        log.refresh_from_db()
+        assert log.attempt == 1
 
     def test_a_bulk_parent_failed_by_a_lost_child_is_reopened_and_completes(
         self, django_capture_on_commit_callbacks: Any

@@ -194,9 +194,14 @@ def test_submit_and_delay_raise_publish_error_in_time(
     assert caught.value.task_log is not None
     assert caught.value.task_log.error_code == "publish_unknown"
     started = time.monotonic()
-    with pytest.raises(PublishError):
+    # A plain delay() is Celery's own publish (its retry policy, its error), bounded
+    # here only by the app's socket timeouts (bound_publish_waits); the row says so.
+    with pytest.raises(Exception) as raised:  # noqa: PT011 (whatever Celery raises)
         add.delay(3, 4)
     delay_time = time.monotonic() - started
+    assert not isinstance(raised.value, PublishError)
+    delayed = TaskLog.objects.filter(task_name="tests.add", args=[3, 4]).get()
+    assert delayed.error_code in ("publish_unknown", "publish_failed")
     private.thaw()
     private.kill()
     started = time.monotonic()

@@ -1,0 +1,117 @@
+"""Run Celery's own test suite against the installed Celery, with every task tracked.
+
+Usage (what ``tox -e celery`` runs; PostgreSQL and Redis must be up)::
+
+    python -m tests.celery_suite                # the CI selection, tracked
+    python -m tests.celery_suite --all          # the three files in full
+    python -m tests.celery_suite --plain --all  # the same, untracked, to compare
+    python -m tests.celery_suite -- -k chord    # extra arguments go to pytest
+
+The sdist of the installed Celery version (it ships its tests in ``t/``) is
+downloaded from PyPI once into ``.celery-suite/`` and run from there, with the
+plugin in :mod:`tests.celery_suite.plugin`. Celery's integration tests use
+``TEST_BROKER`` and ``TEST_BACKEND`` (Redis database 13 by default here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The three files of Celery's suite that exercise what tracking touches.
+FILES = (
+    "t/unit/tasks/test_tasks.py",
+    "t/integration/test_tasks.py",
+    "t/integration/test_canvas.py",
+)
+
+#: What CI runs (a ``-k`` expression over :data:`FILES`): both tasks files in full, and
+#: the canvas tests that run an id again or replace a task (re-applied chords, reused
+#: signatures, eager re-runs, replacements), the ones tracking used to break.
+CI_SELECTION = " or ".join(
+    (
+        "test_tasks",  # the module name: every test of both tasks files
+        "reapplying_frozen_chord",
+        "chain_in_chain_with_args",
+        "mutable_errback_called_by_chord",
+        "replaced_with_chain",
+        "chain_error_handler_with_eta",
+        "chain_child_raises",
+    )
+)
+
+
+def celery_source(version: str, cache: Path) -> Path:
+    """The unpacked sdist of Celery ``version`` (downloaded once)."""
+    target = cache / f"celery-{version}"
+    if (target / "t").is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(f"https://pypi.org/pypi/celery/{version}/json", timeout=60) as r:
+        release = json.load(r)
+    sdist = next(u for u in release["urls"] if u["packagetype"] == "sdist")
+    archive = cache / sdist["filename"]
+    urllib.request.urlretrieve(sdist["url"], archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(cache, filter="data")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.celery_suite", description=__doc__)
+    parser.add_argument("--plain", action="store_true", help="untracked (Celery's task class)")
+    parser.add_argument("--all", action="store_true", help="the three files in full")
+    parser.add_argument("--cache", default=str(ROOT / ".celery-suite"))
+    parser.add_argument("pytest_args", nargs="*")
+    args = parser.parse_args(argv)
+
+    import celery
+
+    source = celery_source(celery.__version__, Path(args.cache))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("TEST_BROKER", "redis://127.0.0.1:6379/13")
+    env.setdefault("TEST_BACKEND", env["TEST_BROKER"])
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    mode = "plain" if args.plain else "tracked"
+    report = Path(args.cache) / f"audit-{mode}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        # Celery's fixtures (pytest-celery registers the same module as a plugin).
+        "-p",
+        "celery.contrib.pytest",
+        "-p",
+        "tests.celery_suite.plugin",
+        # This package's own pytest settings do not apply to Celery's tests.
+        "-p",
+        "no:django",
+        "-p",
+        "no:cacheprovider",
+        f"--taskqueue={mode}",
+        "-rfEX",
+        "-q",
+        *(["--taskqueue-audit", f"--taskqueue-report={report}"] if not args.plain else []),
+        *FILES,
+        *([] if args.all else ["-k", CI_SELECTION]),
+        *args.pytest_args,
+    ]
+    started = time.monotonic()
+    print(f"Celery {celery.__version__} suite, {mode}, in {source}", flush=True)
+    code = subprocess.call(command, cwd=source, env=env)
+    print(f"Celery suite ({mode}) took {time.monotonic() - started:.0f} s, exit {code}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
