@@ -722,10 +722,12 @@ class TrackedTask(_TaskBase):
         )
         try:
             self.backend.mark_as_revoked(task_id, "cancelled", request=request, store_result=store)
-        finally:
-            signals.task_revoked.send(
-                sender=self, request=request, terminated=False, signum=None, expired=False
-            )
+        except Exception:
+            # The body must not run either way; the record already says cancelled.
+            logger.warning("Could not store the revoke of task %s", task_id, exc_info=True)
+        signals.task_revoked.send(
+            sender=self, request=request, terminated=False, signum=None, expired=False
+        )
         raise Ignore()
 
     def update_progress(
