@@ -10,7 +10,7 @@ Usage (what ``tox -e celery`` runs; PostgreSQL and Redis must be up)::
 The sdist of the installed Celery version (it ships its tests in ``t/``) is
 downloaded from PyPI once into ``.celery-suite/`` and run from there, with the
 plugin in :mod:`tests.celery_suite.plugin`. Celery's integration tests use
-``TEST_BROKER`` and ``TEST_BACKEND`` (Redis database 13 by default here).
+``TEST_BROKER`` and ``TEST_BACKEND`` (Redis database 0 by default, as Celery assumes: some of its tests read result keys there).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     source = celery_source(celery.__version__, Path(args.cache))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("TEST_BROKER", "redis://127.0.0.1:6379/13")
+    env.setdefault("TEST_BROKER", "redis://127.0.0.1:6379/0")
     env.setdefault("TEST_BACKEND", env["TEST_BROKER"])
     env.pop("DJANGO_SETTINGS_MODULE", None)
     mode = "plain" if args.plain else "tracked"
