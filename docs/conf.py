@@ -73,3 +73,9 @@ autodoc_default_options = {"show-inheritance": True}
 
 html_theme = "furo"
 html_title = f"django-taskqueue {release}"
+# "Edit this page" and "view source" links (the same address as [project.urls] Source).
+html_theme_options = {
+    "source_repository": "https://github.com/django-taskqueue/django-taskqueue",
+    "source_branch": "main",
+    "source_directory": "docs/",
+}

@@ -64,3 +64,15 @@ def test_migration_numbers_are_unique() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert (ROOT / "django_taskqueue" / "py.typed").exists()
+
+
+def test_project_urls_name_the_repository_and_the_docs() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        urls = tomllib.load(f)["project"]["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Changelog", "Issues", "Source"}
+    assert all(url.startswith("https://") for url in urls.values())
+    # The README and the docs point at the same places.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert urls["Documentation"] in readme
+    assert urls["Source"] in (ROOT / "docs" / "conf.py").read_text(encoding="utf-8")

@@ -7,6 +7,8 @@ from typing import Any
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
 
+from django_taskqueue.api.docstrings import markdown_description
+
 #: A string the API stores as text: no NUL character (PostgreSQL refuses it).
 NO_NUL = "^[^\\x00]*$"
 
@@ -70,3 +72,8 @@ class TaskQueueAutoSchema(AutoSchema):
             if parameter.get("in") == "query":
                 parameter["allowEmptyValue"] = True
         return operation
+
+    # drf-spectacular's signature differs from DRF's base inspector, as it declares too.
+    def get_description(self) -> str:  # type: ignore[override]
+        """The view's or action's docstring, its Sphinx markup read as Markdown."""
+        return markdown_description(super().get_description())

@@ -32,8 +32,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
+from rest_framework.utils.formatting import markup_description
 
 from django_taskqueue import bulk, http_policy, lifecycle, publishing
+from django_taskqueue.api.docstrings import markdown_description
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
 from django_taskqueue.api.parsers import BoundedJSONParser
@@ -256,6 +258,13 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
 
     def get_permissions(self) -> list[BasePermission]:
         return [permission() for permission in permission_classes()]
+
+    def get_view_description(self, html: bool = False) -> str:
+        # The docstrings are written for Sphinx; the browsable API and OPTIONS show
+        # them to API users, as Markdown (a host's VIEW_DESCRIPTION_FUNCTION still
+        # picks the text).
+        text = markdown_description(super().get_view_description(html=False))
+        return markup_description(text) if html else text
 
     def perform_content_negotiation(
         self, request: Request, force: bool = False
