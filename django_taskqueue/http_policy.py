@@ -1,8 +1,8 @@
 """What the HTTP API may start, cancel and run again: the host's allow-lists decide.
 
 Over HTTP a user starts only the task types the host lists in ``TASK_TYPES``
-(:func:`startable_task`),
-each on one file inside ``ALLOWED_FILE_ROOTS`` (``task(file_path, **metadata)``).
+(:func:`startable_task`), each on one file inside ``ALLOWED_FILE_ROOTS``
+(``task(file_path, **metadata)``).
 Running again over HTTP obeys the same lists, so the API never starts what it
 could not have started: a task the host starts itself for a user (with an
 owner, so that the user can follow it) can be followed and cancelled by that
