@@ -420,8 +420,42 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def check_task_types(**kwargs: Any) -> list[CheckMessage]:
+    """E019/E020: a ``TASK_TYPES`` entry whose Celery task is not a TrackedTask this process finds.
+
+    The task is looked for as the API looks for it when a request starts it
+    (:func:`django_taskqueue.registry.tracked_task`: the registered tasks, then
+    the installed apps' ``tasks`` modules and the module part of the name), so a
+    name that cannot work is reported at startup rather than as a 400.
+    """
+    from django.core.exceptions import ValidationError
+
+    from django_taskqueue.registry import tracked_task
+
+    user = getattr(settings, "DJANGO_TASKQUEUE", None) or {}
+    task_types = user.get("TASK_TYPES") if isinstance(user, Mapping) else None
+    if not isinstance(task_types, Mapping):
+        return []  # E001/E002
+    errors: list[CheckMessage] = []
+    for key, name in task_types.items():
+        if not (isinstance(key, str) and isinstance(name, str) and name):
+            continue  # E002
+        try:
+            tracked_task(name)
+        except ValidationError as exc:
+            errors.append(
+                _error(
+                    20 if exc.code == "not_tracked" else 19,
+                    f"DJANGO_TASKQUEUE['TASK_TYPES'][{key!r}]: {' '.join(exc.messages)}",
+                    hint="Until this is fixed the API answers this task type with a 400.",
+                )
+            )
+    return errors
+
+
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
     register_check(Tags.compatibility)(check_settings)
+    register_check(Tags.compatibility)(check_task_types)
     register_check(Tags.compatibility)(check_setup)
     register_check(Tags.compatibility)(check_publish_waits)

@@ -1329,11 +1329,13 @@ def check_rerun(task_log: TaskLog, *, force: bool = False) -> TrackedTask:
     Raises:
         TransitionRefused: the task is a bulk parent, completed, active
             without ``force``, its arguments were redacted or not stored, or
-            its Celery task is not a registered TrackedTask in this process.
+            its Celery task is not a registered TrackedTask in this process
+            (once its module has been looked for as a worker would:
+            :func:`django_taskqueue.registry.tracked_task`).
     """
-    from celery import current_app
+    from django.core.exceptions import ValidationError
 
-    from django_taskqueue.tracked import TrackedTask
+    from django_taskqueue.registry import tracked_task
 
     status = task_log.status
     if task_log.task_name == BULK_TASK_NAME:
@@ -1347,12 +1349,10 @@ def check_rerun(task_log: TaskLog, *, force: bool = False) -> TrackedTask:
             "the task's arguments were redacted when stored, so it cannot be run again with them",
             status=status,
         )
-    task = current_app.tasks.get(task_log.task_name)
-    if not isinstance(task, TrackedTask):
-        raise TransitionRefused(
-            f"the task {task_log.task_name!r} is not a registered TrackedTask here", status=status
-        )
-    return task
+    try:
+        return tracked_task(task_log.task_name)
+    except ValidationError as exc:
+        raise TransitionRefused(" ".join(exc.messages), status=status) from None
 
 
 def _check_rerun_status(status: str, force: bool) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import textwrap
+import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,6 +64,64 @@ def _fresh_failure_log() -> None:
     from django_taskqueue.failurelog import recording_failures
 
     recording_failures.reset()
+
+
+@dataclass
+class UnimportedTasks:
+    """A package of tasks that nothing has imported yet, as a host's app in the web process."""
+
+    package: str  # {package}.tasks: resize, thumbnail (named renamed_{package}.thumbnail), plain
+    resize: str
+    thumbnail: str
+    plain: str
+
+
+@pytest.fixture
+def unimported_tasks(
+    celery_app: Celery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> UnimportedTasks:
+    """A new package on ``sys.path`` whose ``tasks`` module defines tracked tasks, not imported.
+
+    Not in ``INSTALLED_APPS`` (a test adds it to have it discovered), and the
+    discovery of :mod:`django_taskqueue.registry` may run again in the test.
+    """
+    from django_taskqueue import registry
+
+    package = f"tq_host_{uuid.uuid4().hex[:12]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "tasks.py").write_text(
+        textwrap.dedent(
+            f"""
+            from celery import shared_task
+
+            from django_taskqueue import TrackedTask
+
+
+            @shared_task(base=TrackedTask, bind=True)
+            def resize(self, file_path, **options):
+                return file_path
+
+
+            @shared_task(base=TrackedTask, bind=True, name="renamed_{package}.thumbnail")
+            def thumbnail(self, file_path, **options):
+                return file_path
+
+
+            @shared_task
+            def plain(file_path, **options):
+                return file_path
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_discovered", threading.Event())
+    return UnimportedTasks(
+        package,
+        f"{package}.tasks.resize",
+        f"renamed_{package}.thumbnail",
+        f"{package}.tasks.plain",
+    )
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:

@@ -103,13 +103,13 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def spawn(
-    command: list[str], log_path: Path, env: dict[str, str] | None
+    command: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
     """Start a Celery (or other Django) process in its own session, output to ``log_path``."""
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env or worker_env(),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -128,11 +128,14 @@ def worker_process(
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     control_app: Any = None,
+    app_module: str = "tests.celery_app",
+    cwd: Path = ROOT,
 ) -> Iterator[WorkerProcess]:
     """Start ``celery -A tests.celery_app worker`` and wait until it answers a ping.
 
     ``control_app`` pings it: a Celery app on the worker's broker (the test
-    project's app by default).
+    project's app by default). ``app_module`` and ``cwd`` (with ``env``) run
+    the worker of another project instead: ``celery -A <app_module>`` in ``cwd``.
     """
     from tests.celery_app import app as default_app
 
@@ -145,7 +148,7 @@ def worker_process(
         "-m",
         "celery",
         "-A",
-        "tests.celery_app",
+        app_module,
         "worker",
         "-P",
         pool,
@@ -161,7 +164,7 @@ def worker_process(
         "--without-mingle",
         *extra_args,
     ]
-    process = spawn(command, log_path, env)
+    process = spawn(command, log_path, env, cwd)
     worker = WorkerProcess(process, log_path, hostname)
     try:
         deadline = time.monotonic() + ready_timeout

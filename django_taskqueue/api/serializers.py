@@ -6,12 +6,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from celery import current_app
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from django_taskqueue import http_policy
 from django_taskqueue.api.fields import StrictBooleanField, StrictCharField
 from django_taskqueue.api.schema import METADATA_SCHEMA
 from django_taskqueue.conf import conf
@@ -19,7 +19,6 @@ from django_taskqueue.files import MAX_PATH_LENGTH, resolve_allowed_file
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.serialization import unstorable_text
 from django_taskqueue.status import BULK_TASK_NAME, TaskStatus
-from django_taskqueue.tracked import TrackedTask
 
 #: How many of the newest progress rows and events the detail includes; the
 #: ``progress-history`` and ``events`` sub-resources page through all of them.
@@ -288,30 +287,12 @@ class MetadataField(serializers.JSONField):
         return dict(value)
 
 
-def startable_task(task_type: str) -> TrackedTask:
-    """The TrackedTask that ``TASK_TYPES`` maps ``task_type`` to.
-
-    Raises:
-        serializers.ValidationError: the type is unknown, or its Celery task is
-            not a registered TrackedTask in this process.
-    """
-    name = conf.TASK_TYPES.get(task_type)
-    if name is None:
-        known = ", ".join(sorted(conf.TASK_TYPES)) or "none are configured"
-        raise serializers.ValidationError(
-            f"{task_type!r} is not a task type that can be started here; the types are: {known}."
-        )
-    task = current_app.tasks.get(name)
-    if not isinstance(task, TrackedTask):
-        raise serializers.ValidationError(
-            f"The task type {task_type!r} maps to {name!r}, which is not a registered "
-            "TrackedTask in this process."
-        )
-    return task
-
-
 class _TaskTypeField(serializers.ChoiceField):
-    """One of the ``TASK_TYPES`` keys, read when the serializer is built (the schema lists them)."""
+    """One of the ``TASK_TYPES`` keys, read when the serializer is built (the schema lists them).
+
+    Whether a type may be started is core policy
+    (:func:`django_taskqueue.http_policy.startable_task`); its refusal is a 400 here.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(choices=sorted(conf.TASK_TYPES), **kwargs)
@@ -319,7 +300,10 @@ class _TaskTypeField(serializers.ChoiceField):
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
             raise serializers.ValidationError("Must be a string.")
-        startable_task(data)
+        try:
+            http_policy.startable_task(data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages, code=exc.code) from None
         return data
 
 

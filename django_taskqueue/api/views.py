@@ -62,7 +62,6 @@ from django_taskqueue.api.serializers import (
     UnavailableSerializer,
     exposes_details,
     hide_workers,
-    startable_task,
 )
 from django_taskqueue.api.stream import (
     EventStreamResponse,
@@ -393,7 +392,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         serializer = CreateTaskSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        task = startable_task(data["task_type"])
+        task = http_policy.startable_task(data["task_type"])
         file = data["file_path"]
         metadata = data.get("metadata") or {}
         celery_task_id = str(uuid.uuid4())
@@ -455,7 +454,7 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         serializer = BulkCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        task = startable_task(data["task_type"])
+        task = http_policy.startable_task(data["task_type"])
         metadata = data.get("metadata") or {}
         parallel = bool(data["parallel"])
         try:

@@ -10,9 +10,3 @@ class JobsConfig(AppConfig):
 
     name = "jobs"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        # Register the tasks in every process, the web server included: Celery's
-        # autodiscovery runs only in workers, and the API starts tasks by name (TASK_TYPES),
-        # which needs them registered where the request is served.
-        from jobs import tasks  # noqa: F401

@@ -110,9 +110,20 @@ class Stream:
 
 @contextlib.contextmanager
 def web_server(
-    kind: str, tmp_path: Path, *, taskqueue: dict[str, Any], ready_timeout: float = 30.0
+    kind: str,
+    tmp_path: Path,
+    *,
+    taskqueue: dict[str, Any] | None = None,
+    ready_timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
-    """Start a server of ``kind`` (a key of :data:`COMMANDS`) and wait until it answers."""
+    """Start a server of ``kind`` (a key of :data:`COMMANDS`) and wait until it answers.
+
+    It serves the test project with ``taskqueue`` as its ``DJANGO_TASKQUEUE``;
+    given ``env`` (with its ``DJANGO_SETTINGS_MODULE``) and ``cwd``, another
+    project.
+    """
     port = free_port()
     command = [sys.executable, *COMMANDS[kind]]
     if kind == "runserver":
@@ -121,17 +132,18 @@ def web_server(
         command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     else:
         command += ["-b", f"127.0.0.1:{port}", "django.core.wsgi:get_wsgi_application()"]
-    env = worker_env(
-        DJANGO_SETTINGS_MODULE="tests.api.server_settings",
-        TASKQUEUE_TEST_CACHE=os.environ.get("TASKQUEUE_TEST_CACHE", BROKER_URL),
-        TASKQUEUE_TEST_CACHE_PREFIX=f"tq-server-{uuid.uuid4().hex[:8]}",
-        TASKQUEUE_TEST_SERVER_SETTINGS=json.dumps(taskqueue),
-    )
+    if env is None:
+        env = worker_env(
+            DJANGO_SETTINGS_MODULE="tests.api.server_settings",
+            TASKQUEUE_TEST_CACHE=os.environ.get("TASKQUEUE_TEST_CACHE", BROKER_URL),
+            TASKQUEUE_TEST_CACHE_PREFIX=f"tq-server-{uuid.uuid4().hex[:8]}",
+            TASKQUEUE_TEST_SERVER_SETTINGS=json.dumps(taskqueue or {}),
+        )
     log_path = tmp_path / f"{kind}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
