@@ -61,6 +61,10 @@ The runner's own settings
     Appended after the page's settings, always: Celery's ``filesystem://`` transport in the
     project's directory (a Redis URL in the docs is replaced by it, so the run needs no
     service). Nothing else of the docs is rewritten.
+
+After the page
+    A page that ran ``manage.py migrate`` must leave no migration unapplied
+    (``migrate --check``; a failure is reported on its last ``migrate`` block).
 """
 
 from __future__ import annotations
@@ -347,6 +351,7 @@ class PageRun:
         self._pending: list[tuple[Block, str, str, str]] = []  # (block, kind, label, payload)
         self._unchecked: list[Block] = []  # blocks whose settings/modules `check` has not seen
         self._log = 0
+        self._migrated: Block | None = None  # the page's last block that ran `migrate`
         self._settings_base = (self.project / PROJECT / "settings.py").read_text()
         self._settings_parts: list[str] = self._load_parts()
 
@@ -379,9 +384,25 @@ class PageRun:
                 except Exception as exc:  # reported on the block; the page goes on
                     self._fail(block, f"{type(exc).__name__}: {exc}")
             self._flush()
+            if self._migrated is not None:
+                self._check_migrated(self._migrated)
         finally:
             self._stop_workers()
         return self.outcomes
+
+    def _check_migrated(self, block: Block) -> None:
+        """A page that migrates leaves no app unmigrated (the admin's tables included)."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--check", "--plan"],
+            check=False,
+            cwd=self.project,
+            env=self.env,
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+        if done.returncode:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            self._fail(block, f"after the page, migrations are not applied:\n{output}")
 
     def _fail(self, block: Block, message: str) -> None:
         outcome = self.outcomes.setdefault(block.id, Outcome())
@@ -464,7 +485,8 @@ class PageRun:
         steps_file = self.project / ".docs-steps.json"
         result_file = self.project / ".docs-result.json"
         steps = [[kind, label, payload] for _, kind, label, payload in pending]
-        steps_file.write_text(json.dumps({"check": True, "steps": steps}))
+        # `check` once settings or modules changed since the last run.
+        steps_file.write_text(json.dumps({"check": bool(unchecked), "steps": steps}))
         result_file.unlink(missing_ok=True)
         settings = f"{PROJECT}.settings"
         done = subprocess.run(
@@ -515,6 +537,8 @@ class PageRun:
                     name, _, value = assignment.partition("=")
                     self.env[name] = value
                 continue
+            if "manage.py" in words and "migrate" in words:
+                self._migrated = block
             if words[0] == "celery" and "worker" in words:
                 self._start_worker(block, command)
                 continue
