@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.template import TemplateDoesNotExist
 from django.test import modify_settings, override_settings
 
 from django_taskqueue.checks import check_api_apps, check_settings, check_setup
@@ -240,3 +241,16 @@ class TestApiApps:
             modify_settings(INSTALLED_APPS={"remove": removed}),
         ):
             assert check_api_apps() == []
+
+    @pytest.mark.django_db
+    @pytest.mark.parametrize(
+        ("app", "url"), [("django_filters", "/api/tasks/"), ("drf_spectacular", "/api/docs/")]
+    )
+    def test_the_page_fails_without_the_app(self, admin_client: Any, app: str, url: str) -> None:
+        """What E025/E026 prevent: the browsable API and the docs page need the templates."""
+        assert admin_client.get(url, HTTP_ACCEPT="text/html").status_code == 200
+        with (
+            modify_settings(INSTALLED_APPS={"remove": [app]}),
+            pytest.raises(TemplateDoesNotExist, match=app),
+        ):
+            admin_client.get(url, HTTP_ACCEPT="text/html")
