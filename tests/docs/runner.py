@@ -438,7 +438,8 @@ class PageRun:
                 self._pending.append((block, "exec", block.id, section.source))
                 continue
             if section.settings:
-                self._flush()
+                if self._pending:  # they run with the settings written before them
+                    self._flush()
                 self._settings_parts.append("\n\n" + section.source)
                 self._write_settings()
                 if self._exec_settings(block):
