@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from numbers import Real
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
 from django.db import router
+from django.urls import URLPattern, URLResolver, get_resolver
 
 from django_taskqueue.conf import DEFAULTS, RETENTION_STATUSES, as_timedelta
 
@@ -450,6 +452,65 @@ def check_task_types(**kwargs: Any) -> list[CheckMessage]:
                     hint="Until this is fixed the API answers this task type with a 400.",
                 )
             )
+#: The apps the package's API renders templates of, once its URLs are routed: DRF's
+#: browsable API and django-filter's filter form in it (a 500 without them).
+_API_APPS = (
+    ("rest_framework", "Django REST Framework's browsable API"),
+    ("django_filters", "the browsable API's filter form (django-filter)"),
+)
+
+
+def _routed_views(patterns: Any) -> Iterator[str]:
+    """The module of every view in a URLconf, recursing into ``include()``."""
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            name = pattern.urlconf_name  # a module, a dotted path, or a list of patterns
+            yield name if isinstance(name, str) else str(getattr(name, "__name__", ""))
+            yield from _routed_views(pattern.url_patterns)
+        elif isinstance(pattern, URLPattern):
+            view = pattern.callback
+            # DRF and class-based views keep their class on the function as_view() returns.
+            owner = getattr(view, "cls", None) or getattr(view, "view_class", None) or view
+            yield str(getattr(owner, "__module__", ""))
+
+
+def check_api_apps(**kwargs: Any) -> list[CheckMessage]:
+    """E025/E026: the API's URLs are routed, but an app its pages need is not installed.
+
+    Reads the root URLconf (as Django's own URL checks do). E025 names a missing
+    ``rest_framework`` or ``django_filters`` when ``django_taskqueue.api`` serves a URL; E026
+    names a missing ``drf_spectacular`` when one of its schema views is routed.
+    """
+    if not getattr(settings, "ROOT_URLCONF", None):
+        return []
+    try:
+        modules = set(_routed_views(get_resolver().url_patterns))
+    except Exception:  # a URLconf that does not load is for Django's own URL checks
+        return []
+    errors: list[CheckMessage] = []
+    if any(m.startswith("django_taskqueue.api") for m in modules):
+        for app, what in _API_APPS:
+            if not apps.is_installed(app):
+                errors.append(
+                    _error(
+                        25,
+                        f"The URLconf routes django_taskqueue.api, but {app!r} is not in "
+                        f"INSTALLED_APPS: {what} fails with a 500 (its templates are missing).",
+                        hint=f'Add "{app}" to INSTALLED_APPS (it comes with the drf extra).',
+                    )
+                )
+    if any(m.startswith("drf_spectacular.") for m in modules) and not apps.is_installed(
+        "drf_spectacular"
+    ):
+        errors.append(
+            _error(
+                26,
+                "The URLconf routes a drf-spectacular view (the API's schema or docs), but "
+                "'drf_spectacular' is not in INSTALLED_APPS: /api/docs/ and /api/redoc/ fail "
+                "with a 500 (their templates are missing).",
+                hint='Add "drf_spectacular" to INSTALLED_APPS (it comes with the drf extra).',
+            )
+        )
     return errors
 
 
@@ -459,3 +520,4 @@ def register() -> None:
     register_check(Tags.compatibility)(check_task_types)
     register_check(Tags.compatibility)(check_setup)
     register_check(Tags.compatibility)(check_publish_waits)
+    register_check(Tags.urls)(check_api_apps)

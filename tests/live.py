@@ -23,6 +23,8 @@ from typing import Any
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The Redis database of the worker tests (tox.ini's integration env passes the caller's
+#: TASKQUEUE_TEST_BROKER on; the schema and example tests use this one too).
 BROKER_URL = os.environ.get("TASKQUEUE_TEST_BROKER", "redis://127.0.0.1:6379/15")
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import override_settings
+from django.conf import settings
+from django.template import TemplateDoesNotExist
+from django.test import modify_settings, override_settings
 
-from django_taskqueue.checks import check_settings, check_setup
+from django_taskqueue.checks import check_api_apps, check_settings, check_setup
 
 
 def ids(messages: list[Any]) -> list[str]:
@@ -209,3 +211,46 @@ def test_every_id_is_documented() -> None:
     assert "django_taskqueue.W007" in check_ids
     for check_id in sorted(check_ids):
         assert check_id in page, f"{check_id} is not in docs/checks.md"
+
+
+@pytest.mark.skipif(not settings.HAS_DRF, reason="needs the drf extra")
+class TestApiApps:
+    """E025/E026: the API's URLs are routed, but an app whose templates its pages need is not."""
+
+    def test_everything_installed_passes(self) -> None:
+        assert check_api_apps() == []
+
+    @pytest.mark.parametrize("app", ["django_filters", "rest_framework"])
+    def test_missing_api_app_is_named(self, app: str) -> None:
+        removed = [app, "rest_framework.authtoken"] if app == "rest_framework" else [app]
+        with modify_settings(INSTALLED_APPS={"remove": removed}):
+            messages = check_api_apps()
+        assert ids(messages) == ["django_taskqueue.E025"]
+        assert repr(app) in messages[0].msg
+
+    def test_missing_drf_spectacular_is_named(self) -> None:
+        with modify_settings(INSTALLED_APPS={"remove": ["drf_spectacular"]}):
+            messages = check_api_apps()
+        assert ids(messages) == ["django_taskqueue.E026"]
+        assert "'drf_spectacular'" in messages[0].msg
+
+    def test_not_routed_not_needed(self) -> None:
+        removed = ["django_filters", "drf_spectacular"]
+        with (
+            override_settings(ROOT_URLCONF="tests.urls_admin_only"),
+            modify_settings(INSTALLED_APPS={"remove": removed}),
+        ):
+            assert check_api_apps() == []
+
+    @pytest.mark.django_db
+    @pytest.mark.parametrize(
+        ("app", "url"), [("django_filters", "/api/tasks/"), ("drf_spectacular", "/api/docs/")]
+    )
+    def test_the_page_fails_without_the_app(self, admin_client: Any, app: str, url: str) -> None:
+        """What E025/E026 prevent: the browsable API and the docs page need the templates."""
+        assert admin_client.get(url, HTTP_ACCEPT="text/html").status_code == 200
+        with (
+            modify_settings(INSTALLED_APPS={"remove": [app]}),
+            pytest.raises(TemplateDoesNotExist, match=app),
+        ):
+            admin_client.get(url, HTTP_ACCEPT="text/html")

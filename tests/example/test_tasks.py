@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.example.support import MANAGE, ROOT, example_env, needs_example_deps
+from tests.live import BROKER_URL
 
 pytestmark = needs_example_deps
 
@@ -64,9 +65,7 @@ def report(
     if request.param == "redis-postgres":
         databases = _postgres_database()
         extra["DATABASE_URL"] = next(databases)
-        extra["CELERY_BROKER_URL"] = os.environ.get(
-            "TASKQUEUE_TEST_BROKER", "redis://127.0.0.1:6379/15"
-        )
+        extra["CELERY_BROKER_URL"] = BROKER_URL
     out = data_dir / "report.json"
     try:
         completed = subprocess.run(

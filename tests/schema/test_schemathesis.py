@@ -46,6 +46,7 @@ from typing import Any
 import pytest
 
 from tests.example.support import MANAGE, ROOT, example_env, needs_example_deps
+from tests.live import BROKER_URL
 
 pytest.importorskip("schemathesis")
 
@@ -57,7 +58,6 @@ EXAMPLE_DIR = MANAGE.parent
 #: the schema's boundaries call for).
 EXAMPLES = int(os.environ.get("TASKQUEUE_TEST_SCHEMA_EXAMPLES", "25"))
 SEED = int(os.environ.get("TASKQUEUE_TEST_SCHEMA_SEED", "20260413"))
-BROKER_URL = os.environ.get("TASKQUEUE_TEST_BROKER", "redis://127.0.0.1:6379/15")
 #: Seconds one schemathesis run may take before the test gives up on it.
 RUN_TIMEOUT = 900
 #: The last line of a traceback: ``package.module.SomeError: message``.
