@@ -452,6 +452,9 @@ def check_task_types(**kwargs: Any) -> list[CheckMessage]:
                     hint="Until this is fixed the API answers this task type with a 400.",
                 )
             )
+    return errors
+
+
 #: The apps the package's API renders templates of, once its URLs are routed: DRF's
 #: browsable API and django-filter's filter form in it (a 500 without them).
 _API_APPS = (
