@@ -1,10 +1,13 @@
 """System checks for the ``DJANGO_TASKQUEUE`` settings and unsafe setups.
 
-Every id is listed in ``docs/checks.md``.
+Every id is listed in ``docs/checks.md``, where it has an anchor of its own
+(``#e004``) that its hint links to. The checks carry the tag :data:`TAG` too, so
+``manage.py check --tag django_taskqueue`` runs the package's checks alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -17,22 +20,65 @@ from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
 from django.db import router
 
-from django_taskqueue.conf import DEFAULTS, RETENTION_STATUSES, as_timedelta
+from django_taskqueue.conf import DEFAULTS, DOCS_URL, RETENTION_STATUSES, as_timedelta
+
+logger = logging.getLogger("django_taskqueue")
 
 _PREFIX = "django_taskqueue"
 
+#: The tag of the package's checks (besides Django's ``compatibility``).
+TAG = "django_taskqueue"
+
+
+def docs_url(check_id: str) -> str:
+    """The address of a check's entry in the documentation's checks page.
+
+    Args:
+        check_id: the check's id, ``"django_taskqueue.E004"`` (or just ``"E004"``).
+    """
+    return f"{DOCS_URL}checks.html#{check_id.rsplit('.', 1)[-1].lower()}"
+
+
+def _with_link(check_id: str, hint: str | None) -> str:
+    """The hint, followed by where the docs explain the check."""
+    link = f"See {docs_url(check_id)}"
+    return f"{hint} {link}" if hint else link
+
 
 def _error(n: int, msg: str, hint: str | None = None) -> Error:
-    return Error(msg, hint=hint, id=f"{_PREFIX}.E{n:03d}")
+    check_id = f"{_PREFIX}.E{n:03d}"
+    return Error(msg, hint=_with_link(check_id, hint), id=check_id)
 
 
 def _warning(n: int, msg: str, hint: str | None = None) -> Warning:
-    return Warning(msg, hint=hint, id=f"{_PREFIX}.W{n:03d}")
+    check_id = f"{_PREFIX}.W{n:03d}"
+    return Warning(msg, hint=_with_link(check_id, hint), id=check_id)
 
 
-def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one check per key)
+def check_settings(**kwargs: Any) -> list[CheckMessage]:
     """Validate ``settings.DJANGO_TASKQUEUE``."""
-    user = getattr(settings, "DJANGO_TASKQUEUE", {})
+    return _settings_messages(getattr(settings, "DJANGO_TASKQUEUE", {}))
+
+
+# An error about one key names it first, as DJANGO_TASKQUEUE['KEY'].
+_KEY = re.compile(r"DJANGO_TASKQUEUE\['(\w+)'\]")
+
+
+def setting_errors(user: Mapping[str, Any]) -> dict[str, CheckMessage]:
+    """The keys of ``user`` (a ``DJANGO_TASKQUEUE`` dict) the checks reject, with the error.
+
+    What :mod:`django_taskqueue.conf` reads as the default instead. Warnings do
+    not count: the value works.
+    """
+    wrong: dict[str, CheckMessage] = {}
+    for message in _settings_messages(user):
+        named = _KEY.search(message.msg)
+        if message.is_serious() and named and named[1] in user:
+            wrong.setdefault(named[1], message)
+    return wrong
+
+
+def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one check per key)
     if not isinstance(user, Mapping):
         return [_error(1, f"DJANGO_TASKQUEUE must be a dict, not {type(user).__name__}.")]
     errors: list[CheckMessage] = []
@@ -420,8 +466,30 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def log_checks() -> list[CheckMessage]:
+    """Run the package's checks (tag :data:`TAG`) and log what they find; return it.
+
+    For a process that does not run ``manage.py check`` itself: a Celery worker
+    (see :mod:`django_taskqueue.receivers`). Errors go out at ``ERROR``, warnings
+    at ``WARNING``, each with its id and hint; silenced ids are left out. A
+    check that crashes is logged, never raised: a worker must still start.
+    """
+    from django.core.checks import run_checks
+
+    try:
+        messages = [m for m in run_checks(tags=[TAG]) if not m.is_silenced()]
+    except Exception:
+        logger.exception("django_taskqueue: the system checks could not run")
+        return []
+    for message in messages:
+        level = logging.ERROR if message.is_serious() else max(message.level, logging.DEBUG)
+        hint = f" HINT: {message.hint}" if message.hint else ""
+        logger.log(level, "System check %s: %s%s", message.id, message.msg, hint)
+    return messages
+
+
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
-    register_check(Tags.compatibility)(check_settings)
-    register_check(Tags.compatibility)(check_setup)
-    register_check(Tags.compatibility)(check_publish_waits)
+    register_check(Tags.compatibility, TAG)(check_settings)
+    register_check(Tags.compatibility, TAG)(check_setup)
+    register_check(Tags.compatibility, TAG)(check_publish_waits)
