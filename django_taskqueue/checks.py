@@ -354,7 +354,7 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
                     f"Database {alias!r} is SQLite without WAL and immediate transactions: "
                     "a worker and the web process writing at once will see 'database is locked'.",
                     hint='Set OPTIONS {"init_command": "PRAGMA journal_mode=WAL;", '
-                    '"transaction_mode": "IMMEDIATE", "timeout": 20}; see docs/checks.md.',
+                    '"transaction_mode": "IMMEDIATE", "timeout": 20}.',
                 )
             )
     warnings.extend(_check_timeouts())
@@ -410,7 +410,7 @@ def _check_timeouts() -> list[CheckMessage]:
             "server, or whose statement waits for a lock that is never released, waits "
             "with no end.",
             hint='Set OPTIONS = {"connect_timeout": 5, "options": "-c statement_timeout=30s '
-            '-c lock_timeout=10s"} (see the production page of the docs); silence the '
+            f'-c lock_timeout=10s"}} (see {DOCS_URL}production.html#the-settings); silence the '
             "warning if the timeouts are set where Django cannot see them.",
         )
     ]
@@ -461,7 +461,65 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
             f"Celery's {', '.join(loose)} let a publish to a down or frozen Redis wait longer "
             f"than DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] ({limit:g} s).",
             hint="Call django_taskqueue.publishing.bound_publish_waits(app) where you configure "
-            "the Celery app, or set these yourself; see docs/settings.md.",
+            f"the Celery app, or set these yourself; see {DOCS_URL}settings.html#publish-timeout.",
+        )
+    ]
+
+
+def _project_package() -> str:
+    """The package of the settings module (``proj`` of ``proj.settings``), or ``proj``."""
+    module = str(getattr(settings, "SETTINGS_MODULE", "") or "")
+    package = module.rpartition(".")[0]
+    return package.replace(".", "/") or "proj"
+
+
+def check_celery_app(**kwargs: Any) -> list[CheckMessage]:
+    """Warn when this process has no Celery app of the project, or the app has no broker.
+
+    W012: Celery's fallback app is current (no ``Celery()`` was created: the
+    project's ``celery.py`` is missing or ``__init__.py`` does not import it),
+    so ``.delay()`` sends to Celery's default broker and no ``CELERY_*``
+    setting applies. W013: the project's app has no ``broker_url``.
+    """
+    from celery import current_app
+    from celery.loaders.default import Loader as FallbackLoader
+
+    package = _project_package()
+    # Celery documents the default loader as the one "used when no custom app has been
+    # initialized"; the fallback app it makes is called "default".
+    if current_app.main == "default" and isinstance(current_app.loader, FallbackLoader):
+        return [
+            _warning(
+                12,
+                "No Celery app of the project is loaded: Celery's default app is current, "
+                "so tasks are sent to its default broker (amqp://guest@localhost//) and no "
+                "CELERY_* setting applies.",
+                hint=f'Create {package}/celery.py with app = Celery("{package}"), '
+                'app.config_from_object("django.conf:settings", namespace="CELERY") and '
+                f"app.autodiscover_tasks(), and load it in {package}/__init__.py with "
+                '"from .celery import app as celery_app" and __all__ = ("celery_app",).',
+            )
+        ]
+    app_conf = current_app.conf
+    if app_conf.broker_url or app_conf.task_always_eager:
+        return []
+    if getattr(settings, "CELERY_BROKER_URL", None):
+        hint = (
+            "settings.CELERY_BROKER_URL is set, but the app does not read it: call "
+            'app.config_from_object("django.conf:settings", namespace="CELERY") in '
+            f"{package}/celery.py."
+        )
+    else:
+        hint = (
+            'Set CELERY_BROKER_URL in your settings (for example "redis://localhost:6379/0"), '
+            'read by app.config_from_object("django.conf:settings", namespace="CELERY").'
+        )
+    return [
+        _warning(
+            13,
+            f"The Celery app {current_app.main!r} has no broker_url: tasks are sent to "
+            "Celery's default broker (amqp://guest@localhost//).",
+            hint=hint,
         )
     ]
 
@@ -493,3 +551,4 @@ def register() -> None:
     register_check(Tags.compatibility, TAG)(check_settings)
     register_check(Tags.compatibility, TAG)(check_setup)
     register_check(Tags.compatibility, TAG)(check_publish_waits)
+    register_check(Tags.compatibility, TAG)(check_celery_app)

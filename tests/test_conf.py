@@ -9,7 +9,13 @@ import pytest
 from django.test import override_settings
 
 from django_taskqueue.checks import check_settings, setting_errors
-from django_taskqueue.conf import DEFAULTS, TaskQueueSettings, conf
+from django_taskqueue.conf import DEFAULTS, DOCS_URL, TaskQueueSettings, conf
+
+
+@pytest.fixture(autouse=True)
+def _nothing_reported() -> None:
+    """Each test sees its own lines: a wrong value is reported once per process."""
+    conf._reported.clear()
 
 
 def test_defaults_when_unset() -> None:
@@ -116,3 +122,12 @@ def test_every_error_about_a_key_falls_back(value: dict[str, Any]) -> None:
         with override_settings(DJANGO_TASKQUEUE={}):
             default = getattr(expected, name)
         assert getattr(conf, name) == default
+
+
+def test_the_docs_address_is_the_packages() -> None:
+    """The checks' hints link to the Documentation address of pyproject.toml."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["urls"]["Documentation"] == DOCS_URL
