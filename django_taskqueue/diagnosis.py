@@ -2,10 +2,11 @@
 
 Most recording failures are passing (the database restarts) and
 :class:`~django_taskqueue.failurelog.FailureLog` reports them as an outage. One
-is a mistake that lasts until someone acts: the package is installed but
-``manage.py migrate`` was not run, so its tables do not exist and every write
-fails. :func:`explain` recognises it and says what to do, so that the log holds
-one line per process that names the fix rather than tracebacks.
+is a mistake that lasts until someone acts: the package is installed (or
+upgraded) but ``manage.py migrate`` was not run, so its tables (or some of their
+columns) do not exist and the writes fail. :func:`explain` recognises it and
+says what to do, so that the log holds one line per process that names the fix
+rather than tracebacks.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from django.db import OperationalError, ProgrammingError, connections, router
 RECHECK_AFTER = 60.0
 
 _lock = threading.Lock()
-# (when, database alias, the package's tables missing there) of the latest look.
-_looked: tuple[float, str, tuple[str, ...]] | None = None
+# (when, database alias, the advice: None if the schema is complete) of the latest look.
+_looked: tuple[float, str, str | None] | None = None
 
 
 def forget() -> None:
@@ -44,14 +45,45 @@ def missing_tables(alias: str) -> tuple[str, ...]:
     return tuple(table for table in package_tables() if table not in present)
 
 
+def unapplied_migrations(alias: str) -> list[str]:
+    """The package's migrations that database ``alias`` has not applied (reads every app's)."""
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connections[alias], ignore_no_migrations=True)
+    return sorted(
+        name
+        for app, name in loader.graph.nodes
+        if app == "django_taskqueue" and (app, name) not in loader.applied_migrations
+    )
+
+
+def advice(alias: str) -> str | None:
+    """What to do if database ``alias`` lacks the package's tables or migrations, else ``None``."""
+    missing = missing_tables(alias)
+    if missing:
+        return (
+            f"django_taskqueue: the database {alias!r} has no table {', '.join(missing)}: "
+            "run `manage.py migrate` to create the package's tables. Tasks run, but are not "
+            "recorded until then (said once per process)."
+        )
+    unapplied = unapplied_migrations(alias)
+    if unapplied:
+        return (
+            f"django_taskqueue: the database {alias!r} lacks the package's migrations "
+            f"{', '.join(unapplied)}: run `manage.py migrate`. Tasks run, but recording them "
+            "fails until then (said once per process)."
+        )
+    return None
+
+
 def explain(exc: BaseException) -> str | None:
-    """The fix for ``exc`` if it comes from the package's tables not existing, else ``None``.
+    """The fix for ``exc`` if the package's tables or migrations are missing, else ``None``.
 
     Only a database error whose message names one of the package's tables
     (SQLite's ``no such table: ...``, PostgreSQL's ``relation "..." does not
-    exist``, MySQL's ``Table '...' doesn't exist``) is looked into, by asking
-    the database which tables it has; the answer is trusted for
-    :data:`RECHECK_AFTER` seconds. Never raises.
+    exist``, MySQL's ``Table '...' doesn't exist``, or a missing column of one)
+    is looked into, by asking the database which tables and migrations it has;
+    the answer is trusted for :data:`RECHECK_AFTER` seconds. Never raises.
     """
     global _looked  # noqa: PLW0603 (one verdict per process, shared by its threads)
     if not isinstance(exc, (ProgrammingError, OperationalError)):
@@ -68,14 +100,7 @@ def explain(exc: BaseException) -> str | None:
         looked = _looked
         if looked is None or looked[1] != alias or now - looked[0] > RECHECK_AFTER:
             with _lock:
-                looked = _looked = (now, alias, missing_tables(alias))
+                looked = _looked = (now, alias, advice(alias))
     except Exception:
         return None  # the database cannot say (it is down, or the transaction is aborted)
-    missing = looked[2]
-    if not missing:
-        return None
-    return (
-        f"django_taskqueue: the database {alias!r} has no table {', '.join(missing)}: "
-        "run `manage.py migrate` to create the package's tables. Tasks run, but are not "
-        "recorded until then (said once per process)."
-    )
+    return looked[2]

@@ -79,3 +79,29 @@ def test_errors_that_name_no_table_are_not_looked_into() -> None:
 
     assert diagnosis.explain(OperationalError("connection refused")) is None
     assert diagnosis.explain(ValueError(TaskLog._meta.db_table)) is None
+
+
+def test_unapplied_migrations_say_migrate(caplog: Any) -> None:
+    """The package upgraded, ``migrate`` not run: a column of a new migration is missing."""
+    assert diagnosis.unapplied_migrations("default") == []  # the test database is migrated
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT MAX(name) FROM django_migrations WHERE app = %s", ["django_taskqueue"]
+        )
+        (latest,) = cursor.fetchone()
+        cursor.execute(
+            "DELETE FROM django_migrations WHERE app = %s AND name = %s",
+            ["django_taskqueue", latest],
+        )
+
+    def new_column() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {TaskLog._meta.db_table}.no_such_column FROM {TaskLog._meta.db_table}"
+            )
+
+    with caplog.at_level(logging.INFO, logger="django_taskqueue"):
+        for _ in range(3):
+            record_safely("progress", "t1", new_column)
+    (line,) = records(caplog)
+    assert f"lacks the package's migrations {latest}: run `manage.py migrate`" in line.getMessage()
