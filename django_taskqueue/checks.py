@@ -8,6 +8,7 @@ Every id is listed in ``docs/checks.md``, where it has an anchor of its own
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -82,12 +83,12 @@ def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
     if not isinstance(user, Mapping):
         return [_error(1, f"DJANGO_TASKQUEUE must be a dict, not {type(user).__name__}.")]
     errors: list[CheckMessage] = []
-    unknown = sorted(set(user) - set(DEFAULTS))
+    unknown = sorted(str(key) for key in set(user) - set(DEFAULTS))
     if unknown:
         errors.append(
             _warning(
                 1,
-                f"DJANGO_TASKQUEUE has unknown keys: {', '.join(map(str, unknown))}.",
+                f"DJANGO_TASKQUEUE has unknown keys: {', '.join(unknown)}.",
                 hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
             )
         )
@@ -110,7 +111,11 @@ def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
         )
 
     roots = user.get("ALLOWED_FILE_ROOTS", [])
-    if isinstance(roots, (str, bytes)) or not isinstance(roots, (list, tuple)):
+    if (
+        isinstance(roots, (str, bytes))
+        or not isinstance(roots, (list, tuple))
+        or not all(isinstance(r, (str, os.PathLike)) for r in roots)
+    ):
         errors.append(
             _error(3, "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must be a list of directories.")
         )
@@ -126,7 +131,11 @@ def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
             )
 
     interval = user.get("PROGRESS_MIN_INTERVAL", DEFAULTS["PROGRESS_MIN_INTERVAL"])
-    if isinstance(interval, bool) or not isinstance(interval, Real) or float(interval) < 0:
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, Real)
+        or not 0 <= float(interval) < math.inf  # NaN fails too
+    ):
         errors.append(
             _error(4, "DJANGO_TASKQUEUE['PROGRESS_MIN_INTERVAL'] must be a number of seconds >= 0.")
         )
@@ -200,11 +209,17 @@ def _check_messages(user: Mapping[str, Any]) -> list[CheckMessage]:
     return errors
 
 
-def _is_duration(value: Any) -> bool:
-    """A positive number (of seconds or days) or a positive timedelta."""
+def _is_duration(value: Any, unit: timedelta = timedelta(seconds=1)) -> bool:
+    """A positive number of ``unit``s that a timedelta can hold, or a positive timedelta."""
     if isinstance(value, timedelta):
         return value > timedelta(0)
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return False
+    try:
+        as_timedelta(value, unit)
+    except (OverflowError, ValueError):  # more than 999,999,999 days, or not finite
+        return False
+    return True
 
 
 def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
@@ -223,7 +238,7 @@ def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
         bad = sorted(
             str(k)
             for k, v in retention.items()
-            if k in RETENTION_STATUSES and v is not None and not _is_duration(v)
+            if k in RETENTION_STATUSES and v is not None and not _is_duration(v, timedelta(days=1))
         )
         if unknown or bad:
             errors.append(
@@ -314,7 +329,11 @@ def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
         wrong.append(("API_PAGE_SIZE", "no larger than API_MAX_PAGE_SIZE"))
     for name in ("API_STREAM_POLL_INTERVAL", "API_STREAM_HEARTBEAT", "API_STREAM_MAX_SECONDS"):
         value = user.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Real)
+            or not 0 < float(value) < math.inf
+        ):
             wrong.append((name, "a positive number of seconds"))
     per_user = user.get("API_STREAM_MAX_PER_USER", DEFAULTS["API_STREAM_MAX_PER_USER"])
     if per_user is not None and (

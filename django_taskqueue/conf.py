@@ -139,7 +139,12 @@ class TaskQueueSettings:
         # Imported here: the checks import this module.
         from django_taskqueue.checks import setting_errors
 
-        verdict = (dict(user), setting_errors(user))
+        try:
+            wrong = setting_errors(user)
+        except Exception:  # a value the checks cannot handle: read the values as given
+            logger.exception("django_taskqueue: the checks of DJANGO_TASKQUEUE failed")
+            wrong = {}
+        verdict = (dict(user), wrong)
         self._verdict = verdict
         return verdict
 

@@ -131,3 +131,15 @@ def test_the_docs_address_is_the_packages() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert pyproject["project"]["urls"]["Documentation"] == DOCS_URL
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_no_value_makes_reading_a_key_raise(name: str) -> None:
+    """Whatever a key holds, reading it gives a value (recording never fails on a setting)."""
+    weird: tuple[Any, ...] = (
+        *("fast", "", None, -1, 0, 10**30, float("nan"), True),
+        *([], [None], {"x": None}, object()),
+    )
+    for value in weird:
+        with override_settings(DJANGO_TASKQUEUE={name: value}):
+            getattr(conf, name)
