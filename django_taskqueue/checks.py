@@ -1,10 +1,14 @@
 """System checks for the ``DJANGO_TASKQUEUE`` settings and unsafe setups.
 
-Every id is listed in ``docs/checks.md``.
+Every id is listed in ``docs/checks.md``, where it has an anchor of its own
+(``#e004``) that its hint links to. The checks carry the tag :data:`TAG` too, so
+``manage.py check --tag django_taskqueue`` runs the package's checks alone.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -19,31 +23,74 @@ from django.core.checks import register as register_check
 from django.db import router
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from django_taskqueue.conf import DEFAULTS, RETENTION_STATUSES, as_timedelta
+from django_taskqueue.conf import DEFAULTS, DOCS_URL, RETENTION_STATUSES, as_timedelta
+
+logger = logging.getLogger("django_taskqueue")
 
 _PREFIX = "django_taskqueue"
 
+#: The tag of the package's checks (besides Django's ``compatibility``).
+TAG = "django_taskqueue"
+
+
+def docs_url(check_id: str) -> str:
+    """The address of a check's entry in the documentation's checks page.
+
+    Args:
+        check_id: the check's id, ``"django_taskqueue.E004"`` (or just ``"E004"``).
+    """
+    return f"{DOCS_URL}checks.html#{check_id.rsplit('.', 1)[-1].lower()}"
+
+
+def _with_link(check_id: str, hint: str | None) -> str:
+    """The hint, followed by where the docs explain the check."""
+    link = f"See {docs_url(check_id)}"
+    return f"{hint} {link}" if hint else link
+
 
 def _error(n: int, msg: str, hint: str | None = None) -> Error:
-    return Error(msg, hint=hint, id=f"{_PREFIX}.E{n:03d}")
+    check_id = f"{_PREFIX}.E{n:03d}"
+    return Error(msg, hint=_with_link(check_id, hint), id=check_id)
 
 
 def _warning(n: int, msg: str, hint: str | None = None) -> Warning:
-    return Warning(msg, hint=hint, id=f"{_PREFIX}.W{n:03d}")
+    check_id = f"{_PREFIX}.W{n:03d}"
+    return Warning(msg, hint=_with_link(check_id, hint), id=check_id)
 
 
-def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one check per key)
+def check_settings(**kwargs: Any) -> list[CheckMessage]:
     """Validate ``settings.DJANGO_TASKQUEUE``."""
-    user = getattr(settings, "DJANGO_TASKQUEUE", {})
+    return _settings_messages(getattr(settings, "DJANGO_TASKQUEUE", {}))
+
+
+# An error about one key names it first, as DJANGO_TASKQUEUE['KEY'].
+_KEY = re.compile(r"DJANGO_TASKQUEUE\['(\w+)'\]")
+
+
+def setting_errors(user: Mapping[str, Any]) -> dict[str, CheckMessage]:
+    """The keys of ``user`` (a ``DJANGO_TASKQUEUE`` dict) the checks reject, with the error.
+
+    What :mod:`django_taskqueue.conf` reads as the default instead. Warnings do
+    not count: the value works.
+    """
+    wrong: dict[str, CheckMessage] = {}
+    for message in _settings_messages(user):
+        named = _KEY.search(message.msg)
+        if message.is_serious() and named and named[1] in user:
+            wrong.setdefault(named[1], message)
+    return wrong
+
+
+def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one check per key)
     if not isinstance(user, Mapping):
         return [_error(1, f"DJANGO_TASKQUEUE must be a dict, not {type(user).__name__}.")]
     errors: list[CheckMessage] = []
-    unknown = sorted(set(user) - set(DEFAULTS))
+    unknown = sorted(str(key) for key in set(user) - set(DEFAULTS))
     if unknown:
         errors.append(
             _warning(
                 1,
-                f"DJANGO_TASKQUEUE has unknown keys: {', '.join(map(str, unknown))}.",
+                f"DJANGO_TASKQUEUE has unknown keys: {', '.join(unknown)}.",
                 hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
             )
         )
@@ -66,7 +113,11 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
         )
 
     roots = user.get("ALLOWED_FILE_ROOTS", [])
-    if isinstance(roots, (str, bytes)) or not isinstance(roots, (list, tuple)):
+    if (
+        isinstance(roots, (str, bytes))
+        or not isinstance(roots, (list, tuple))
+        or not all(isinstance(r, (str, os.PathLike)) for r in roots)
+    ):
         errors.append(
             _error(3, "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must be a list of directories.")
         )
@@ -82,7 +133,11 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
             )
 
     interval = user.get("PROGRESS_MIN_INTERVAL", DEFAULTS["PROGRESS_MIN_INTERVAL"])
-    if isinstance(interval, bool) or not isinstance(interval, Real) or float(interval) < 0:
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, Real)
+        or not 0 <= float(interval) < math.inf  # NaN fails too
+    ):
         errors.append(
             _error(4, "DJANGO_TASKQUEUE['PROGRESS_MIN_INTERVAL'] must be a number of seconds >= 0.")
         )
@@ -156,11 +211,17 @@ def _check_messages(user: Mapping[str, Any]) -> list[CheckMessage]:
     return errors
 
 
-def _is_duration(value: Any) -> bool:
-    """A positive number (of seconds or days) or a positive timedelta."""
+def _is_duration(value: Any, unit: timedelta = timedelta(seconds=1)) -> bool:
+    """A positive number of ``unit``s that a timedelta can hold, or a positive timedelta."""
     if isinstance(value, timedelta):
         return value > timedelta(0)
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return False
+    try:
+        as_timedelta(value, unit)
+    except (OverflowError, ValueError):  # more than 999,999,999 days, or not finite
+        return False
+    return True
 
 
 def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
@@ -179,7 +240,7 @@ def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
         bad = sorted(
             str(k)
             for k, v in retention.items()
-            if k in RETENTION_STATUSES and v is not None and not _is_duration(v)
+            if k in RETENTION_STATUSES and v is not None and not _is_duration(v, timedelta(days=1))
         )
         if unknown or bad:
             errors.append(
@@ -270,7 +331,11 @@ def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
         wrong.append(("API_PAGE_SIZE", "no larger than API_MAX_PAGE_SIZE"))
     for name in ("API_STREAM_POLL_INTERVAL", "API_STREAM_HEARTBEAT", "API_STREAM_MAX_SECONDS"):
         value = user.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Real)
+            or not 0 < float(value) < math.inf
+        ):
             wrong.append((name, "a positive number of seconds"))
     per_user = user.get("API_STREAM_MAX_PER_USER", DEFAULTS["API_STREAM_MAX_PER_USER"])
     if per_user is not None and (
@@ -310,7 +375,7 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
                     f"Database {alias!r} is SQLite without WAL and immediate transactions: "
                     "a worker and the web process writing at once will see 'database is locked'.",
                     hint='Set OPTIONS {"init_command": "PRAGMA journal_mode=WAL;", '
-                    '"transaction_mode": "IMMEDIATE", "timeout": 20}; see docs/checks.md.',
+                    '"transaction_mode": "IMMEDIATE", "timeout": 20}.',
                 )
             )
     warnings.extend(_check_timeouts())
@@ -366,7 +431,7 @@ def _check_timeouts() -> list[CheckMessage]:
             "server, or whose statement waits for a lock that is never released, waits "
             "with no end.",
             hint='Set OPTIONS = {"connect_timeout": 5, "options": "-c statement_timeout=30s '
-            '-c lock_timeout=10s"} (see the production page of the docs); silence the '
+            f'-c lock_timeout=10s"}} (see {DOCS_URL}production.html#the-settings); silence the '
             "warning if the timeouts are set where Django cannot see them.",
         )
     ]
@@ -417,7 +482,7 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
             f"Celery's {', '.join(loose)} let a publish to a down or frozen Redis wait longer "
             f"than DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] ({limit:g} s).",
             hint="Call django_taskqueue.publishing.bound_publish_waits(app) where you configure "
-            "the Celery app, or set these yourself; see docs/settings.md.",
+            f"the Celery app, or set these yourself; see {DOCS_URL}settings.html#publish-timeout.",
         )
     ]
 
@@ -517,10 +582,91 @@ def check_api_apps(**kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
+def _project_package() -> str:
+    """The package of the settings module (``proj`` of ``proj.settings``), or ``proj``."""
+    module = str(getattr(settings, "SETTINGS_MODULE", "") or "")
+    package = module.rpartition(".")[0]
+    return package.replace(".", "/") or "proj"
+
+
+def check_celery_app(**kwargs: Any) -> list[CheckMessage]:
+    """Warn when this process has no Celery app of the project, or the app has no broker.
+
+    W012: Celery's fallback app is current (no ``Celery()`` was created: the
+    project's ``celery.py`` is missing or ``__init__.py`` does not import it),
+    so ``.delay()`` sends to Celery's default broker and no ``CELERY_*``
+    setting applies. W013: the project's app has no ``broker_url``.
+    """
+    from celery import current_app
+    from celery.loaders.default import Loader as FallbackLoader
+
+    package = _project_package()
+    # Celery documents the default loader as the one "used when no custom app has been
+    # initialized"; the fallback app it makes is called "default".
+    if current_app.main == "default" and isinstance(current_app.loader, FallbackLoader):
+        return [
+            _warning(
+                12,
+                "No Celery app of the project is loaded: Celery's default app is current, "
+                "so tasks are sent to its default broker (amqp://guest@localhost//) and no "
+                "CELERY_* setting applies.",
+                hint=f'Create {package}/celery.py with app = Celery("{package}"), '
+                'app.config_from_object("django.conf:settings", namespace="CELERY") and '
+                f"app.autodiscover_tasks(), and load it in {package}/__init__.py with "
+                '"from .celery import app as celery_app" and __all__ = ("celery_app",).',
+            )
+        ]
+    app_conf = current_app.conf
+    if app_conf.broker_url or app_conf.task_always_eager:
+        return []
+    if getattr(settings, "CELERY_BROKER_URL", None):
+        hint = (
+            "settings.CELERY_BROKER_URL is set, but the app does not read it: call "
+            'app.config_from_object("django.conf:settings", namespace="CELERY") in '
+            f"{package}/celery.py."
+        )
+    else:
+        hint = (
+            'Set CELERY_BROKER_URL in your settings (for example "redis://localhost:6379/0"), '
+            'read by app.config_from_object("django.conf:settings", namespace="CELERY").'
+        )
+    return [
+        _warning(
+            13,
+            f"The Celery app {current_app.main!r} has no broker_url: tasks are sent to "
+            "Celery's default broker (amqp://guest@localhost//).",
+            hint=hint,
+        )
+    ]
+
+
+def log_checks() -> list[CheckMessage]:
+    """Run the package's checks (tag :data:`TAG`) and log what they find; return it.
+
+    For a process that does not run ``manage.py check`` itself: a Celery worker
+    (see :mod:`django_taskqueue.receivers`). Errors go out at ``ERROR``, warnings
+    at ``WARNING``, each with its id and hint; silenced ids are left out. A
+    check that crashes is logged, never raised: a worker must still start.
+    """
+    from django.core.checks import run_checks
+
+    try:
+        messages = [m for m in run_checks(tags=[TAG]) if not m.is_silenced()]
+    except Exception:
+        logger.exception("django_taskqueue: the system checks could not run")
+        return []
+    for message in messages:
+        level = logging.ERROR if message.is_serious() else max(message.level, logging.DEBUG)
+        hint = f" HINT: {message.hint}" if message.hint else ""
+        logger.log(level, "System check %s: %s%s", message.id, message.msg, hint)
+    return messages
+
+
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
-    register_check(Tags.compatibility)(check_settings)
-    register_check(Tags.compatibility)(check_task_types)
-    register_check(Tags.compatibility)(check_setup)
-    register_check(Tags.compatibility)(check_publish_waits)
-    register_check(Tags.urls)(check_api_apps)
+    register_check(Tags.compatibility, TAG)(check_settings)
+    register_check(Tags.compatibility, TAG)(check_task_types)
+    register_check(Tags.compatibility, TAG)(check_setup)
+    register_check(Tags.compatibility, TAG)(check_publish_waits)
+    register_check(Tags.compatibility, TAG)(check_celery_app)
+    register_check(Tags.urls, TAG)(check_api_apps)

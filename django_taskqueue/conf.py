@@ -2,16 +2,28 @@
 
 Every key is optional. The values are looked up on each access, never cached at
 import time, so ``override_settings`` and settings changed in tests just work.
-System checks (:mod:`django_taskqueue.checks`) validate the values.
+System checks (:mod:`django_taskqueue.checks`) validate the values; a value they
+call an error is read as its default, with one logged error (a bad setting must
+not fail every task a worker records).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from django.core.checks import CheckMessage
+
+logger = logging.getLogger("django_taskqueue")
+
+#: Where the documentation is published; the hints of the system checks link to it.
+DOCS_URL = "https://django-taskqueue.readthedocs.io/en/latest/"
 
 #: Terms of the keys whose values are replaced before anything is stored. Case and
 #: separators do not count (``api_key`` also matches ``X-Api-Key`` and ``apiKey``); a
@@ -73,6 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "REPORT_RECIPIENTS": [],
 }
 
+#: What a value the checks reject is read as, where that is not the default: a wrong
+#: ``RETENTION`` keeps every task rather than deleting them after the default ages.
+FALLBACKS: dict[str, tuple[Any, str]] = {"RETENTION": (None, "None (every task is kept)")}
+
 #: The statuses ``RETENTION`` may name: the terminal ones.
 RETENTION_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
 
@@ -95,11 +111,70 @@ class TaskQueueSettings:
             ...
     """
 
+    def __init__(self) -> None:
+        # The verdict of the system checks on the latest DJANGO_TASKQUEUE seen: a copy of
+        # it, and the error of each key they found wrong. Replaced whole (no lock to read).
+        self._verdict: tuple[dict[str, Any], dict[str, CheckMessage]] = ({}, {})
+        self._reported: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
     def _get(self, name: str) -> Any:
         user = getattr(settings, "DJANGO_TASKQUEUE", None) or {}
-        if isinstance(user, Mapping) and name in user:
-            return user[name]
-        return DEFAULTS[name]
+        if not isinstance(user, Mapping):
+            self._report("", "django_taskqueue.E001", "DJANGO_TASKQUEUE must be a dict.", user)
+            return DEFAULTS[name]
+        if name not in user:
+            return DEFAULTS[name]
+        checked, wrong = self._verdict
+        if checked != user:
+            checked, wrong = self._check(user)
+        if name in wrong:
+            error = wrong[name]
+            self._report(name, str(error.id), error.msg, user[name])
+            return FALLBACKS[name][0] if name in FALLBACKS else DEFAULTS[name]
+        return user[name]
+
+    def _check(self, user: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, CheckMessage]]:
+        """Run the settings' system checks on ``user``; remember which keys they reject."""
+        # Imported here: the checks import this module.
+        from django_taskqueue.checks import setting_errors
+
+        try:
+            wrong = setting_errors(user)
+        except Exception:  # a value the checks cannot handle: read the values as given
+            logger.exception("django_taskqueue: the checks of DJANGO_TASKQUEUE failed")
+            wrong = {}
+        verdict = (dict(user), wrong)
+        self._verdict = verdict
+        return verdict
+
+    def _report(self, name: str, check_id: str, problem: str, value: Any) -> None:
+        """Log, once per key and value in this process, that a default replaces a wrong value."""
+        from django_taskqueue.checks import docs_url
+
+        shown = repr(value) if name else f"a {type(value).__name__}"
+        key = (name, shown)
+        if key in self._reported:
+            return
+        with self._lock:
+            if key in self._reported:
+                return
+            self._reported.add(key)
+        if not name:
+            instead = "the defaults of every key"
+        elif name in FALLBACKS:
+            instead = FALLBACKS[name][1]
+        else:
+            instead = f"the default, {DEFAULTS[name]!r},"
+        logger.error(
+            "%s: %s Got %s; django-taskqueue uses %s until the setting is fixed "
+            "(`manage.py check` reports it too). See %s",
+            check_id,
+            problem,
+            shown,
+            instead,
+            docs_url(check_id),
+        )
 
     @property
     def ENABLED(self) -> bool:

@@ -19,9 +19,14 @@ again after a success, and a second summary within that time waits until it
 has passed. A write that keeps failing between successes of others (one
 task's bad data) therefore costs a few lines a minute, not a line per call.
 
+A failure that a ``diagnose`` function can explain (a setup mistake that
+lasts, such as tables never migrated) is not an outage: its explanation, which
+says what to do, is logged once per process instead, and nothing else.
+
 It knows nothing of databases or Celery: the caller says what failed and when
-a write succeeded. It is safe to call from several threads (a worker's task
-threads and its heartbeat thread share one).
+a write succeeded, and :mod:`django_taskqueue.diagnosis` explains the failures
+of :data:`recording_failures`. It is safe to call from several threads (a
+worker's task threads and its heartbeat thread share one).
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class FailureLog:
             first line of a kind, a traceback of an exception class, a
             reminder, a summary.
         clock: a monotonic clock (tests pass their own).
+        diagnose: returns what to do about a failure whose cause it knows, or
+            ``None``; such a failure is logged as that advice (at ERROR, once
+            per process) and not counted as an outage.
 
     Example::
 
@@ -94,11 +102,13 @@ class FailureLog:
         subject: str = "recording",
         remind_every: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        diagnose: Callable[[BaseException], str | None] | None = None,
     ) -> None:
         self.logger = logger
         self.subject = subject
         self.remind_every = remind_every
         self._clock = clock
+        self._diagnose = diagnose
         self.reset()
 
     def reset(self) -> None:
@@ -108,6 +118,7 @@ class FailureLog:
         self._reported: dict[tuple[str, str], float] = {}
         self._traced: dict[str, float] = {}
         self._summarised: float | None = None
+        self._advised: set[str] = set()
 
     @property
     def failing(self) -> bool:
@@ -128,6 +139,8 @@ class FailureLog:
             message: the line's text (``%``-style, formatted only when logged).
             *args: the arguments of ``message``.
         """
+        if self._diagnose is not None and self._advise(exc):
+            return
         now = self._clock()
         error = type(exc).__qualname__
         key = (kind, error)
@@ -176,6 +189,22 @@ class FailureLog:
                 *reminder,
             )
 
+    def _advise(self, exc: BaseException) -> bool:
+        """Log what ``diagnose`` says to do about ``exc``, unless it was said; whether it knew."""
+        assert self._diagnose is not None
+        try:
+            advice = self._diagnose(exc)
+        except Exception:  # a broken diagnosis must not break the caller's error handling
+            return False
+        if advice is None:
+            return False
+        with self._lock:
+            first = advice not in self._advised
+            self._advised.add(advice)
+        if first:
+            self.logger.error("%s", advice)
+        return True
+
     def succeeded(self) -> None:
         """Report a successful write: ends the failures with their summary line.
 
@@ -207,9 +236,16 @@ class FailureLog:
         )
 
 
+def _explain(exc: BaseException) -> str | None:
+    # Imported when needed: it reads the models and the database's tables.
+    from django_taskqueue.diagnosis import explain
+
+    return explain(exc)
+
+
 #: The failures of the writes that record tasks, in this process: TrackedTask's
 #: hooks, the worker's request class, the revoke receiver and the heartbeat thread.
-recording_failures = FailureLog(logging.getLogger("django_taskqueue"))
+recording_failures = FailureLog(logging.getLogger("django_taskqueue"), diagnose=_explain)
 
 if hasattr(os, "register_at_fork"):
     # A prefork pool child must not inherit its parent's outage (nor a lock

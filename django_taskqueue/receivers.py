@@ -73,6 +73,18 @@ def on_task_internal_error(
         record_internal_error(sender, task_id, exception)
 
 
+def on_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    """Log the package's system checks as a ``celery worker`` starts.
+
+    A worker runs Django's checks without showing them (and not at all with
+    ``CELERY_SKIP_CHECKS``), so a wrong setting would go unnoticed where it
+    matters most. Sent once the worker's logging is set up, before it connects.
+    """
+    from django_taskqueue.checks import log_checks
+
+    log_checks()
+
+
 def connect() -> None:
     """Connect the receivers (idempotent: Celery signals dedupe by ``dispatch_uid``)."""
     signals.task_revoked.connect(
@@ -83,4 +95,7 @@ def connect() -> None:
     )
     signals.task_internal_error.connect(
         on_task_internal_error, dispatch_uid="django_taskqueue.task_internal_error", weak=False
+    )
+    signals.celeryd_after_setup.connect(
+        on_worker_start, dispatch_uid="django_taskqueue.worker_start", weak=False
     )

@@ -144,6 +144,10 @@ DJANGO_TASKQUEUE = {
     # Tests flip these with override_settings; the defaults are exercised too.
     "PROGRESS_MIN_INTERVAL": 0.0,
 }
+# A worker process started by a test may get other DJANGO_TASKQUEUE values (JSON), wrong ones
+# included (tests/integration/test_setup_mistakes.py).
+if os.environ.get("TASKQUEUE_TEST_TASKQUEUE_SETTINGS"):
+    DJANGO_TASKQUEUE.update(json.loads(os.environ["TASKQUEUE_TEST_TASKQUEUE_SETTINGS"]))
 
 # Django 6.1 configures mail through MAILERS (and warns when sending without it);
 # earlier versions ignore the setting. The test runner swaps in locmem either way.

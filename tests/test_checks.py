@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -31,8 +32,13 @@ def test_defaults_pass() -> None:
         ({"TASK_TYPES": {"x" * 65: "a.b"}}, ["django_taskqueue.E002"]),
         ({"ALLOWED_FILE_ROOTS": "/srv/media"}, ["django_taskqueue.E003"]),
         ({"ALLOWED_FILE_ROOTS": ["media"]}, ["django_taskqueue.E003"]),
+        ({"ALLOWED_FILE_ROOTS": [None]}, ["django_taskqueue.E003"]),
+        ({1: "x", "TYPO": 2}, ["django_taskqueue.W001"]),
         ({"PROGRESS_MIN_INTERVAL": -1}, ["django_taskqueue.E004"]),
         ({"PROGRESS_MIN_INTERVAL": "1"}, ["django_taskqueue.E004"]),
+        ({"PROGRESS_MIN_INTERVAL": float("nan")}, ["django_taskqueue.E004"]),
+        ({"API_STREAM_POLL_INTERVAL": float("inf")}, ["django_taskqueue.E015"]),
+        ({"STALE_AFTER": 10**30}, ["django_taskqueue.E011"]),
         ({"PROGRESS_HISTORY_STEP": 0}, ["django_taskqueue.E005"]),
         ({"PROGRESS_HISTORY_STEP": 101}, ["django_taskqueue.E005"]),
         ({"REDACT_KEYS": "password"}, ["django_taskqueue.E006"]),
@@ -254,3 +260,122 @@ class TestApiApps:
             pytest.raises(TemplateDoesNotExist, match=app),
         ):
             admin_client.get(url, HTTP_ACCEPT="text/html")
+def _check_in_a_new_process(*before_setup: str) -> str:
+    """``manage.py check --tag django_taskqueue`` in a new process that first runs ``before_setup``.
+
+    A new process: which Celery app is current is decided once per process.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "\n".join(
+        [
+            *before_setup,
+            "import django",
+            "django.setup()",
+            "from django.core.management import call_command",
+            "call_command('check', '--tag', 'django_taskqueue')",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout + done.stderr
+
+
+def test_a_process_without_the_projects_celery_app_warns() -> None:
+    """The settings load, but nothing imports the project's celery.py (the __init__ import
+    forgotten)."""
+    output = _check_in_a_new_process()
+    assert "django_taskqueue.W012" in output
+    # What to write, and where: the settings' package (tests.settings here).
+    assert "tests/celery.py" in output
+    assert 'Celery("tests")' in output
+    assert "tests/__init__.py" in output
+    assert "from .celery import app as celery_app" in output
+    assert "checks.html#w012" in output
+
+
+def test_a_process_with_the_projects_celery_app_does_not_warn() -> None:
+    output = _check_in_a_new_process("import tests.celery_app")
+    assert "W012" not in output
+    assert "W013" not in output
+
+
+def test_an_app_without_a_broker_warns(celery_app: Any) -> None:
+    from celery import Celery
+
+    from django_taskqueue.checks import check_celery_app
+
+    assert check_celery_app() == []
+    Celery("proj", set_as_current=True)  # a celery.py without config_from_object
+    try:
+        with override_settings(CELERY_BROKER_URL="redis://localhost:6379/0"):
+            (warning,) = check_celery_app()
+        assert warning.id == "django_taskqueue.W013"
+        assert "'proj' has no broker_url" in warning.msg
+        assert "CELERY_BROKER_URL is set, but the app does not read it" in str(warning.hint)
+        assert "config_from_object" in str(warning.hint)
+    finally:
+        celery_app.set_current()
+    assert check_celery_app() == []
+
+
+def test_log_checks_logs_each_message_with_its_id_and_hint(caplog: Any) -> None:
+    """What a worker logs at start (receivers.on_worker_start): errors at ERROR, warnings at
+    WARNING, silenced ids left out."""
+    import logging
+
+    from django_taskqueue.checks import log_checks
+
+    wrong = {"PROGRESS_MIN_INTERVAL": "fast", "TASK_TYPO": 1}
+    with override_settings(DJANGO_TASKQUEUE=wrong), caplog.at_level(logging.INFO):
+        found = log_checks()
+    records = [r for r in caplog.records if r.name == "django_taskqueue"]
+    lines = {(r.levelname, r.getMessage().split(":")[0]) for r in records}
+    assert ("ERROR", "System check django_taskqueue.E004") in lines
+    assert ("WARNING", "System check django_taskqueue.W001") in lines
+    assert len(lines) == len(found)
+    assert all(
+        "HINT: " in r.getMessage() and "checks.html#" in r.getMessage() for r in caplog.records
+    )
+    caplog.clear()
+    with (
+        override_settings(DJANGO_TASKQUEUE=wrong, SILENCED_SYSTEM_CHECKS=["django_taskqueue.E004"]),
+        caplog.at_level(logging.INFO),
+    ):
+        log_checks()
+    assert not [r for r in caplog.records if "E004" in r.getMessage()]
+
+
+def test_every_hint_links_to_its_entry_in_the_docs() -> None:
+    """Each check's hint ends with the address of its anchor in docs/checks.md."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "checks.md").read_text()
+    package = Path(__file__).parent.parent / "django_taskqueue"
+    source = "\n".join(p.read_text() for p in package.rglob("*.py"))
+    numbers = re.findall(r"_(error|warning)\(\s*(\d+)", source)
+    check_ids = {f"{'E' if kind == 'error' else 'W'}{int(n):03d}" for kind, n in numbers}
+    check_ids.update(re.findall(r'id="django_taskqueue\.([EW]\d{3})"', source))
+    assert {"E001", "W007", "W012", "W013"} <= check_ids
+    for check_id in sorted(check_ids):
+        assert f'id="{check_id.lower()}"' in page, f"docs/checks.md has no anchor for {check_id}"
+    # The helpers add the link; the one check outside checks.py adds it itself.
+    with override_settings(DJANGO_TASKQUEUE={"PROGRESS_MIN_INTERVAL": -1}):
+        (error,) = check_settings()
+    assert str(error.hint).endswith(
+        "See https://django-taskqueue.readthedocs.io/en/latest/checks.html#e004"
+    )
+    from django_taskqueue.contrib.postgres.checks import check_database
+
+    for message in check_database():
+        assert str(message.hint).endswith("checks.html#w007")

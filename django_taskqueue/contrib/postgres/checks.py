@@ -8,6 +8,8 @@ from django.core.checks import CheckMessage, Tags, Warning
 from django.core.checks import register as register_check
 from django.db import connections, router
 
+from django_taskqueue.checks import TAG, docs_url
+
 
 def check_database(**kwargs: Any) -> list[CheckMessage]:
     """Warn when the database that holds ``TaskLog`` is not PostgreSQL: no index is made."""
@@ -24,7 +26,8 @@ def check_database(**kwargs: Any) -> list[CheckMessage]:
             "PostgreSQL, so it does nothing here.",
             hint=(
                 "Remove it from INSTALLED_APPS, or, where this is intended (a SQLite test "
-                'run), add "django_taskqueue.W007" to SILENCED_SYSTEM_CHECKS.'
+                'run), add "django_taskqueue.W007" to SILENCED_SYSTEM_CHECKS. '
+                f"See {docs_url('W007')}"
             ),
             id="django_taskqueue.W007",
         )
@@ -33,4 +36,4 @@ def check_database(**kwargs: Any) -> list[CheckMessage]:
 
 def register() -> None:
     """Register the check (from ``AppConfig.ready()``)."""
-    register_check(Tags.compatibility)(check_database)
+    register_check(Tags.compatibility, TAG)(check_database)
