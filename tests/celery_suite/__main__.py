@@ -10,7 +10,8 @@ Usage (what ``tox -e celery`` runs; PostgreSQL and Redis must be up)::
 The sdist of the installed Celery version (it ships its tests in ``t/``) is
 downloaded from PyPI once into ``.celery-suite/`` and run from there, with the
 plugin in :mod:`tests.celery_suite.plugin`. Celery's integration tests use
-``TEST_BROKER`` and ``TEST_BACKEND`` (Redis database 0 by default, as Celery assumes: some of its tests read result keys there).
+``TEST_BROKER`` and ``TEST_BACKEND`` (Redis database 0 by default, as Celery assumes:
+some of its tests read result keys there).
 """
 
 from __future__ import annotations
