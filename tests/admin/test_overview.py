@@ -191,3 +191,43 @@ def test_app_index_without_the_tasklog_admin(admin_client: Any) -> None:
         admin.site._registry[TaskLog] = registered
         clear_url_caches()
         importlib.reload(tests.urls)
+
+
+@pytest.mark.django_db
+def test_page_shows_each_figure(admin_client: Any) -> None:
+    """The figures as the page prints them: counts, hover texts with rates, runtimes."""
+    # The previous hour's middle: one hourly bucket, whatever the minute now.
+    end = timezone.localtime().replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
+    for runtime in (0.5, 2, 3, 130):
+        ended(
+            TaskStatus.COMPLETED,
+            hours_ago=(timezone.now() - end).total_seconds() / 3600,
+            runtime=runtime,
+        )
+    for _ in range(2):
+        ended(
+            TaskStatus.FAILED,
+            hours_ago=(timezone.now() - end).total_seconds() / 3600,
+            runtime=1,
+            task_type="document",
+        )
+    ended(TaskStatus.CANCELLED, hours_ago=(timezone.now() - end).total_seconds() / 3600, runtime=1)
+    make_task(TaskStatus.PENDING)
+
+    response = admin_client.get(URL)
+    html = response.content.decode()
+    label = end.strftime("%H:00")
+    assert f"<title>{label}: 4 completed, 2 failed, 1 cancelled</title>" in html
+    assert f"<title>{label}: 33.3% failed (2 of 6)</title>" in html
+    day = end.strftime("%a %d")
+    if end.date() == timezone.localdate():
+        assert f"<title>{day}: 4 completed, 2 failed, 1 cancelled</title>" in html
+        assert f"<title>{day}: 33.3% failed (2 of 6)</title>" in html
+    rows = {
+        status.value: (created, active)
+        for status, created, active in response.context["status_rows"]
+    }
+    assert rows["completed"] == (4, None)
+    assert rows["failed"] == (2, None)
+    assert rows["pending"] == (1, 1)
+    assert response.context["runtime_rows"] == [("sample", 4, "2.5 s", "1 min 50 s")]
