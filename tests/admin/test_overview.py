@@ -15,8 +15,9 @@ from django.urls import clear_url_caches, reverse
 from django.utils import timezone
 
 import tests.urls
-from django_taskqueue.admin.overview import WINDOW_DAYS, build_overview, percentile
+from django_taskqueue.admin.overview import WINDOW_DAYS, build_overview
 from django_taskqueue.models import TaskLog
+from django_taskqueue.stats import percentile
 from django_taskqueue.status import TaskStatus
 from tests.admin.helpers import ago, make_task, staff_user
 
@@ -80,7 +81,7 @@ def test_counts_buckets_and_runtimes() -> None:
     hour = timezone.localtime(ago(hours=1.5)).replace(minute=0, second=0, microsecond=0)
     bucket = next(b for b in overview.hourly if b.start == hour)
     assert (bucket.completed, bucket.failed, bucket.cancelled) == (5, 1, 1)
-    assert bucket.failure_rate == pytest.approx(100 / 6)
+    assert bucket.failure_percent == pytest.approx(100 / 6)
     assert sum(b.total for b in overview.hourly) == 7
     assert sum(b.total for b in overview.daily) == 8
     assert overview.daily[-1].start == timezone.localdate()
@@ -161,14 +162,15 @@ def test_permissions(client: Any) -> None:
 @pytest.mark.integration
 @pytest.mark.django_db
 def test_postgresql_percentiles_match_the_python_ones() -> None:
-    from django_taskqueue.admin.overview import _runtimes_sample, _runtimes_sql
+    from django_taskqueue.stats import _percentiles_sample, _percentiles_sql
 
     assert connection.vendor == "postgresql"
     for runtime in (1, 2, 3, 4, 100, 7, 0.5):
         ended(TaskStatus.COMPLETED, hours_ago=2, runtime=runtime)
     since = ago(days=1)
-    sql = _runtimes_sql(since)
-    python, sampled = _runtimes_sample(since)
+    sql = _percentiles_sql(since)
+    sample = _percentiles_sample(since)
+    python, sampled = sample.runtimes, sample.sampled
     assert not sampled
     assert [(r.task_type, r.count) for r in sql] == [(r.task_type, r.count) for r in python]
     for a, b in zip(sql, python, strict=True):
