@@ -5,7 +5,7 @@ figure family costs one aggregating query (the database counts, averages and,
 on PostgreSQL, takes the percentiles) and comes back as a small dataclass or
 dict. ``queryset`` narrows the tasks looked at (e.g. one user's); by default
 every task counts. The admin's overview page
-(:mod:`django_taskqueue.admin.overview`), the periodic summary
+(:mod:`django_taskqueue.admin.overview`) and the periodic summary
 (:func:`django_taskqueue.housekeeping.build_report`, which the ``report`` beat
 task and ``taskqueue_stats`` show) read their figures from here.
 
@@ -39,14 +39,14 @@ from django_taskqueue.status import TERMINAL_STATUSES, TaskStatus
 #: most this many of the newest completed tasks in the window.
 RUNTIME_SAMPLE = 20_000
 
-Tasks = TaskLogQuerySet
 
-
-def _tasks(queryset: Tasks | None) -> Tasks:
+def _tasks(queryset: TaskLogQuerySet | None) -> TaskLogQuerySet:
     return TaskLog.objects.all() if queryset is None else queryset
 
 
-def _ended_between(queryset: Tasks, since: datetime, until: datetime | None) -> Tasks:
+def _ended_between(
+    queryset: TaskLogQuerySet, since: datetime, until: datetime | None
+) -> TaskLogQuerySet:
     """Tasks whose ``completed_at`` is in the window (served by ``(status, completed_at)``)."""
     tasks = queryset.filter(completed_at__gte=since)
     return tasks if until is None else tasks.filter(completed_at__lte=until)
@@ -88,8 +88,8 @@ def seconds(value: Any) -> float:
 
 
 def completed_runs(
-    since: datetime, until: datetime | None = None, queryset: Tasks | None = None
-) -> Tasks:
+    since: datetime, until: datetime | None = None, queryset: TaskLogQuerySet | None = None
+) -> TaskLogQuerySet:
     """Completed tasks that ended in the window and have a start time: the ones with a run time."""
     return _ended_between(
         _tasks(queryset).filter(status=TaskStatus.COMPLETED, started_at__isnull=False),
@@ -101,17 +101,17 @@ def completed_runs(
 # --- counts ------------------------------------------------------------------------------
 
 
-def created_counts(since: datetime, queryset: Tasks | None = None) -> dict[str, int]:
+def created_counts(since: datetime, queryset: TaskLogQuerySet | None = None) -> dict[str, int]:
     """Tasks created at or after ``since``, per status, plus ``"total"`` (one query)."""
     return _tasks(queryset).filter(created_at__gte=since).status_counts()
 
 
-def active_counts(queryset: Tasks | None = None) -> dict[str, int]:
+def active_counts(queryset: TaskLogQuerySet | None = None) -> dict[str, int]:
     """Active tasks (pending, processing, retrying) of any age, per status, plus ``"total"``."""
     return _tasks(queryset).active().status_counts()
 
 
-def stuck_count(stale_after: timedelta, queryset: Tasks | None = None) -> int:
+def stuck_count(stale_after: timedelta, queryset: TaskLogQuerySet | None = None) -> int:
     """Tasks in ``processing`` silent for longer than ``stale_after``.
 
     See :meth:`TaskLogQuerySet.stale <django_taskqueue.querysets.TaskLogQuerySet.stale>`.
@@ -168,13 +168,15 @@ def _bucket(start: datetime | date, counts: dict[str, int]) -> Bucket:
     )
 
 
-def _ended(queryset: Tasks | None, since: datetime, until: datetime | None) -> Tasks:
+def _ended(
+    queryset: TaskLogQuerySet | None, since: datetime, until: datetime | None
+) -> TaskLogQuerySet:
     # Only a terminal status sets completed_at, and every way back out clears it.
     return _ended_between(_tasks(queryset).filter(status__in=TERMINAL_STATUSES), since, until)
 
 
 def ended_counts(
-    since: datetime, until: datetime | None = None, queryset: Tasks | None = None
+    since: datetime, until: datetime | None = None, queryset: TaskLogQuerySet | None = None
 ) -> Bucket:
     """Tasks that ended in the window (by ``completed_at``), per terminal status (one query)."""
     rows = _ended(queryset, since, until).order_by().values_list("status").annotate(n=Count("pk"))
@@ -189,7 +191,7 @@ class Throughput:
     daily: list[Bucket]
 
 
-def throughput(now: datetime, days: int, queryset: Tasks | None = None) -> Throughput:
+def throughput(now: datetime, days: int, queryset: TaskLogQuerySet | None = None) -> Throughput:
     """Tasks that ended per hour and per day, from :func:`local_days_start` on (one query).
 
     Both series come from one count per UTC hour and status; a day sums its
@@ -227,7 +229,10 @@ class ErrorCount:
 
 
 def failures_by_error_code(
-    since: datetime, until: datetime | None = None, top: int = 5, queryset: Tasks | None = None
+    since: datetime,
+    until: datetime | None = None,
+    top: int = 5,
+    queryset: TaskLogQuerySet | None = None,
 ) -> list[ErrorCount]:
     """The ``top`` most frequent error codes of tasks that failed in the window (one query)."""
     rows = (
@@ -254,7 +259,10 @@ class RunTimes:
 
 
 def slowest(
-    since: datetime, until: datetime | None = None, top: int = 5, queryset: Tasks | None = None
+    since: datetime,
+    until: datetime | None = None,
+    top: int = 5,
+    queryset: TaskLogQuerySet | None = None,
 ) -> list[RunTimes]:
     """The ``top`` kinds of task with the longest mean run time in the window (one query).
 
@@ -321,7 +329,7 @@ class Percentiles:
     sampled: bool
 
 
-def _percentiles_sql(since: datetime, queryset: Tasks | None = None) -> list[Runtime]:
+def _percentiles_sql(since: datetime, queryset: TaskLogQuerySet | None = None) -> list[Runtime]:
     rows = (
         completed_runs(since, None, queryset)
         .order_by()
@@ -339,7 +347,7 @@ def _percentiles_sql(since: datetime, queryset: Tasks | None = None) -> list[Run
     ]
 
 
-def _percentiles_sample(since: datetime, queryset: Tasks | None = None) -> Percentiles:
+def _percentiles_sample(since: datetime, queryset: TaskLogQuerySet | None = None) -> Percentiles:
     rows = list(
         completed_runs(since, None, queryset)
         .order_by("-completed_at")
@@ -364,7 +372,7 @@ def _percentiles_sample(since: datetime, queryset: Tasks | None = None) -> Perce
     return Percentiles(runtimes=runtimes, sampled=len(rows) > RUNTIME_SAMPLE)
 
 
-def runtime_percentiles(since: datetime, queryset: Tasks | None = None) -> Percentiles:
+def runtime_percentiles(since: datetime, queryset: TaskLogQuerySet | None = None) -> Percentiles:
     """Median and 95th percentile run time per ``task_type`` of completed runs since ``since``.
 
     One query: on PostgreSQL ``percentile_cont`` over every run; elsewhere the
