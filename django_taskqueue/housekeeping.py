@@ -18,11 +18,10 @@ from typing import Any
 
 from django.core.mail import send_mail
 from django.db import DatabaseError, connections, models, router, transaction
-from django.db.models import Avg, Count, F, Max
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from django_taskqueue import broker, lifecycle
+from django_taskqueue import broker, lifecycle, stats
 from django_taskqueue.conf import RETENTION_STATUSES, conf
 from django_taskqueue.exceptions import CleanupIncomplete
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -800,6 +799,9 @@ def build_report(
 ) -> dict[str, Any]:
     """Summarise the tasks of the last ``window``.
 
+    The figures are those of :mod:`django_taskqueue.stats`, over the window
+    from ``now - window`` to ``now``.
+
     Returns:
         A JSON-friendly dict: ``created`` (counts per status of the tasks
         created in the window), ``finished`` (per terminal status, by
@@ -810,70 +812,31 @@ def build_report(
     """
     now = now or timezone.now()
     since = now - window
-    created = TaskLog.objects.filter(created_at__gte=since).status_counts()
-    finished_rows = (
-        TaskLog.objects.filter(completed_at__gte=since, completed_at__lte=now)
-        .order_by()
-        .values_list("status")
-        .annotate(n=Count("pk"))
-    )
-    finished = dict.fromkeys(RETENTION_STATUSES, 0)
-    for status, n in finished_rows:
-        finished[status] = n
-    done = finished["completed"] + finished["failed"]
-    kind = Coalesce(NullIf("task_type", models.Value("")), "task_name")
-    duration = models.ExpressionWrapper(
-        F("completed_at") - F("started_at"), output_field=models.DurationField()
-    )
-    slowest = [
-        {
-            "type": row["kind"] or "(unnamed)",
-            "count": row["n"],
-            "mean_seconds": round(_seconds(row["mean"]), 3),
-            "max_seconds": round(_seconds(row["longest"]), 3),
-        }
-        for row in TaskLog.objects.filter(
-            status=TaskStatus.COMPLETED,
-            completed_at__gte=since,
-            completed_at__lte=now,
-            started_at__isnull=False,
-        )
-        .annotate(kind=kind)
-        .order_by()
-        .values("kind")
-        .annotate(n=Count("pk"), mean=Avg(duration), longest=Max(duration))
-        .order_by("-mean")[:top]
-    ]
-    errors = [
-        {"error_code": code or "(none)", "count": n}
-        for code, n in TaskLog.objects.filter(
-            status=TaskStatus.FAILED, completed_at__gte=since, completed_at__lte=now
-        )
-        .order_by()
-        .values_list("error_code")
-        .annotate(n=Count("pk"))
-        .order_by("-n")[:top]
-    ]
+    finished = stats.ended_counts(since, now)
+    rate = finished.failure_rate
     return {
         "since": since.isoformat(),
         "until": now.isoformat(),
         "window_seconds": window.total_seconds(),
-        "created": created,
-        "finished": finished,
-        "failure_rate": round(finished["failed"] / done, 4) if done else None,
-        "slowest": slowest,
-        "errors": errors,
-        "stuck": TaskLog.objects.stale(conf.STALE_AFTER).count(),
-        "active": TaskLog.objects.active().count(),
+        "created": stats.created_counts(since),
+        "finished": finished.counts(),
+        "failure_rate": None if rate is None else round(rate, 4),
+        "slowest": [
+            {
+                "type": row.kind or "(unnamed)",
+                "count": row.count,
+                "mean_seconds": round(row.mean_seconds, 3),
+                "max_seconds": round(row.max_seconds, 3),
+            }
+            for row in stats.slowest(since, now, top)
+        ],
+        "errors": [
+            {"error_code": row.error_code or "(none)", "count": row.count}
+            for row in stats.failures_by_error_code(since, now, top)
+        ],
+        "stuck": stats.stuck_count(conf.STALE_AFTER),
+        "active": stats.active_counts()["total"],
     }
-
-
-def _seconds(value: Any) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value) / 1_000_000  # a backend that averages durations as microseconds
 
 
 def format_report(report: Mapping[str, Any]) -> str:

@@ -37,11 +37,12 @@ from django_taskqueue import lifecycle, live
 from django_taskqueue.admin.charts import Bar, Segment, bar_chart
 from django_taskqueue.admin.filters import DateRangeFilter, OwnerFilter, TaskTypeFilter
 from django_taskqueue.admin.history import EventInline, ProgressInline, pretty_json
-from django_taskqueue.admin.overview import Bucket, build_overview
+from django_taskqueue.admin.overview import build_overview
 from django_taskqueue.admin.pagination import CappedCountPaginator
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
+from django_taskqueue.stats import Bucket
 from django_taskqueue.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -749,7 +750,7 @@ def _throughput_bar(bucket: Bucket, label: str, *, show_label: bool) -> Bar:
 
 
 def _failure_bar(bucket: Bucket, label: str, *, show_label: bool) -> Bar:
-    rate = bucket.failure_rate
+    rate = bucket.failure_percent
     if rate is None:
         title = _t("%(label)s: nothing finished") % {"label": label}
     else:

@@ -15,8 +15,9 @@ from django.urls import clear_url_caches, reverse
 from django.utils import timezone
 
 import tests.urls
-from django_taskqueue.admin.overview import WINDOW_DAYS, build_overview, percentile
+from django_taskqueue.admin.overview import WINDOW_DAYS, build_overview
 from django_taskqueue.models import TaskLog
+from django_taskqueue.stats import percentile
 from django_taskqueue.status import TaskStatus
 from tests.admin.helpers import ago, make_task, staff_user
 
@@ -80,7 +81,7 @@ def test_counts_buckets_and_runtimes() -> None:
     hour = timezone.localtime(ago(hours=1.5)).replace(minute=0, second=0, microsecond=0)
     bucket = next(b for b in overview.hourly if b.start == hour)
     assert (bucket.completed, bucket.failed, bucket.cancelled) == (5, 1, 1)
-    assert bucket.failure_rate == pytest.approx(100 / 6)
+    assert bucket.failure_percent == pytest.approx(100 / 6)
     assert sum(b.total for b in overview.hourly) == 7
     assert sum(b.total for b in overview.daily) == 8
     assert overview.daily[-1].start == timezone.localdate()
@@ -161,14 +162,15 @@ def test_permissions(client: Any) -> None:
 @pytest.mark.integration
 @pytest.mark.django_db
 def test_postgresql_percentiles_match_the_python_ones() -> None:
-    from django_taskqueue.admin.overview import _runtimes_sample, _runtimes_sql
+    from django_taskqueue.stats import _percentiles_sample, _percentiles_sql
 
     assert connection.vendor == "postgresql"
     for runtime in (1, 2, 3, 4, 100, 7, 0.5):
         ended(TaskStatus.COMPLETED, hours_ago=2, runtime=runtime)
     since = ago(days=1)
-    sql = _runtimes_sql(since)
-    python, sampled = _runtimes_sample(since)
+    sql = _percentiles_sql(since)
+    sample = _percentiles_sample(since)
+    python, sampled = sample.runtimes, sample.sampled
     assert not sampled
     assert [(r.task_type, r.count) for r in sql] == [(r.task_type, r.count) for r in python]
     for a, b in zip(sql, python, strict=True):
@@ -191,3 +193,43 @@ def test_app_index_without_the_tasklog_admin(admin_client: Any) -> None:
         admin.site._registry[TaskLog] = registered
         clear_url_caches()
         importlib.reload(tests.urls)
+
+
+@pytest.mark.django_db
+def test_page_shows_each_figure(admin_client: Any) -> None:
+    """The figures as the page prints them: counts, hover texts with rates, runtimes."""
+    # The previous hour's middle: one hourly bucket, whatever the minute now.
+    end = timezone.localtime().replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
+    for runtime in (0.5, 2, 3, 130):
+        ended(
+            TaskStatus.COMPLETED,
+            hours_ago=(timezone.now() - end).total_seconds() / 3600,
+            runtime=runtime,
+        )
+    for _ in range(2):
+        ended(
+            TaskStatus.FAILED,
+            hours_ago=(timezone.now() - end).total_seconds() / 3600,
+            runtime=1,
+            task_type="document",
+        )
+    ended(TaskStatus.CANCELLED, hours_ago=(timezone.now() - end).total_seconds() / 3600, runtime=1)
+    make_task(TaskStatus.PENDING)
+
+    response = admin_client.get(URL)
+    html = response.content.decode()
+    label = end.strftime("%H:00")
+    assert f"<title>{label}: 4 completed, 2 failed, 1 cancelled</title>" in html
+    assert f"<title>{label}: 33.3% failed (2 of 6)</title>" in html
+    day = end.strftime("%a %d")
+    if end.date() == timezone.localdate():
+        assert f"<title>{day}: 4 completed, 2 failed, 1 cancelled</title>" in html
+        assert f"<title>{day}: 33.3% failed (2 of 6)</title>" in html
+    rows = {
+        status.value: (created, active)
+        for status, created, active in response.context["status_rows"]
+    }
+    assert rows["completed"] == (4, None)
+    assert rows["failed"] == (2, None)
+    assert rows["pending"] == (1, 1)
+    assert response.context["runtime_rows"] == [("sample", 4, "2.5 s", "1 min 50 s")]

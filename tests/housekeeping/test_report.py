@@ -125,3 +125,54 @@ def test_stats_command_rejects_a_bad_window() -> None:
 def test_render_table_aligns_numbers_right() -> None:
     table = render_table(["name", "n"], [["a", 1], ["bbb", 100]])
     assert table.splitlines() == ["name    n", "----  ---", "a       1", "bbb   100"]
+
+
+def test_report_figures_exactly() -> None:
+    """Every figure of the report, with its window bounds, fallbacks and rounding."""
+    hour = timedelta(hours=1)
+    rows.finished("completed", age=hour, runtime=timedelta(seconds=1.23456), task_type="image")
+    rows.finished("completed", age=hour, runtime=timedelta(seconds=2), task_type="image")
+    # No task_type: grouped under the task name.
+    rows.finished("completed", age=hour, runtime=timedelta(seconds=5), task_name="tests.echo")
+    rows.finished("failed", age=hour, error_code="")
+    rows.finished("failed", age=2 * hour, error_code="KeyError")
+    rows.finished("failed", age=3 * hour, error_code="KeyError")
+    rows.finished("cancelled", age=hour)
+    rows.finished("completed", age=-hour, runtime=timedelta(seconds=50))  # ends after "now"
+    rows.finished("completed", age=timedelta(days=2), runtime=timedelta(seconds=70))  # before
+    rows.running(silent_for=timedelta(hours=2))
+    rows.running(silent_for=timedelta(seconds=1))
+    rows.pending(age=timedelta(days=3))
+
+    report = housekeeping.build_report(timedelta(days=1), top=2)
+
+    assert report["finished"] == {"completed": 3, "failed": 3, "cancelled": 1}
+    assert report["failure_rate"] == 0.5
+    assert report["slowest"] == [
+        {"type": "tests.echo", "count": 1, "mean_seconds": 5.0, "max_seconds": 5.0},
+        {"type": "image", "count": 2, "mean_seconds": 1.617, "max_seconds": 2.0},
+    ]
+    assert report["errors"] == [
+        {"error_code": "KeyError", "count": 2},
+        {"error_code": "(none)", "count": 1},
+    ]
+    assert report["stuck"] == 1
+    assert report["active"] == 3
+    assert report["created"]["pending"] == 0
+    assert report["created"]["total"] == 11
+    assert report["window_seconds"] == 86400.0
+
+    text = housekeeping.format_report(report)
+    assert "Finished: completed 3, failed 3, cancelled 1\n" in text
+    assert "Failure rate: 50.0%\n" in text
+    assert "Active now: 3, stuck now: 1\n" in text
+    assert "  image: 1.617 / 2.000, 2\n" in text
+    assert "  (none): 1\n" in text
+
+
+def test_report_failure_rate_has_four_decimals() -> None:
+    for status in ("completed", "completed", "failed"):
+        rows.finished(status, age=timedelta(hours=1))
+    report = housekeeping.build_report(timedelta(days=1))
+    assert report["failure_rate"] == 0.3333
+    assert "Failure rate: 33.3%" in housekeeping.format_report(report)
