@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from celery import _state as celery_state
 from celery import signals, states
@@ -171,7 +171,7 @@ REJECTED = "rejected"
 
 def rejection_message(exc: Reject) -> str:
     """How a :exc:`~celery.exceptions.Reject` is recorded: why the task gave up its message."""
-    reason = exc.reason
+    reason = getattr(exc, "reason", None)  # not in Celery's type stubs
     if reason is None:
         return "the task rejected its message"
     why = error_message_for(reason) if isinstance(reason, BaseException) else str(reason)
@@ -264,7 +264,7 @@ class TrackedTask(_TaskBase):
         """
         recorded = options.pop("taskqueue_recorded", False)
         if not self._tracking():
-            return super().apply_async(
+            return self._celery_apply_async(
                 args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
         # Validate first, write second: a call Celery would refuse (arguments
@@ -273,7 +273,7 @@ class TrackedTask(_TaskBase):
         self.check_message(args, kwargs, serializer=options.get("serializer"))
         if options.get("retries"):
             # A retry's re-publish: the row exists, and retry() recorded it.
-            return super().apply_async(
+            return self._celery_apply_async(
                 args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
         if recorded:
@@ -307,6 +307,18 @@ class TrackedTask(_TaskBase):
         return self._publish(
             log, args, kwargs, task_id, producer, link, link_error, shadow, options, bounded=False
         )
+
+    def _celery_apply_async(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        *rest: Any,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Celery's own ``apply_async``, given the arguments exactly as the caller gave them."""
+        # Celery takes any sequence and mapping (and refuses the rest itself);
+        # its type stubs ask for a tuple and a dict.
+        return super().apply_async(cast(Any, args), cast(Any, kwargs), *rest, **options)
 
     def submit(
         self,
@@ -496,11 +508,11 @@ class TrackedTask(_TaskBase):
             if self.app.conf.task_always_eager:
                 # Eager: apply_async runs the task here; what it raises is the
                 # task's own error, recorded by the run, not a failed publish.
-                return super().apply_async(
+                return self._celery_apply_async(
                     args, kwargs, task_id, producer, link, link_error, shadow, **options
                 )
             try:
-                return super().apply_async(
+                return self._celery_apply_async(
                     args, kwargs, task_id, producer, link, link_error, shadow, **options
                 )
             except Exception as exc:

@@ -95,7 +95,7 @@ class TrackedRequest(Request):
 
         close_old_connections()
         message = rejection_message(exc)
-        if exc.requeue:
+        if getattr(exc, "requeue", False):  # not in Celery's type stubs
             record_safely(
                 "reject",
                 self.id,

@@ -37,7 +37,7 @@ class TestValidateFirst:
         with pytest.raises(TypeError, match="list or tuple"):
             tasks.echo.apply_async("s", {})
         with pytest.raises(TypeError, match="mapping"):
-            tasks.echo.apply_async([], "str")
+            tasks.echo.apply_async([], "str")  # type: ignore[arg-type]
         assert not TaskLog.objects.exists()
 
     def test_arguments_the_task_cannot_take_raise_type_error(self, celery_app: Any) -> None:
@@ -201,6 +201,7 @@ class TestWorkerRuns:
     def test_a_chain_runs_and_every_step_is_recorded(self, worker: Any) -> None:
         result = chain(tasks.add.s(1, 1), tasks.add.s(1)).delay()
         assert result.get(timeout=10) == 3
-        for step in (result.parent, result):
-            assert step is not None
-            assert finished(step.id).status == TaskStatus.COMPLETED
+        first = result.parent
+        assert first is not None
+        for step_id in (first.id, result.id):  # type: ignore[attr-defined]
+            assert finished(step_id).status == TaskStatus.COMPLETED

@@ -260,6 +260,8 @@ class TestApiApps:
             pytest.raises(TemplateDoesNotExist, match=app),
         ):
             admin_client.get(url, HTTP_ACCEPT="text/html")
+
+
 def _check_in_a_new_process(*before_setup: str) -> str:
     """``manage.py check --tag django_taskqueue`` in a new process that first runs ``before_setup``.
 

@@ -53,7 +53,11 @@ def _fresh_database() -> None:
 
     db = settings.DATABASES["default"]
     with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres", autocommit=True
+        host=str(db["HOST"]),
+        port=str(db["PORT"]),
+        user=str(db["USER"]),
+        dbname="postgres",
+        autocommit=True,
     ) as conn:
         name = db["NAME"]
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -69,7 +73,7 @@ def _track_every_app() -> None:
         return
 
     def __init__(self: Any, *args: Any, task_cls: Any = None, **kwargs: Any) -> None:
-        original(self, *args, task_cls=task_cls or TRACKED_TASK, **kwargs)
+        original(self, *args, task_cls=task_cls or TRACKED_TASK, **kwargs)  # type: ignore[misc]
 
     __init__._taskqueue = True  # type: ignore[attr-defined]
     base.Celery.__init__ = __init__  # type: ignore[method-assign]
