@@ -916,10 +916,11 @@ class TrackedTask(_TaskBase):
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Record success, the result as JSON (or a marked repr) and the last progress.
 
-        A body that returns the :exc:`~celery.exceptions.Retry` of
-        ``self.retry(throw=False)`` did not succeed: its retry is on file and
-        its next attempt queued (or, eagerly, run next), so nothing more is
-        recorded.
+        A run that scheduled a retry (``self.retry(throw=False)``, whether it
+        returns the :exc:`~celery.exceptions.Retry` or a value of its own) did
+        not end the task: its retry is on file and its next attempt queued (or,
+        eagerly, run next), and that attempt may already be running. So nothing
+        more is recorded; the task's outcome is its last attempt's.
         """
         super().on_success(retval, task_id, args, kwargs)
         if not self._tracking():
@@ -927,7 +928,9 @@ class TrackedTask(_TaskBase):
         state = self._run_state()
         if state is not None:
             state.ended = True
-        if isinstance(retval, Retry) and (state is None or state.retry_recorded):
+        if (state is not None and state.retry_recorded) or (
+            state is None and isinstance(retval, Retry)
+        ):
             return
         task_id = str(task_id)
         record_safely(
