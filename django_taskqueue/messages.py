@@ -115,11 +115,13 @@ def check_message(
     args = list(args or ())
     kwargs = dict(kwargs or {})
     check_arguments(task, args, kwargs)
-    if getattr(task, "pydantic", False):
-        # Celery dumps pydantic models itself before publishing (not pickle):
-        # the values here are not yet what will be sent. Depth is still bounded.
+    values = (*args, *kwargs.values())
+    if any(callable(getattr(value, "model_dump", None)) for value in values):
+        # A pydantic model: a task declared with pydantic=True has Celery dump it
+        # before publishing, so these values are not yet what will be sent (and a
+        # task without it gets Celery's own EncodeError). Depth is still bounded.
         limit = conf.MESSAGE_MAX_DEPTH
-        if any(nesting_depth(value, limit) > limit for value in (*args, *kwargs.values())):
+        if any(nesting_depth(value, limit) > limit for value in values):
             raise _too_deep(limit)
         return
     name = serializer or getattr(task, "serializer", None) or "json"

@@ -211,3 +211,18 @@ class TestWorkerRuns:
         assert first is not None
         for step_id in (first.id, result.id):  # type: ignore[attr-defined]
             assert finished(step_id).status == TaskStatus.COMPLETED
+
+
+def test_a_model_celery_dumps_itself_is_not_refused_for_its_encoding(celery_app: Any) -> None:
+    # Celery dumps pydantic models (tasks declared pydantic=True) before it publishes:
+    # the package does not refuse them as unencodable, and still bounds their depth.
+    from django_taskqueue import messages
+
+    class Model:
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            return {"x": 1}
+
+    messages.check_message(tasks.echo, (Model(),), {})
+    messages.check_message(tasks.echo, (), {"data": Model()})
+    with pytest.raises(MessageRefused, match="MESSAGE_MAX_DEPTH"):
+        messages.check_message(tasks.echo, (Model(), tasks.nested(100)), {})
