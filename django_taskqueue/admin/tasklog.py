@@ -527,7 +527,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         items = format_html_join(
             "", "<li>{}</li>", ((self._task_link(t),) for t in rows[:LINEAGE_CAP])
         )
-        more = format_html("")
+        more = mark_safe("")
         if len(rows) > LINEAGE_CAP:
             links = [("celery_root_id", root, _t("See all tasks of this root"))]
             if obj.celery_group_id:
