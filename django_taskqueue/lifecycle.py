@@ -596,7 +596,8 @@ def create_task_log(
         event_metadata: the metadata of the ``created`` event.
         **fields: other :class:`~django_taskqueue.models.TaskLog` fields
             (``owner``, ``task_type``, ``tags``, ``metadata``, ``file_*``,
-            ``parent``, ``retry_of``, ``retry_count``, ``max_retries``, ``queue``).
+            ``parent``, ``retry_of``, ``retry_count``, ``max_retries``, ``queue``,
+            and the canvas ids ``celery_parent_id``, ``celery_root_id``, ``celery_group_id``).
             ``metadata`` is stored redacted like the arguments (the task does
             not receive it, so it does not set ``args_redacted``).
     """
@@ -686,6 +687,10 @@ def mark_started(
     ``worker_lost``: see :data:`~django_taskqueue.status.PRESUMED_FAILURES`)
     is reopened instead: the delivery proves the presumption wrong, so it
     runs, with a ``reopened`` event before its ``started`` one.
+
+    The ``queue`` and the canvas ids (:data:`LINEAGE_FIELDS`) of ``defaults``
+    fill those columns where they are still empty: the message is
+    authoritative, but never overwrites what the producer recorded.
     """
     now = timezone.now()
     updates: dict[str, Any] = {
