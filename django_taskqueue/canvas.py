@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: ``error_code`` of a canvas step Celery failed because a step before it failed.
@@ -174,10 +174,14 @@ def chord_body_steps(body: Any) -> Iterator[Step]:
     for sig in _signatures(body):
         kwargs = sig.get("kwargs")
         if sig.get("subtask_type") == "group" and isinstance(kwargs, Mapping):
+            # The members would have run with the body group's own id as their
+            # group (what its GroupResult holds); their frozen options may still
+            # name the chord header's.
+            group_id = _id(_options(sig).get("task_id"))
             for member in _signatures(kwargs.get("tasks")):
                 step = _step(member)
                 if step is not None:
-                    yield step
+                    yield replace(step, group_id=group_id) if group_id else step
         else:
             step = _step(sig)
             if step is not None:

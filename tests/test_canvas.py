@@ -204,3 +204,41 @@ def test_the_worker_fills_lineage_the_producer_could_not_know(worker: Any) -> No
         "the-parent",
         "g",
     )
+
+
+def test_a_failed_chain_descends_into_a_chord_step_body(worker: Any) -> None:
+    """As Celery does: a chord step of the failed chain fails through its body."""
+    body = tasks.total.s()
+    steps = chain(
+        tasks.boom.si("first"),
+        chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], body),
+        tasks.echo.s("after"),
+    )
+    result: Any = steps.apply_async()
+    with pytest.raises(ValueError, match="first"):
+        result.get(timeout=10)
+    boom_log = finished(chain_ids(result)[0])
+    recorded = {
+        log.task_name: log
+        for log in TaskLog.objects.filter(
+            celery_parent_id=boom_log.celery_task_id, error_code=canvas.UPSTREAM_FAILED
+        )
+    }
+    # The chord's body and the step after it; the header tasks are never published,
+    # and Celery does not fail them (they stay pending in its backend): no rows.
+    assert set(recorded) == {"tests.total", "tests.echo"}
+    assert recorded["tests.echo"].celery_task_id == result.id
+    assert TaskLog.objects.canvas(boom_log).count() == 3
+
+
+def test_a_failed_chord_header_records_a_group_body(worker: Any) -> None:
+    result: Any = chord(
+        [tasks.boom.si("member"), tasks.add.s(1, 1)],
+        group(tasks.echo.s("a"), tasks.echo.s("b")),
+    ).apply_async()
+    members = [child.id for child in result.results]
+    logs = [finished(task_id) for task_id in members]
+    assert {(log.status, log.error_code) for log in logs} == {
+        (TaskStatus.FAILED, canvas.UPSTREAM_FAILED)
+    }
+    assert {log.celery_group_id for log in logs} == {result.id}
