@@ -136,6 +136,34 @@ def _step(sig: Mapping[str, Any]) -> Step | None:
     )
 
 
+def _result_step(sig: Mapping[str, Any]) -> Step | None:
+    """The task whose result stands for ``sig``: what Celery fails for a group member.
+
+    A plain task itself; for a chord, its body's; for a chain, its last task's;
+    nothing for a group (its id is no task's).
+    """
+    for _ in range(_MAX_DEPTH):
+        kwargs = sig.get("kwargs")
+        kind = sig.get("subtask_type")
+        if not kind:
+            return _step(sig)
+        if not isinstance(kwargs, Mapping):
+            return None
+        if kind == "chord":
+            inner = _signatures(kwargs.get("body"))
+        elif kind == "chain":
+            inner = _signatures(kwargs.get("tasks"))[-1:]
+        else:
+            return None
+        if not inner:
+            return None
+        sig = inner[0]
+    return None
+
+
+_MAX_DEPTH = 32
+
+
 def _signatures(value: Any) -> list[Mapping[str, Any]]:
     if isinstance(value, Mapping):
         return [value]
@@ -179,7 +207,7 @@ def chord_body_steps(body: Any) -> Iterator[Step]:
             # name the chord header's.
             group_id = _id(_options(sig).get("task_id"))
             for member in _signatures(kwargs.get("tasks")):
-                step = _step(member)
+                step = _result_step(member)
                 if step is not None:
                     yield replace(step, group_id=group_id) if group_id else step
         else:

@@ -242,3 +242,16 @@ def test_a_failed_chord_header_records_a_group_body(worker: Any) -> None:
         (TaskStatus.FAILED, canvas.UPSTREAM_FAILED)
     }
     assert {log.celery_group_id for log in logs} == {result.id}
+
+
+def test_a_chord_in_a_group_body_is_recorded_through_its_body(worker: Any) -> None:
+    """Celery fails a chord member of a group body through its body's result."""
+    inner = chord([tasks.add.si(2, 2)], tasks.total.s())
+    result: Any = chord(
+        [tasks.boom.si("member"), tasks.add.s(1, 1)], group(inner, tasks.total.s())
+    ).apply_async()
+    members = [child.id for child in result.results]
+    logs = [finished(task_id) for task_id in members]
+    assert {(log.task_name, log.error_code) for log in logs} == {
+        ("tests.total", canvas.UPSTREAM_FAILED)
+    }

@@ -46,6 +46,8 @@ def test_a_chord_on_a_real_worker(live_worker: Any) -> None:
         member = finished(task_id)
         assert member.celery_group_id == result.parent.id
     assert body.celery_parent_id in header_ids
+    # Celery sends a chord's body with its header's group id.
+    assert body.celery_group_id == result.parent.id
     walked = set(TaskLog.objects.canvas(body).values_list("celery_task_id", flat=True))
     assert walked == {body.celery_task_id, *header_ids}
 
@@ -58,5 +60,5 @@ def test_a_chord_on_a_real_worker(live_worker: Any) -> None:
         TaskStatus.FAILED,
         canvas.UPSTREAM_FAILED,
     )
-    assert failed_body.celery_group_id == ""
+    assert failed_body.celery_group_id == failed.parent.id
     assert failed_body.celery_root_id != ""
