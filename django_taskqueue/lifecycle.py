@@ -35,6 +35,7 @@ from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from django_taskqueue import _fastsql
+from django_taskqueue.canvas import UPSTREAM_FAILED, Step
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
@@ -67,6 +68,8 @@ logger = logging.getLogger(__name__)
 PUBLISH_FAILED = "publish_failed"
 #: ``error_code`` of a task whose publish timed out after the broker may have taken it.
 PUBLISH_UNKNOWN = "publish_unknown"
+#: The TaskLog fields of a task's place in a Celery canvas (see :mod:`django_taskqueue.canvas`).
+LINEAGE_FIELDS = ("celery_parent_id", "celery_root_id", "celery_group_id")
 
 
 #: What a new run of an id that had finished clears: the earlier outcome
@@ -684,7 +687,8 @@ def create_task_log(
         event_metadata: the metadata of the ``created`` event.
         **fields: other :class:`~django_taskqueue.models.TaskLog` fields
             (``owner``, ``task_type``, ``tags``, ``metadata``, ``file_*``,
-            ``parent``, ``retry_of``, ``retry_count``, ``max_retries``, ``queue``).
+            ``parent``, ``retry_of``, ``retry_count``, ``max_retries``, ``queue``,
+            and the canvas ids ``celery_parent_id``, ``celery_root_id``, ``celery_group_id``).
             ``metadata`` is stored redacted like the arguments (the task does
             not receive it, so it does not set ``args_redacted``).
     """
@@ -866,6 +870,10 @@ def mark_started(
     ``worker_lost``: see :data:`~django_taskqueue.status.PRESUMED_FAILURES`)
     is reopened instead: the delivery proves the presumption wrong, so it
     runs, with a ``reopened`` event before its ``started`` one.
+
+    The ``queue`` and the canvas ids (:data:`LINEAGE_FIELDS`) of ``defaults``
+    fill those columns where they are still empty: the message is
+    authoritative, but never overwrites what the producer recorded.
     """
     now = timezone.now()
     updates: dict[str, Any] = {
@@ -880,6 +888,12 @@ def mark_started(
         # The producer knows the queue only when it was named in the call; a
         # queue chosen by task_routes is first known here, from the delivery.
         updates["queue"] = _fastsql.FillEmpty(queue)
+    for name in LINEAGE_FIELDS:
+        # The message's canvas ids fill what the producer could not know (a
+        # task sent untracked, or by a canvas from outside any task).
+        value = str((defaults or {}).get(name) or "")[:255]
+        if value:
+            updates[name] = _fastsql.FillEmpty(value)
     event = (
         EventType.STARTED,
         f"started on {worker}" if worker else "started",
@@ -1541,6 +1555,111 @@ def rerun(
         raise
     task_log.refresh_from_db()
     return new_log
+
+
+# --- canvas: steps Celery failed without publishing them ----------------------------------
+
+
+def record_unpublished(
+    steps: Sequence[Step],
+    *,
+    upstream_id: str,
+    upstream_name: str,
+    root_id: str,
+    reason: str,
+    fields_of: Callable[[str], Mapping[str, Any]] | None = None,
+) -> list[TaskLog]:
+    """Record canvas steps that will never run because the step ``upstream_id`` failed.
+
+    When a step of a chain (or a member of a chord header) fails, Celery's
+    result backend marks the steps after it (or the chord's body) failed
+    without ever publishing them, so no worker records them. Each gets a
+    ``failed`` row here, with ``error_code="upstream_failed"``, a message
+    naming the failed step, and its lineage (the failed step as its parent).
+    The rows and their events are written in bulk (an ``INSERT`` per 500); a step
+    that already has a row keeps it as it is, whatever its status.
+
+    Args:
+        steps: from :func:`django_taskqueue.canvas.unpublished_steps`.
+        upstream_id: the Celery id of the step that failed.
+        upstream_name: its task name.
+        root_id: the canvas's root (for steps whose signature names none).
+        reason: what the failed step raised (``"ValueError: bad input"``).
+        fields_of: other TaskLog fields for a task name (``task_type``, ...).
+
+    Returns:
+        The rows written (none for steps that had one).
+    """
+    if not steps:
+        return []
+    existing = set(
+        TaskLog.objects.filter(
+            celery_task_id__in=[step.celery_task_id for step in steps]
+        ).values_list("celery_task_id", flat=True)
+    )
+    now = timezone.now()
+    message = stored_text(
+        f"Not run: the earlier step {upstream_name}[{upstream_id}] failed ({reason})"
+    )[:10_000]
+    rows: list[TaskLog] = []
+    for step in steps:
+        if step.celery_task_id in existing:
+            continue
+        args, kwargs, redacted = stored_arguments(step.args, step.kwargs)
+        rows.append(
+            TaskLog(
+                celery_task_id=step.celery_task_id,
+                task_name=step.task_name[:255],
+                status=TaskStatus.FAILED,
+                error_message=message,
+                error_code=UPSTREAM_FAILED,
+                completed_at=now,
+                # A microsecond apart, in the order the steps would have run.
+                created_at=now + timedelta(microseconds=len(rows)),
+                args=args,
+                kwargs=kwargs,
+                args_redacted=redacted,
+                celery_parent_id=upstream_id[:255],
+                celery_root_id=(step.root_id or root_id)[:255],
+                celery_group_id=step.group_id,
+                **(fields_of(step.task_name) if fields_of is not None else {}),
+            )
+        )
+    if not rows:
+        return []
+    meta = {"error_code": UPSTREAM_FAILED, "upstream": upstream_id}
+    with _recording():
+        # A step recorded meanwhile (by a concurrent failure of the same canvas)
+        # is skipped by the unique Celery id, and gets no events below.
+        TaskLog.objects.bulk_create(rows, ignore_conflicts=True, batch_size=_BATCH)
+        written = set(
+            TaskLog.objects.filter(pk__in=[row.pk for row in rows]).values_list("pk", flat=True)
+        )
+        rows = [row for row in rows if row.pk in written]
+        TaskEventLog.objects.bulk_create(
+            [
+                TaskEventLog(
+                    task_id=row.pk,
+                    event_type=kind,
+                    message=text,
+                    metadata=stored_json(event_meta),
+                    created_at=now,
+                )
+                for row in rows
+                for kind, text, event_meta in (
+                    (
+                        EventType.CREATED,
+                        "recorded when an earlier step of its canvas failed: never published",
+                        {"source": "canvas", "upstream": upstream_id},
+                    ),
+                    (EventType.FAILED, message, meta),
+                )
+            ],
+            batch_size=_BATCH,
+        )
+        for row in rows:
+            _announce(Outcome(True, TaskStatus.FAILED, row.pk), EventType.FAILED)
+    return rows
 
 
 # --- bulk: a parent row that aggregates its children --------------------------------------

@@ -133,6 +133,30 @@ class TaskLog(models.Model):
         related_name="children",
         help_text=_("The bulk, group or chain row this task belongs to."),
     )
+    # Where the task sits in a Celery canvas (chain, group, chord, replace), as
+    # Celery's own ids: a canvas's steps may have no row (untracked tasks), so
+    # these are not foreign keys. ``parent`` above is the bulk parent, not these.
+    celery_parent_id = models.CharField(
+        _("Celery parent id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The Celery id of the task that sent this one (Celery's parent_id)."),
+    )
+    celery_root_id = models.CharField(
+        _("Celery root id"),
+        max_length=255,
+        blank=True,
+        help_text=_(
+            "The Celery id of the first task of the canvas this one belongs to "
+            "(Celery's root_id; the task's own id when it started one)."
+        ),
+    )
+    celery_group_id = models.CharField(
+        _("Celery group id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The Celery id of the group (or chord header) this task is part of."),
+    )
     retry_of = models.ForeignKey(
         "self",
         verbose_name=_("run again from"),
@@ -159,6 +183,10 @@ class TaskLog(models.Model):
             models.Index(fields=("task_type", "created_at"), name="taskqueue_type_created_idx"),
             models.Index(fields=("status", "heartbeat_at"), name="taskqueue_status_beat_idx"),
             models.Index(fields=("status", "completed_at"), name="taskqueue_status_done_idx"),
+            # Walking a canvas: all tasks of one root, the children of one task, a group.
+            models.Index(fields=("celery_root_id", "created_at"), name="taskqueue_canvas_root_idx"),
+            models.Index(fields=("celery_parent_id",), name="taskqueue_canvas_parent_idx"),
+            models.Index(fields=("celery_group_id",), name="taskqueue_canvas_group_idx"),
         )
         constraints = (
             models.CheckConstraint(

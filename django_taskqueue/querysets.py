@@ -17,11 +17,15 @@ from django_taskqueue.status import (
 )
 
 if TYPE_CHECKING:
-    from django_taskqueue.models import TaskLog  # noqa: F401
+    from django_taskqueue.models import TaskLog
 
     _Base = models.QuerySet["TaskLog"]
 else:
     _Base = models.QuerySet
+
+
+#: At most this many queries join a canvas's roots and groups (see :meth:`TaskLogQuerySet.canvas`).
+CANVAS_MAX_ROUNDS = 8
 
 
 class TaskLogQuerySet(_Base):
@@ -79,3 +83,58 @@ class TaskLogQuerySet(_Base):
         return self.annotate(
             last_seen=Coalesce("heartbeat_at", "started_at", "created_at"),
         )
+
+    def in_canvas(self, root_id: str) -> TaskLogQuerySet:
+        """Every recorded task of the Celery canvas whose root task is ``root_id``.
+
+        The root's own row is included (also a row recorded before lineage was
+        kept, found by its Celery id). The order is the queryset's own (newest
+        first by default): add ``.order_by("created_at")`` to walk from the root.
+        """
+        if not root_id:
+            return self.none()
+        return self.filter(models.Q(celery_root_id=root_id) | models.Q(celery_task_id=root_id))
+
+    def canvas(self, task_log: TaskLog) -> TaskLogQuerySet:
+        """Every recorded task of the canvas ``task_log`` belongs to, itself included.
+
+        The tasks are joined through Celery's root ids and group ids: the tasks
+        of every root and every group met, until no new one appears (at most
+        :data:`CANVAS_MAX_ROUNDS` queries, one for a chain). Both are needed:
+        Celery gives a chain one root, but the members of a group or chord
+        header sent from outside any task are each their own root, joined only
+        by their group id (and a chord's body takes its root from the member
+        that returned last). A task outside any canvas is its own root: the
+        result holds it, and any task it sent from its body.
+
+        The order is the queryset's own (newest first by default).
+
+        Example::
+
+            log = TaskLog.objects.get(celery_task_id=result.id)
+            for step in TaskLog.objects.canvas(log).order_by("created_at"):
+                print(step.task_name, step.status, step.celery_parent_id)
+        """
+        roots = {task_log.celery_root_id or task_log.celery_task_id}
+        groups = {task_log.celery_group_id} - {""}
+        for _ in range(CANVAS_MAX_ROUNDS):
+            found = (
+                self._joined(roots, groups)
+                .order_by()
+                .values_list("celery_root_id", "celery_group_id")
+                .distinct()
+            )
+            more_roots = roots | {root for root, _ in found if root}
+            more_groups = groups | {group for _, group in found if group}
+            if (more_roots, more_groups) == (roots, groups):
+                break
+            roots, groups = more_roots, more_groups
+        return self._joined(roots, groups)
+
+    def _joined(self, roots: set[str], groups: set[str]) -> TaskLogQuerySet:
+        condition = models.Q(celery_root_id__in=sorted(roots)) | models.Q(
+            celery_task_id__in=sorted(roots)
+        )
+        if groups:
+            condition |= models.Q(celery_group_id__in=sorted(groups))
+        return self.filter(condition)

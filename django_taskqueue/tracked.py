@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.utils import timezone
 
-from django_taskqueue import heartbeat, lifecycle, messages, publishing
+from django_taskqueue import canvas, heartbeat, lifecycle, messages, publishing
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import PublishError, TaskCancelled
 from django_taskqueue.failurelog import recording_failures
@@ -302,6 +302,7 @@ class TrackedTask(_TaskBase):
             task_type=self.task_type,
             max_retries=self.max_retries,
             **_scheduling_fields(options),
+            **canvas.from_options(task_id, options, self.app).fields(),
         )
         # Published as Celery publishes it: Celery's retry policy, Celery's errors.
         return self._publish(
@@ -413,6 +414,7 @@ class TrackedTask(_TaskBase):
             "parent": parent,
             "max_retries": self.max_retries,
             **_scheduling_fields(options),
+            **canvas.from_options(task_id, options, self.app).fields(),
         }
         status = TaskStatus.PENDING
         if _rerun_of is not None:
@@ -703,6 +705,7 @@ class TrackedTask(_TaskBase):
                 "kwargs": kwargs,
                 "max_retries": self.max_retries,
                 "queue": str(delivery.get("routing_key") or ""),
+                **canvas.from_request(self.request).fields(),
             },
         )
         if outcome is None:
@@ -969,6 +972,7 @@ class TrackedTask(_TaskBase):
             evidence=True,
             **self._end_args(state),
         )
+        record_safely("canvas steps not run", task_id, record_unpublished_steps, self, exc)
 
 
 # --- errors outside the task body (connected in receivers.py) ------------------------
@@ -1097,3 +1101,42 @@ def _traceback_of(exception: BaseException | None) -> str:
 
     text = "".join(traceback.format_exception(exception))
     return bound_traceback(text, conf.TRACEBACK_MAX_CHARS)
+
+
+# --- canvas steps that a failure keeps from running ------------------------------------
+
+
+def record_unpublished_steps(task: TrackedTask, exc: BaseException) -> list[TaskLog]:
+    """Record the canvas steps Celery failed along with ``task`` (from its ``on_failure``).
+
+    Celery's backend has just marked the rest of the task's chain (and, for a
+    chord header member, the chord's body) failed without publishing them;
+    those that are tracked tasks of the app get a ``failed`` row with
+    ``error_code="upstream_failed"`` (see
+    :func:`~django_taskqueue.lifecycle.record_unpublished`).
+    """
+    request = task.request
+
+    def tracked(name: str) -> bool:
+        found = task.app.tasks.get(name)
+        return isinstance(found, TrackedTask) and found._tracking()
+
+    steps = canvas.unpublished_steps(request, tracked=tracked)
+    if not steps:
+        return []
+
+    def fields_of(name: str) -> dict[str, Any]:
+        found = task.app.tasks[name]
+        if not isinstance(found, TrackedTask):
+            return {}
+        return {"task_type": found.task_type, "max_retries": found.max_retries}
+
+    lineage = canvas.from_request(request)
+    return lifecycle.record_unpublished(
+        steps,
+        upstream_id=str(request.id),
+        upstream_name=task.name,
+        root_id=lineage.root_id,
+        reason=f"{type(exc).__name__}: {error_message_for(exc)}",
+        fields_of=fields_of,
+    )

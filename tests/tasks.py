@@ -301,3 +301,23 @@ def kept_alive(self: TrackedTask) -> bool:
     from django_taskqueue import heartbeat
 
     return str(self.request.id) in heartbeat.running()
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.total", task_type="sample")
+def total(self: TrackedTask, values: list[int]) -> int:
+    """A chord body: the sum of its header's results."""
+    return sum(values)
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.replaced_by_chain")
+def replaced_by_chain(self: TrackedTask, x: int) -> Any:
+    """Replaces itself with ``add(x, 1) | add(10)`` (Celery's ``Task.replace``)."""
+    from celery import chain
+
+    return self.replace(chain(add.s(x, 1), add.s(10)))
+
+
+@shared_task(base=TrackedTask, bind=True, name="tests.sends_add")
+def sends_add(self: TrackedTask, x: int) -> str:
+    """Sends ``add(x, x)`` from its body and returns its Celery id."""
+    return str(add.delay(x, x).id)

@@ -235,6 +235,17 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 )
             },
         ),
+        (
+            _("Canvas"),
+            {
+                "fields": (
+                    "canvas_parent_link",
+                    "canvas_root_link",
+                    "celery_group_id",
+                    "canvas_links",
+                )
+            },
+        ),
     )
     readonly_fields = (
         "status_column",
@@ -253,6 +264,9 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "children_links",
         "retry_of_link",
         "reruns_links",
+        "canvas_parent_link",
+        "canvas_root_link",
+        "canvas_links",
     )
 
     class Media:
@@ -464,6 +478,67 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description=_("run again as"))
     def reruns_links(self, obj: TaskLog) -> SafeString:
         return self._related_links(obj, "retry_of", "retry_of__id__exact")
+
+    def _canvas_ends(self, obj: TaskLog) -> dict[str, TaskLog]:
+        """The rows of the task's canvas parent and root, by Celery id (one query, kept)."""
+        found: dict[str, TaskLog] | None = getattr(obj, "_taskqueue_canvas_ends", None)
+        if found is None:
+            ids = {obj.celery_parent_id, obj.celery_root_id} - {"", obj.celery_task_id}
+            rows = (
+                TaskLog.objects.filter(celery_task_id__in=ids).only(
+                    "pk", "task_name", "celery_task_id", "status"
+                )
+                if ids
+                else []
+            )
+            found = {row.celery_task_id: row for row in rows}
+            obj._taskqueue_canvas_ends = found  # type: ignore[attr-defined]
+        return found
+
+    def _celery_link(self, obj: TaskLog, celery_id: str) -> SafeString:
+        if not celery_id:
+            return format_html("{}", "-")
+        if celery_id == obj.celery_task_id:
+            return format_html("{}", _t("this task"))
+        row = self._canvas_ends(obj).get(celery_id)
+        if row is None:
+            # An untracked task, or one recorded before lineage was kept.
+            return format_html("<code>{}</code> ({})", celery_id, _t("not recorded"))
+        return self._task_link(row)
+
+    @admin.display(description=_("canvas parent"))
+    def canvas_parent_link(self, obj: TaskLog) -> SafeString:
+        return self._celery_link(obj, obj.celery_parent_id)
+
+    @admin.display(description=_("canvas root"))
+    def canvas_root_link(self, obj: TaskLog) -> SafeString:
+        return self._celery_link(obj, obj.celery_root_id)
+
+    @admin.display(description=_("tasks of the canvas"))
+    def canvas_links(self, obj: TaskLog) -> SafeString:
+        root = obj.celery_root_id or obj.celery_task_id
+        rows = list(
+            TaskLog.objects.canvas(obj)
+            .exclude(pk=obj.pk)
+            .order_by("created_at", "pk")
+            .only("pk", "task_name", "celery_task_id", "status", "created_at")[: LINEAGE_CAP + 1]
+        )
+        if not rows:
+            return format_html("{}", "-")
+        items = format_html_join(
+            "", "<li>{}</li>", ((self._task_link(t),) for t in rows[:LINEAGE_CAP])
+        )
+        more = mark_safe("")
+        if len(rows) > LINEAGE_CAP:
+            links = [("celery_root_id", root, _t("See all tasks of this root"))]
+            if obj.celery_group_id:
+                links.append(("celery_group_id", obj.celery_group_id, _t("of this group")))
+            more = format_html_join(
+                "",
+                '<li><a href="{}?{}={}">{}</a></li>',
+                ((self._url("changelist"), field, value, text) for field, value, text in links),
+            )
+        return format_html('<ul class="tq-lineage">{}{}</ul>', items, more)
 
     # --- actions ----------------------------------------------------------------------
 

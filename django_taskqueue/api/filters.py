@@ -1,4 +1,4 @@
-"""The list filters (django-filter): status, type, dates, search, parent and ordering."""
+"""The list filters (django-filter): status, type, dates, search, parent, canvas and ordering."""
 
 from __future__ import annotations
 
@@ -138,6 +138,19 @@ class TaskLogFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-f
     parent = django_filters.UUIDFilter(
         field_name="parent_id", help_text="Only the children of this bulk task."
     )
+    root_id = django_filters.CharFilter(
+        method="filter_root",
+        help_text="Only the tasks of the Celery canvas whose root task has this Celery id "
+        "(the root included).",
+    )
+    group_id = django_filters.CharFilter(
+        field_name="celery_group_id",
+        help_text="Only the tasks of the Celery group (or chord header) with this id.",
+    )
+    celery_parent_id = django_filters.CharFilter(
+        field_name="celery_parent_id",
+        help_text="Only the tasks that the task with this Celery id sent (its canvas children).",
+    )
     ordering = django_filters.OrderingFilter(
         fields=(
             "created_at",
@@ -154,7 +167,23 @@ class TaskLogFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-f
 
     class Meta:
         model = TaskLog
-        fields = ("status", "task_type", "from_date", "to_date", "search", "parent")
+        fields = (
+            "status",
+            "task_type",
+            "from_date",
+            "to_date",
+            "search",
+            "parent",
+            "root_id",
+            "group_id",
+            "celery_parent_id",
+        )
+
+    def filter_root(self, queryset: QuerySet[TaskLog], name: str, value: str) -> QuerySet[TaskLog]:
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.in_canvas(value)  # type: ignore[attr-defined,no-any-return]
 
     def filter_search(
         self, queryset: QuerySet[TaskLog], name: str, value: str

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from django_taskqueue import lifecycle
 from django_taskqueue.admin.history import INLINE_CAP
+from django_taskqueue.admin.tasklog import LINEAGE_CAP
 from django_taskqueue.models import TaskEventLog, TaskLog
 from django_taskqueue.status import EventType, TaskStatus
 from tests.admin.helpers import make_task, staff_user
@@ -127,8 +128,9 @@ def test_exact_query_count(admin_client: Any, django_assert_num_queries: Any) ->
     task = make_task(TaskStatus.FAILED)
     admin_client.get(change_url(task))  # warms Django's content type cache
     # session, user, the task (with owner, parent, original run), children, reruns,
-    # progress history, events.
-    with django_assert_num_queries(7):
+    # the canvas (one query joins its roots and groups, one lists it), progress history,
+    # events. A task outside any canvas has no canvas parent or root to look up.
+    with django_assert_num_queries(9):
         admin_client.get(change_url(task))
 
 
@@ -250,3 +252,46 @@ def test_history_lists_visible_to_task_viewers(client: Any) -> None:
     assert client.get(url).status_code == 200
     client.force_login(staff_user("nobody"))
     assert client.get(url).status_code == 403
+
+
+def test_canvas_links(admin_client: Any) -> None:
+    root = make_task(TaskStatus.COMPLETED, task_name="tests.first")
+    root_id = root.celery_task_id
+    TaskLog.objects.filter(pk=root.pk).update(celery_root_id=root_id)
+    step = make_task(
+        TaskStatus.FAILED,
+        celery_root_id=root_id,
+        celery_parent_id=root_id,
+        celery_group_id="header-1",
+    )
+    # A member of the same group that is its own root (a chord header sent from outside a task).
+    member = make_task(celery_root_id="elsewhere", celery_group_id="header-1")
+    unrelated = make_task()
+    html = admin_client.get(change_url(step)).content.decode()
+    assert "header-1" in html
+    assert change_url(root) in html
+    assert change_url(member) in html
+    assert change_url(unrelated) not in html
+    html = admin_client.get(change_url(root)).content.decode()
+    assert "this task" in html
+    assert change_url(step) in html
+    # A parent with no row (an untracked task) is named, not linked.
+    orphan = make_task(celery_parent_id="untracked-parent", celery_root_id="untracked-parent")
+    html = admin_client.get(change_url(orphan)).content.decode()
+    assert "untracked-parent" in html
+    assert "not recorded" in html
+
+
+def test_canvas_list_is_capped_with_links_to_the_rest(admin_client: Any) -> None:
+    root = make_task()
+    TaskLog.objects.filter(pk=root.pk).update(celery_root_id=root.celery_task_id)
+    for _ in range(LINEAGE_CAP + 2):
+        make_task(celery_root_id=root.celery_task_id, celery_parent_id=root.celery_task_id)
+    html = admin_client.get(change_url(root)).content.decode()
+    assert f"?celery_root_id={root.celery_task_id}" in html
+    listed = admin_client.get(
+        reverse("admin:django_taskqueue_tasklog_changelist"),
+        {"celery_root_id": root.celery_task_id},
+    )
+    assert listed.status_code == 200
+    assert listed.content.decode().count("tq-status") >= LINEAGE_CAP

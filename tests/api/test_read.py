@@ -367,3 +367,23 @@ def test_date_times_with_any_offset_or_at_the_calendar_edges_are_accepted(api: A
     ):
         for name in ("from_date", "to_date"):
             assert api.get(LIST, {name: value}).status_code == 200, (name, value)
+
+
+def test_canvas_fields_and_filters(api: Any, alice: Any) -> None:
+    root = make_task(alice, celery_root_id="root-1")
+    root_id = root.celery_task_id
+    TaskLog.objects.filter(pk=root.pk).update(celery_root_id=root_id)
+    step = make_task(alice, celery_root_id=root_id, celery_parent_id=root_id, celery_group_id="g1")
+    member = make_task(alice, celery_root_id="other-root", celery_group_id="g1")
+    make_task(alice)  # outside the canvas
+    assert ids(api.get(LIST, {"root_id": root_id})) == {str(root.pk), str(step.pk)}
+    assert ids(api.get(LIST, {"group_id": "g1"})) == {str(step.pk), str(member.pk)}
+    assert ids(api.get(LIST, {"celery_parent_id": root_id})) == {str(step.pk)}
+    body = api.get(f"{LIST}{step.pk}/").json()
+    assert (body["celery_parent_id"], body["celery_root_id"], body["celery_group_id"]) == (
+        root_id,
+        root_id,
+        "g1",
+    )
+    listed = api.get(LIST, {"root_id": root_id}).json()["results"]
+    assert {row["celery_root_id"] for row in listed} == {root_id}
