@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_taskqueue', '0004_reopened_event'),
+        ('django_taskqueue', '0005_canvas_lineage'),
     ]
 
     operations = [
