@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.core.serializers.json import DjangoJSONEncoder
@@ -773,7 +773,7 @@ class TestObservability:
                 out.append(f"UPDATE {words[1]}")
         return out
 
-    expected = [
+    expected: ClassVar[list[str]] = [
         "INSERT django_taskqueue_tasklog",
         "INSERT django_taskqueue_taskeventlog",
         "UPDATE django_taskqueue_tasklog",
