@@ -82,6 +82,7 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
+DATABASES: dict[str, dict[str, object]]
 if os.environ.get("TASKQUEUE_TEST_DB") == "postgres":
     DATABASES = {
         "default": {
