@@ -81,8 +81,9 @@ def update_state(self: Task[Any, Any], calls: int) -> float:
 # conditions and events, asynchronous commit), each hand-built as one statement, prepared
 # once per connection and run by bare libpq calls with nothing around them: no Django, no
 # lifecycle, no signals, no heartbeat, no fallbacks. (The package itself writes them
-# through Django's ORM; this is a benchmark's yardstick, not a second write path.) No real tracker can be cheaper than this, so its ratio to
-# plain Celery says what the two writes alone cost on the machine the benchmark runs on.
+# through Django's ORM; this is a benchmark's yardstick, not a second write path.) No real
+# tracker can be cheaper than this, so its ratio to plain Celery says what the two writes
+# alone cost on the machine the benchmark runs on.
 
 _FLOOR_START = b"""
 WITH u AS (
