@@ -166,9 +166,8 @@ def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
         value = user.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value < 64:
             errors.append(_error(n, f"DJANGO_TASKQUEUE['{name}'] must be an integer >= 64."))
-    for name in ("SYNCHRONOUS_COMMIT", "PREPARED_STATEMENTS"):
-        if not isinstance(user.get(name, DEFAULTS[name]), bool):
-            errors.append(_error(16, f"DJANGO_TASKQUEUE['{name}'] must be True or False."))
+    if not isinstance(user.get("SYNCHRONOUS_COMMIT", DEFAULTS["SYNCHRONOUS_COMMIT"]), bool):
+        errors.append(_error(16, "DJANGO_TASKQUEUE['SYNCHRONOUS_COMMIT'] must be True or False."))
     timeout = user.get("PUBLISH_TIMEOUT", DEFAULTS["PUBLISH_TIMEOUT"])
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < float(timeout) <= 3600

@@ -61,7 +61,6 @@ DEFAULTS: dict[str, Any] = {
     "MESSAGE_MAX_DEPTH": 64,
     "MESSAGE_MAX_BYTES": 1_048_576,
     "SYNCHRONOUS_COMMIT": False,
-    "PREPARED_STATEMENTS": True,
     "PUBLISH_TIMEOUT": 10.0,
     # The REST API (docs/api.md).
     "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
@@ -235,16 +234,6 @@ class TaskQueueSettings:
         asynchronously, see ``docs/settings.md``.
         """
         return bool(self._get("SYNCHRONOUS_COMMIT"))
-
-    @property
-    def PREPARED_STATEMENTS(self) -> bool:
-        """Let psycopg 3 prepare the recording statements on PostgreSQL.
-
-        On by default. Turn it off behind a connection pooler in transaction
-        mode that does not support prepared statements (PgBouncer before 1.21,
-        or without ``max_prepared_statements``); see ``docs/settings.md``.
-        """
-        return bool(self._get("PREPARED_STATEMENTS"))
 
     @property
     def PUBLISH_TIMEOUT(self) -> float | None:

@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.signals import setting_changed
 from django.db import IntegrityError, models, transaction
-from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Avg, Case, Count, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from django_taskqueue import _fastsql
 from django_taskqueue.canvas import UPSTREAM_FAILED, Step
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import TransitionRefused
@@ -263,6 +263,34 @@ def _stored_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
     return stored
 
 
+@dataclass(frozen=True)
+class KeepFirst:
+    """An update that sets the column only while it is NULL (``COALESCE(col, value)``)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class FillEmpty:
+    """An update that sets a text column only while it is empty."""
+
+    value: str
+
+
+def orm_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """``updates`` for ``QuerySet.update()``: the markers above become ORM expressions."""
+    out: dict[str, Any] = {}
+    for name, value in updates.items():
+        if isinstance(value, KeepFirst):
+            column = cast("models.Field[Any, Any]", TaskLog._meta.get_field(name))
+            out[name] = Coalesce(F(name), Value(value.value), output_field=column)
+        elif isinstance(value, FillEmpty):
+            out[name] = Case(When(**{name: ""}, then=Value(value.value)), default=F(name))
+        else:
+            out[name] = value
+    return out
+
+
 def _events(pk: uuid.UUID, *events: tuple[str, str, Mapping[str, Any] | None]) -> None:
     rows = [
         TaskEventLog(
@@ -303,7 +331,7 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"
 
 
 @contextmanager
-def _recording(*, inline: bool = False) -> Iterator[bool]:
+def _recording() -> Iterator[None]:
     """A transaction for recording, committed without waiting for the disk when allowed.
 
     On PostgreSQL, unless ``SYNCHRONOUS_COMMIT`` is on, a transaction this
@@ -312,24 +340,17 @@ def _recording(*, inline: bool = False) -> Iterator[bool]:
     (milliseconds on most disks) out of every task's path. A database *server*
     crash can lose the last fraction of a second of records, never corrupt or
     reorder them; the stale-task detection then finds tasks left ``processing``.
-
-    With ``inline`` the setting is not sent here: the context yields whether
-    the caller's one statement should turn the wait off itself (see
-    :func:`django_taskqueue._fastsql.execute`). Outside any transaction
-    (autocommit) that statement is its own transaction: no ``BEGIN``/``COMMIT``
-    round trips at all.
+    ``SET LOCAL`` lasts until the transaction ends: the session, and the
+    host's next transaction, are untouched (which a pooler in transaction mode
+    also requires).
     """
     connection = transaction.get_connection()
     owned = not connection.in_atomic_block
-    async_commit = owned and connection.vendor == "postgresql" and not conf.SYNCHRONOUS_COMMIT
-    if inline and owned and connection.get_autocommit():
-        yield async_commit
-        return
     with transaction.atomic():
-        if async_commit and not inline:
+        if owned and connection.vendor == "postgresql" and not conf.SYNCHRONOUS_COMMIT:
             with connection.cursor() as cursor:
                 cursor.execute(_ASYNC_COMMIT)
-        yield async_commit and inline
+        yield
 
 
 def _rows(celery_task_id: str | None, pk: uuid.UUID | None) -> models.QuerySet[TaskLog]:
@@ -367,44 +388,20 @@ def _transition(
     the common one.
     """
     updates, event = _stored_updates(updates), _stored_event(event)
-    connection = transaction.get_connection()
-    # The one-statement path, unless progress rows must be written before the
-    # event (their order in the trail is the order they happened in).
-    statement = None
-    if before is None and connection.vendor == "postgresql":
-        statement = _fastsql.update_with_event(
-            connection,
-            key=("id", pk) if pk is not None else ("celery_task_id", celery_task_id),
-            statuses=ALLOWED_FROM[target],
-            guard=guard,
-            updates={"status": target, **updates},
-            event=event,
-        )
-    fast = statement is not None
-    with _recording(inline=fast) as async_commit:
-        if statement is not None:
-            hit = _fastsql.execute(connection, *statement, async_commit=async_commit)
-            changed = hit is not None
-            if hit is not None:
-                pk, parent_id = hit
-                parent_known = True
-        else:
-            qs = _rows(celery_task_id, pk)
-            allowed = Q(status__in=ALLOWED_FROM[target])
-            if guard is not None:
-                allowed &= guard
-            changed = bool(
-                qs.filter(allowed).update(status=target, **_fastsql.orm_updates(updates))
-            )
-            if changed and pk is None:
-                pk, parent_id = qs.values_list("pk", "parent_id").get()
-                parent_known = True
+    with _recording():
+        qs = _rows(celery_task_id, pk)
+        allowed = Q(status__in=ALLOWED_FROM[target])
+        if guard is not None:
+            allowed &= guard
+        changed = bool(qs.filter(allowed).update(status=target, **orm_updates(updates)))
+        if changed and pk is None:
+            pk, parent_id = qs.values_list("pk", "parent_id").get()
+            parent_known = True
         if changed:
             assert pk is not None
             if before is not None:
                 before(pk)
-            if not fast:
-                _events(pk, event)
+            _events(pk, event)
             outcome = Outcome(True, target, pk, parent_id, parent_known)
         else:
             outcome = _refused(
@@ -510,7 +507,7 @@ def _supersede_presumed(
         changes = dict(updates)
         if target == TaskStatus.PROCESSING:
             changes.update(completed_at=None, error_message="", error_code="", traceback="")
-        TaskLog.objects.filter(pk=pk).update(status=target, **_fastsql.orm_updates(changes))
+        TaskLog.objects.filter(pk=pk).update(status=target, **orm_updates(changes))
         if before is not None:
             before(pk)
         if target == TaskStatus.PROCESSING:
@@ -596,9 +593,7 @@ def _run_again(
             meta["previous_worker"] = worker
             text = f"{text} again" if status == TaskStatus.PROCESSING else text
         events.append((kind, text, meta))
-        TaskLog.objects.filter(pk=pk).update(
-            status=TaskStatus.PROCESSING, **_fastsql.orm_updates(changes)
-        )
+        TaskLog.objects.filter(pk=pk).update(status=TaskStatus.PROCESSING, **orm_updates(changes))
         _events(pk, *(_stored_event(e) for e in events))
     return Outcome(True, TaskStatus.PROCESSING, pk, parent_id, parent_known=True)
 
@@ -708,17 +703,9 @@ def create_task_log(
         **fields,
     )
     event = (EventType.CREATED, stored_text(event_message), metadata)
-    connection = transaction.get_connection()
-    fast = connection.vendor == "postgresql"
-    with _recording(inline=fast) as async_commit:
-        if fast:
-            sql, params = _fastsql.insert_with_event(connection, log, event)
-            _fastsql.execute(connection, sql, params, async_commit=async_commit)
-            log._state.adding = False
-            log._state.db = connection.alias
-        else:
-            log.save(force_insert=True)
-            _events(log.pk, event)
+    with _recording():
+        log.save(force_insert=True)
+        _events(log.pk, event)
     return log
 
 
@@ -877,7 +864,7 @@ def mark_started(
     """
     now = timezone.now()
     updates: dict[str, Any] = {
-        "started_at": _fastsql.KeepFirst(now),
+        "started_at": KeepFirst(now),
         "heartbeat_at": now,
         "worker": worker[:255],
         "attempt": attempt,
@@ -887,13 +874,13 @@ def mark_started(
     if queue:
         # The producer knows the queue only when it was named in the call; a
         # queue chosen by task_routes is first known here, from the delivery.
-        updates["queue"] = _fastsql.FillEmpty(queue)
+        updates["queue"] = FillEmpty(queue)
     for name in LINEAGE_FIELDS:
         # The message's canvas ids fill what the producer could not know (a
         # task sent untracked, or by a canvas from outside any task).
         value = str((defaults or {}).get(name) or "")[:255]
         if value:
-            updates[name] = _fastsql.FillEmpty(value)
+            updates[name] = FillEmpty(value)
     event = (
         EventType.STARTED,
         f"started on {worker}" if worker else "started",

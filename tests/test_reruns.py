@@ -15,7 +15,8 @@ from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
 from tests.helpers import SIDE_QUEUE, make_log, published, purge_queue
 
-pytestmark = pytest.mark.django_db
+# The lifecycle contract: on SQLite, and again on PostgreSQL (tox -e integration, -e pgbouncer).
+pytestmark = [pytest.mark.django_db, pytest.mark.backends]
 
 
 @pytest.fixture

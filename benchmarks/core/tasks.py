@@ -77,11 +77,13 @@ def update_state(self: Task[Any, Any], calls: int) -> float:
 
 # --- the floor: what two synchronous writes per task cost at the least ---------------
 #
-# The same start and end statements the package sends for a tracked task (the same
-# columns, conditions and events, asynchronous commit), prepared once per connection
-# and run by bare libpq calls with nothing around them: no lifecycle, no signals, no
-# heartbeat, no fallbacks. No real tracker can be cheaper than this, so its ratio to
-# plain Celery says what the two writes alone cost on the machine the benchmark runs on.
+# The start and the end the package records for a tracked task (the same columns,
+# conditions and events, asynchronous commit), each hand-built as one statement, prepared
+# once per connection and run by bare libpq calls with nothing around them: no Django, no
+# lifecycle, no signals, no heartbeat, no fallbacks. (The package itself writes them
+# through Django's ORM; this is a benchmark's yardstick, not a second write path.) No real
+# tracker can be cheaper than this, so its ratio to plain Celery says what the two writes
+# alone cost on the machine the benchmark runs on.
 
 _FLOOR_START = b"""
 WITH u AS (
