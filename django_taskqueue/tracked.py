@@ -603,35 +603,12 @@ class TrackedTask(_TaskBase):
         failure is recorded here. A :exc:`~celery.exceptions.Reject` ends the
         run ``failed`` (``error_code="rejected"``), as a worker stores it.
         """
+        call = (args, kwargs, link, link_error, task_id, retries, throw, logfile, loglevel, headers)
         if not self._tracking():
-            return super().apply(
-                args,
-                kwargs,
-                link,
-                link_error,
-                task_id,
-                retries,
-                throw,
-                logfile,
-                loglevel,
-                headers,
-                **options,
-            )
+            return super().apply(*call, **options)
         _last_run.state = None
         try:
-            result = super().apply(
-                args,
-                kwargs,
-                link,
-                link_error,
-                task_id,
-                retries,
-                throw,
-                logfile,
-                loglevel,
-                headers,
-                **options,
-            )
+            result = super().apply(*call, **options)
         except (Retry, Ignore):
             raise  # a retry is recorded by retry(); an ignored run records nothing more
         except Exception as exc:

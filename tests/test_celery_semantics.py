@@ -25,6 +25,10 @@ from tests.live import wait_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+#: The events of a task whose attempts 0 and 1 scheduled a retry and whose attempt 2 ended it.
+TWO_RETRIES_THEN_DONE = ["created", *["started", "retried"] * 2, "started", "completed"]
+
+
 def status_and_result(log: TaskLog) -> tuple[str, Any]:
     log.refresh_from_db()
     return log.status, log.result
@@ -81,15 +85,7 @@ class TestEagerRuns:
             2,
             2,
         )
-        assert events(log) == [
-            "created",
-            "started",
-            "retried",
-            "started",
-            "retried",
-            "started",
-            "completed",
-        ]
+        assert events(log) == TWO_RETRIES_THEN_DONE
 
     def test_apply_with_throw_records_the_failure(self, celery_app: Any) -> None:
         with pytest.raises(ValueError, match="thrown"):
@@ -157,15 +153,7 @@ class TestWorkerRuns:
         assert (log.retry_count, log.attempt) == (2, 2)
         # Attempts 0 and 1 scheduled a retry and returned: the task went on, so
         # only the last attempt's end is the task's.
-        assert events(log) == [
-            "created",
-            "started",
-            "retried",
-            "started",
-            "retried",
-            "started",
-            "completed",
-        ]
+        assert events(log) == TWO_RETRIES_THEN_DONE
 
     def test_reject_without_requeue_fails_the_task(self, worker: Any) -> None:
         result = tasks.rejects.delay()
