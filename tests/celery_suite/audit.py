@@ -33,10 +33,12 @@ class Findings:
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     processing: list[dict[str, Any]] = field(default_factory=list)
     by_status: Counter[str] = field(default_factory=Counter)
+    #: Rows of a canvas whose root (Celery's root id) has no row: the canvas cannot be walked.
+    rootless: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches and not self.processing
+        return not self.mismatches and not self.processing and not self.rootless
 
     def summary(self) -> list[str]:
         lines = [
@@ -45,9 +47,9 @@ class Findings:
             f"audit: no state stored by Celery for {sum(self.no_state.values())} rows "
             f"({dict(self.no_state)})",
             f"audit: {len(self.mismatches)} rows disagree with Celery, "
-            f"{len(self.processing)} left processing",
+            f"{len(self.processing)} left processing, {len(self.rootless)} cannot reach their root",
         ]
-        for item in (self.mismatches + self.processing)[:20]:
+        for item in (self.mismatches + self.processing + self.rootless)[:20]:
             lines.append(f"audit:   {item}")
         return lines
 
@@ -85,6 +87,14 @@ def audit(report: str | None = None) -> Findings:
         elif retries is not None and state == "SUCCESS" and attempt != retries:
             findings.mismatches.append({**row, "attempt": attempt, "celery_retries": retries})
     app.close()
+    roots = TaskLog.objects.values("celery_task_id")
+    orphans = (
+        TaskLog.objects.exclude(celery_root_id="")
+        .exclude(celery_root_id__in=roots)
+        .values_list("celery_task_id", "task_name", "celery_root_id")
+    )
+    for celery_id, name, root in orphans.iterator():
+        findings.rootless.append({"id": celery_id, "task": name, "root": root})
     if report:
         with open(report, "w") as out:
             json.dump(
@@ -94,6 +104,7 @@ def audit(report: str | None = None) -> Findings:
                     "no_state": findings.no_state,
                     "mismatches": findings.mismatches,
                     "processing": findings.processing,
+                    "rootless": findings.rootless,
                     "by_status": findings.by_status,
                 },
                 out,
