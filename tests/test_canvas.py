@@ -218,12 +218,12 @@ def test_a_failed_chain_descends_into_a_chord_step_body(worker: Any) -> None:
     with pytest.raises(ValueError, match="first"):
         result.get(timeout=10)
     boom_log = finished(chain_ids(result)[0])
-    recorded = {
-        log.task_name: log
-        for log in TaskLog.objects.filter(
-            celery_parent_id=boom_log.celery_task_id, error_code=canvas.UPSTREAM_FAILED
-        )
-    }
+    not_run = TaskLog.objects.filter(
+        celery_parent_id=boom_log.celery_task_id, error_code=canvas.UPSTREAM_FAILED
+    )
+    # Written by the failed step's on_failure just after its own end.
+    wait_for(lambda: not_run.count() == 2, what="the steps that never ran")
+    recorded = {log.task_name: log for log in not_run}
     # The chord's body and the step after it; the header tasks are never published,
     # and Celery does not fail them (they stay pending in its backend): no rows.
     assert set(recorded) == {"tests.total", "tests.echo"}
