@@ -51,6 +51,15 @@ CI_SELECTION = " or ".join(
 )
 
 
+#: Tests that fail on this set-up tracked and untracked alike, left out of both runs
+#: (and printed with the reason, so they are never hidden). See docs/tracked-task.md.
+FAIL_EITHER_WAY = {
+    "t/integration/test_tasks.py::test_trace_log_arguments": (
+        "looks for the worker's log records in pytest's caplog, which receives none here"
+    ),
+}
+
+
 def celery_source(version: str, cache: Path) -> Path:
     """The unpacked sdist of Celery ``version`` (downloaded once)."""
     target = cache / f"celery-{version}"
@@ -105,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         *(["--taskqueue-audit", f"--taskqueue-report={report}"] if not args.plain else []),
         *FILES,
         *([] if args.all else ["-k", CI_SELECTION]),
+        *(f"--deselect={test}" for test in FAIL_EITHER_WAY),
         *args.pytest_args,
     ]
     started = time.monotonic()
     print(f"Celery {celery.__version__} suite, {mode}, in {source}", flush=True)
+    for test, why in FAIL_EITHER_WAY.items():
+        print(f"left out (fails here tracked or not): {test}: {why}", flush=True)
     code = subprocess.call(command, cwd=source, env=env)
     print(f"Celery suite ({mode}) took {time.monotonic() - started:.0f} s, exit {code}", flush=True)
     return code
