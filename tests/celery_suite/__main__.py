@@ -8,7 +8,7 @@ Usage (what ``tox -e celery`` runs; PostgreSQL and Redis must be up)::
     python -m tests.celery_suite -- -k chord    # extra arguments go to pytest
 
 The sdist of the installed Celery version (it ships its tests in ``t/``) is
-downloaded from PyPI once into ``.celery-suite/`` and run from there, with the
+downloaded with pip once into ``.celery-suite/`` and run from there, with the
 plugin in :mod:`tests.celery_suite.plugin`. Celery's integration tests use
 ``TEST_BROKER`` and ``TEST_BACKEND`` (Redis database 0 by default, as Celery assumes:
 some of its tests read result keys there).
@@ -17,13 +17,11 @@ some of its tests read result keys there).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,11 +64,22 @@ def celery_source(version: str, cache: Path) -> Path:
     if (target / "t").is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(f"https://pypi.org/pypi/celery/{version}/json", timeout=60) as r:
-        release = json.load(r)
-    sdist = next(u for u in release["urls"] if u["packagetype"] == "sdist")
-    archive = cache / sdist["filename"]
-    urllib.request.urlretrieve(sdist["url"], archive)
+    # pip, so the download goes through whatever index the machine is set up to use.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary=:all:",
+            "--dest",
+            str(cache),
+            f"celery=={version}",
+        ],
+        check=True,
+    )
+    archive = next(cache.glob(f"celery-{version}.tar.gz"))
     with tarfile.open(archive) as tar:
         tar.extractall(cache, filter="data")
     return target
