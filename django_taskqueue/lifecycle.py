@@ -533,6 +533,18 @@ def _supersede_presumed(
     return Outcome(True, target, pk, parent_id, parent_known=True)
 
 
+def _earlier_outcome(
+    status: str, error_code: str, error_message: str, completed_at: datetime | None
+) -> dict[str, Any]:
+    """The ``reopened`` event's record of the outcome a new run clears from the row."""
+    return {
+        "previous_status": status,
+        "previous_error_code": error_code,
+        "previous_error_message": error_message,
+        "previous_completed_at": completed_at,
+    }
+
+
 def _run_again(
     pk: uuid.UUID,
     updates: Mapping[str, Any],
@@ -580,12 +592,7 @@ def _run_again(
                 (
                     EventType.REOPENED,
                     f"run again by a worker after it was {status}",
-                    {
-                        "previous_status": status,
-                        "previous_error_code": code,
-                        "previous_error_message": message,
-                        "previous_completed_at": completed_at,
-                    },
+                    _earlier_outcome(status, code, message, completed_at),
                 )
             )
         else:
@@ -774,30 +781,20 @@ def mark_republished(
             changes["task_name"] = task_name[:255]
         named = f" as {task_name}" if task_name and task_name != old_name else ""
         meta = {"task_name": task_name, "previous_task_name": old_name, "status": status}
+        event: tuple[str, str, Mapping[str, Any] | None]
         if status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             changes.update(_FRESH_RUN, status=TaskStatus.PENDING, started_at=None)
-            events: list[tuple[str, str, Mapping[str, Any] | None]] = [
-                (
-                    EventType.REOPENED,
-                    f"published again{named} after it was {status}",
-                    {
-                        **meta,
-                        "previous_status": status,
-                        "previous_error_code": code,
-                        "previous_error_message": message,
-                        "previous_completed_at": completed_at,
-                    },
-                )
-            ]
-        else:
-            why = (
-                f"replaced by {task_name}"
-                if named and status == TaskStatus.PROCESSING
-                else (f"published again{named}")
+            event = (
+                EventType.REOPENED,
+                f"published again{named} after it was {status}",
+                {**meta, **_earlier_outcome(status, code, message, completed_at)},
             )
-            events = [(EventType.REPUBLISHED, why, meta)]
+        elif named and status == TaskStatus.PROCESSING:
+            event = (EventType.REPUBLISHED, f"replaced by {task_name}", meta)
+        else:
+            event = (EventType.REPUBLISHED, f"published again{named}", meta)
         TaskLog.objects.filter(pk=pk).update(**changes)
-        _events(pk, *(_stored_event(event) for event in events))
+        _events(pk, _stored_event(event))
     return TaskLog.objects.get(pk=pk)
 
 

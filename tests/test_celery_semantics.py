@@ -29,6 +29,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TWO_RETRIES_THEN_DONE = ["created", *["started", "retried"] * 2, "started", "completed"]
 
 
+#: The events of a task that completed, then ran again under the same id and completed.
+RAN_TWICE = ["created", "started", "completed", "reopened", "started", "completed"]
+
+
 def status_and_result(log: TaskLog) -> tuple[str, Any]:
     log.refresh_from_db()
     return log.status, log.result
@@ -128,14 +132,7 @@ class TestEagerRuns:
         assert (first.get(), second.get()) == (3, 4)
         log = TaskLog.objects.get(celery_task_id="same-id")
         assert (log.status, log.result) == (TaskStatus.COMPLETED, 4)
-        assert events(log) == [
-            "created",
-            "started",
-            "completed",
-            "reopened",
-            "started",
-            "completed",
-        ]
+        assert events(log) == RAN_TWICE
 
     def test_an_integer_task_id_is_recorded(self, celery_app: Any) -> None:
         result = tasks.add.apply((1, 2), task_id=12345)  # type: ignore[arg-type]
@@ -174,14 +171,7 @@ class TestWorkerRuns:
         wait_for(lambda: status_and_result(log) == (TaskStatus.COMPLETED, 10), what="run 2")
         log.refresh_from_db()
         assert (log.status, log.result, log.args) == (TaskStatus.COMPLETED, 10, [5, 5])
-        assert events(log) == [
-            "created",
-            "started",
-            "completed",
-            "reopened",
-            "started",
-            "completed",
-        ]
+        assert events(log) == RAN_TWICE
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     def test_a_replaced_task_is_recorded_under_the_replacement(self, worker: Any) -> None:
