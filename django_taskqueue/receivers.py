@@ -29,7 +29,7 @@ def on_task_revoked(
         "revoke",
         task_id,
         lifecycle.record_revoked,
-        str(task_id),
+        task_id,
         terminated=bool(terminated),
         expired=bool(expired),
         signum=signum,

@@ -293,9 +293,9 @@ class TrackedTask(_TaskBase):
         task_id = task_id or celery_uuid()
         log = record_safely(
             "creation",
-            str(task_id),
+            task_id,
             lifecycle.record_publish,
-            str(task_id),
+            task_id,
             task_name=self.name,
             args=args,
             kwargs=kwargs,
@@ -507,25 +507,18 @@ class TrackedTask(_TaskBase):
         Celery's, unchanged: its options, its retry policy, its exceptions.
         """
         if not bounded:
-            if self.app.conf.task_always_eager:
-                # Eager: apply_async runs the task here; what it raises is the
-                # task's own error, recorded by the run, not a failed publish.
-                return self._celery_apply_async(
-                    args, kwargs, task_id, producer, link, link_error, shadow, **options
-                )
             try:
                 return self._celery_apply_async(
                     args, kwargs, task_id, producer, link, link_error, shadow, **options
                 )
             except Exception as exc:
-                if log is not None:
-                    outcome = publishing.outcome_of(exc)
-                    sent = None if outcome == "unknown" else False
-                    what = (
-                        "the broker did not confirm the message"
-                        if sent is None
-                        else ("could not publish the task")
-                    )
+                # Eager (task_always_eager), apply_async ran the task here: what it
+                # raised is the task's own error, recorded by the run, not a publish's.
+                if log is not None and not self.app.conf.task_always_eager:
+                    sent = None if publishing.outcome_of(exc) == "unknown" else False
+                    what = "could not publish the task"
+                    if sent is None:
+                        what = "the broker did not confirm the message"
                     self._record_publish_error(log, f"{what}: {error_message_for(exc)}", sent=sent)
                 raise
         try:
@@ -635,12 +628,11 @@ class TrackedTask(_TaskBase):
             "failure",
             None,
             lifecycle.mark_failed,
-            pk=state.pk,
             error_message=message,
             error_code=code,
             traceback=text,
             evidence=True,
-            **{k: v for k, v in self._end_args(state).items() if k != "pk"},
+            **self._end_args(state),
         )
 
     # --- the worker side -----------------------------------------------------------
@@ -661,7 +653,6 @@ class TrackedTask(_TaskBase):
         super().before_start(task_id, args, kwargs)
         if not self._tracking():
             return
-        task_id = str(task_id)
         state = _RunState(
             buffer=lifecycle.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
         )
@@ -770,7 +761,7 @@ class TrackedTask(_TaskBase):
             self.request.id,
             lifecycle.record_progress,
             write,
-            celery_task_id=str(self.request.id),
+            celery_task_id=self.request.id,
             pk=state.pk,
         )
         if outcome is not None:
@@ -787,7 +778,7 @@ class TrackedTask(_TaskBase):
             "cancel check",
             self.request.id,
             lifecycle.status_of,
-            celery_task_id=str(self.request.id),
+            celery_task_id=self.request.id,
             pk=state.pk,
         )
         return status == TaskStatus.CANCELLED
@@ -812,7 +803,7 @@ class TrackedTask(_TaskBase):
             EventType.REVOKED,
             "the running task stopped at a cancel check",
             {"worker": self.request.hostname},
-            celery_task_id=str(self.request.id),
+            celery_task_id=self.request.id,
             pk=state.pk,
         )
         raise TaskCancelled(f"task {self.request.id} was cancelled")
@@ -851,7 +842,7 @@ class TrackedTask(_TaskBase):
                 "retry",
                 self.request.id,
                 lifecycle.mark_retrying,
-                str(self.request.id),
+                self.request.id,
                 pk=state.pk,
                 next_attempt=retries + 1,
                 reason=error_message_for(exc) if exc is not None else "retry requested",
@@ -874,7 +865,7 @@ class TrackedTask(_TaskBase):
             "retry",
             task_id,
             lifecycle.mark_retrying,
-            str(task_id),
+            task_id,
             pk=state.pk,
             next_attempt=int(self.request.retries or 0) + 1,
             reason=error_message_for(exc),
@@ -912,7 +903,6 @@ class TrackedTask(_TaskBase):
             state is None and isinstance(retval, Retry)
         ):
             return
-        task_id = str(task_id)
         record_safely(
             "success",
             task_id,
@@ -936,7 +926,6 @@ class TrackedTask(_TaskBase):
         state = self._run_state()
         if state is not None:
             state.ended = True
-        task_id = str(task_id)
         text = getattr(einfo, "traceback", "") or ""
         record_safely(
             "failure",
@@ -1004,7 +993,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             "unstored result",
             task_id,
             lifecycle.mark_completed,
-            str(task_id),
+            task_id,
             result=encode_result(run.retval, conf.RESULT_MAX_BYTES),
             error_message=message,
             error_code=RESULT_NOT_STORED,
@@ -1023,7 +1012,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             "unstored failure",
             task_id,
             lifecycle.mark_failed,
-            str(task_id),
+            task_id,
             error_message=message,
             error_code=RESULT_NOT_STORED,
             traceback=_traceback_of(body_error or exception),
@@ -1035,7 +1024,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             "internal error",
             task_id,
             lifecycle.mark_failed,
-            str(task_id),
+            task_id,
             error_message=message,
             error_code=INTERNAL_ERROR,
             traceback=_traceback_of(exception),
@@ -1047,7 +1036,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
         EventType.INTERNAL_ERROR,
         message,
         {"exception": celery_class, "celery_error": celery_error},
-        celery_task_id=str(task_id),
+        celery_task_id=task_id,
         pk=state.pk if state is not None else None,
     )
     if run is not None:

@@ -36,7 +36,7 @@ class TrackedRequest(Request):
             "hard time limit",
             self.id,
             lifecycle.mark_failed,
-            str(self.id),
+            self.id,
             error_message=f"hard time limit ({timeout}s) exceeded",
             error_code="TimeLimitExceeded",
             evidence=True,
@@ -71,14 +71,14 @@ class TrackedRequest(Request):
                 "the worker process was lost; the message goes back to the queue: "
                 + error_message_for(exc),
                 {"error_code": "worker_lost"},
-                celery_task_id=str(self.id),
+                celery_task_id=self.id,
             )
             return
         record_safely(
             "lost worker",
             self.id,
             lifecycle.mark_failed,
-            str(self.id),
+            self.id,
             error_message=error_message_for(exc),
             error_code="worker_lost",
         )
@@ -103,14 +103,14 @@ class TrackedRequest(Request):
                 EventType.REQUEUED,
                 f"{message}; it goes back to the queue",
                 {"error_code": REJECTED},
-                celery_task_id=str(self.id),
+                celery_task_id=self.id,
             )
             return
         record_safely(
             "reject",
             self.id,
             lifecycle.mark_failed,
-            str(self.id),
+            self.id,
             error_message=message,
             error_code=REJECTED,
             evidence=True,
