@@ -392,17 +392,21 @@ class PageRun:
 
     def _check_migrated(self, block: Block) -> None:
         """A page that migrates leaves no app unmigrated (the admin's tables included)."""
-        done = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--check", "--plan"],
+        done = self._in_project([sys.executable, "manage.py", "migrate", "--check", "--plan"])
+        if done.returncode:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            self._fail(block, f"after the page, migrations are not applied:\n{output}")
+
+    def _in_project(self, command: list[str]) -> subprocess.CompletedProcess[bytes]:
+        """Run ``command`` in the page's project, with its environment, within COMMAND_TIMEOUT."""
+        return subprocess.run(
+            command,
             check=False,
             cwd=self.project,
             env=self.env,
             capture_output=True,
             timeout=COMMAND_TIMEOUT,
         )
-        if done.returncode:
-            output = (done.stdout + done.stderr).decode(errors="replace")
-            self._fail(block, f"after the page, migrations are not applied:\n{output}")
 
     def _fail(self, block: Block, message: str) -> None:
         outcome = self.outcomes.setdefault(block.id, Outcome())
@@ -465,14 +469,7 @@ class PageRun:
             "import runpy, sys; sys.path.insert(0, '.'); "
             f"runpy.run_path({str(self.project / PROJECT / 'settings.py')!r})"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            check=False,
-            cwd=self.project,
-            env=self.env,
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT,
-        )
+        done = self._in_project([sys.executable, "-c", code])
         if done.returncode:
             self._fail(block, f"settings.py does not run:\n{done.stderr.decode()}")
         return not done.returncode
@@ -490,13 +487,8 @@ class PageRun:
         steps_file.write_text(json.dumps({"check": bool(unchecked), "steps": steps}))
         result_file.unlink(missing_ok=True)
         settings = f"{PROJECT}.settings"
-        done = subprocess.run(
-            [sys.executable, "-c", _DRIVER, settings, str(steps_file), str(result_file)],
-            check=False,
-            cwd=self.project,
-            env=self.env,
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT,
+        done = self._in_project(
+            [sys.executable, "-c", _DRIVER, settings, str(steps_file), str(result_file)]
         )
         output = (done.stdout + done.stderr).decode(errors="replace")
         if not result_file.exists():
