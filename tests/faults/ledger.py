@@ -70,3 +70,24 @@ class Ledger:
             ):
                 return entry
         return None
+
+    def all_running(self, pids: list[int], *, begun_after: float, begun_before: float) -> bool:
+        """Whether every one of ``pids`` is inside a body begun in the given window.
+
+        A body begun a moment ago has had its message accepted (and, acknowledged
+        early, acknowledged); one begun not long ago is not about to return. A
+        kill in that state leaves no process between an acknowledgement and a
+        body, or between a body's return and its record.
+        """
+        entries = self.entries()
+        done = {(e.task_id, e.pid) for e in entries if e.event == "done"}
+        latest: dict[int, Entry] = {}
+        for entry in entries:
+            if entry.event == "start" and entry.pid in pids:
+                latest[entry.pid] = entry
+        return bool(pids) and all(
+            pid in latest
+            and (latest[pid].task_id, pid) not in done
+            and begun_after <= latest[pid].at <= begun_before
+            for pid in pids
+        )

@@ -50,6 +50,17 @@ def test_kill_9_a_worker_with_housekeeping_running(
                 settled = wait_until_settled(ids, timeout=90)
             else:
                 wait_for(lambda: len(ledger.completed()) >= 12, timeout=30, what="12 bodies")
+
+                # Every child inside a body: none between an early acknowledgement and
+                # its body (a message Celery itself gives up), none between a body's
+                # return and its record (a kill -9 there is not a tracking fault).
+                def every_child_busy() -> bool:
+                    now = time.time()
+                    return ledger.all_running(
+                        first.child_pids(), begun_after=now - 0.25, begun_before=now - 0.03
+                    )
+
+                wait_for(every_child_busy, timeout=30, interval=0.01, what="every child busy")
                 first.kill_all()
                 with worker_process(tmp_path, concurrency=2):
                     # The prefetched messages come back after the visibility timeout.
