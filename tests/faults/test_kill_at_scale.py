@@ -72,24 +72,23 @@ def test_kill_9_among_2000_acks_late_tasks(
     extra: dict[str, Any] = {}
     with housekeeper(tmp_path, interval=0.5, lost_after=1.0, inspect_timeout=0.5) as log:
         with worker_process(tmp_path, concurrency=2) as first:
-            ids = []
-            for n in range(TASKS):
-                seconds = VICTIM_SECONDS if n == VICTIM else SECONDS
-                ids.append(tasks.ledger_late.delay(path, seconds).id)
-            extra["published_in"] = f"{time.monotonic() - began:.1f}s"
-            victim = ids[VICTIM]
-            # The victim's body has begun: its child is inside it for seconds yet.
-            entry = wait_for(
-                lambda: _started(ledger, victim), timeout=60, interval=0.02, what="the victim"
-            )
-            time.sleep(0.2)
-            extra["completed_at_kill"] = len(ledger.completed())
-            children = first.child_pids()
-            assert entry.pid in children, "the victim runs in a pool child"
-            if kill == "pool_child":
-                first.kill_child(entry.pid)
-                settled = wait_until_settled(ids, timeout=90)
-            else:
+            ids: list[str] = []
+
+            def kill_in_the_victim() -> Entry | None:
+                """Kill once the victim's body has run a moment; ``None`` before it starts."""
+                entry = _started(ledger, ids[VICTIM])
+                if entry is None:
+                    return None
+                time.sleep(max(0.0, entry.at + 0.2 - time.time()))
+                # Its child is inside it for seconds yet (else the kill hits another task).
+                assert ids[VICTIM] not in ledger.completed(), "the victim ended before the kill"
+                extra["published_at_kill"] = len(ids)
+                extra["completed_at_kill"] = len(ledger.completed())
+                children = first.child_pids()
+                assert entry.pid in children, "the victim runs in a pool child"
+                if kill == "pool_child":
+                    first.kill_child(entry.pid)
+                    return entry
                 os.kill(first.process.pid, signal.SIGKILL)
                 first.process.wait(10)
                 deadline = time.monotonic() + 2
@@ -99,6 +98,22 @@ def test_kill_9_among_2000_acks_late_tasks(
                 # Whatever the pool did, nothing of the dead worker runs on.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(first.process.pid, signal.SIGKILL)
+                return entry
+
+            killed = None
+            for n in range(TASKS):
+                seconds = VICTIM_SECONDS if n == VICTIM else SECONDS
+                ids.append(tasks.ledger_late.delay(path, seconds).id)
+                # The worker keeps pace with the publishing: watch for the victim
+                # meanwhile, so the kill falls while it runs, mid-run.
+                if killed is None and n > VICTIM and n % 10 == 0:
+                    killed = kill_in_the_victim()
+            extra["published_in"] = f"{time.monotonic() - began:.1f}s"
+            if killed is None:
+                wait_for(kill_in_the_victim, timeout=60, interval=0.02, what="the victim")
+            if kill == "pool_child":
+                settled = wait_until_settled(ids, timeout=90)
+            else:
                 with worker_process(tmp_path, concurrency=2):
                     # The dead worker's messages come back after the visibility timeout.
                     settled = wait_until_settled(ids, timeout=settings.VISIBILITY_TIMEOUT + 90)
