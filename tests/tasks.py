@@ -263,6 +263,36 @@ def ledger_late(self: TrackedTask, path: str, seconds: float = 0.0) -> str:
     return _ledgered(self, path, seconds)
 
 
+@shared_task(
+    base=TrackedTask,
+    bind=True,
+    name="tests.ledger_run",
+    acks_late=True,
+    ignore_result=True,
+    stale_after=60,
+)
+def ledger_run(self: TrackedTask, path: str, seconds: float, fail_run: int = 0) -> str:
+    """A ledgered body that knows which run of its id it is: run ``fail_run`` raises.
+
+    For deliveries of one message twice (tests/faults/test_duplicate_delivery.py):
+    the ledger counts the starts of the id, this one included, and a run that
+    raises appends ``failed`` instead of ``done``.
+    """
+    from pathlib import Path
+
+    from tests.faults.ledger import Ledger, append
+
+    task_id = str(self.request.id)
+    append(path, "start", task_id)
+    run = Ledger(Path(path)).starts()[task_id]
+    time.sleep(seconds)
+    if run == fail_run:
+        append(path, "failed", task_id)
+        raise RuntimeError(f"run {run} of {task_id} fails on purpose")
+    append(path, "done", task_id)
+    return "done"
+
+
 # --- Celery's own behaviours that tracking must keep (tests/test_celery_semantics.py) ---
 
 

@@ -42,8 +42,10 @@ DATABASES = {
 CELERY_BROKER_URL = f"redis://127.0.0.1:{FAULTS_REDIS_PORT}/0"
 CELERY_RESULT_BACKEND = f"redis://127.0.0.1:{FAULTS_REDIS_PORT}/1"
 #: Seconds before Redis gives a dead worker's unacknowledged messages back; the
-#: workers look for such messages every second (kombu's restore sweep).
-VISIBILITY_TIMEOUT = 8
+#: workers look for such messages every second (kombu's restore sweep). A worker
+#: started with ``TASKQUEUE_FAULTS_VISIBILITY_TIMEOUT`` gets another (a redelivery
+#: experiment gives its worker one shorter than its task's body).
+VISIBILITY_TIMEOUT = int(os.environ.get("TASKQUEUE_FAULTS_VISIBILITY_TIMEOUT", "8"))
 # A connection kept in a pool would outlive a Redis restart and fail its next
 # read: these processes connect for each use instead.
 CELERY_BROKER_POOL_LIMIT = 0
