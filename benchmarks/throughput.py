@@ -6,6 +6,7 @@ Run from the repository root (PostgreSQL on 127.0.0.1:5432 and Redis on
     python benchmarks/throughput.py --split    # the worker on a CPU of its own
     python benchmarks/throughput.py            # every process on any CPU
     python benchmarks/throughput.py --tasks 500 --rounds 1
+    python benchmarks/throughput.py --variants plain,results,tracked,batched
 
 It creates (and drops at the start) the PostgreSQL database ``bench_tq_core``,
 starts one real worker (prefork, concurrency 2, Redis broker) and, in rounds,
@@ -17,7 +18,10 @@ runs N small tasks of each variant:
 - ``tracked``: TrackedTask, recording created, started and completed with their events;
 - ``floor``: the same three records, the start and the end written by bare libpq calls
   with nothing around them: the least any tracker that writes them as the task runs
-  can cost (see ``benchmarks/core/tasks.py``).
+  can cost (see ``benchmarks/core/tasks.py``);
+- ``batched``: the same three records, the start and the end queued by each pool child
+  and written off the task's path, many tasks per statement, through the ORM: a
+  yardstick of what recording in batches can reach (see ``benchmarks/core/tasks.py``).
 
 The worker's throughput is measured as Celery's own worker benchmark does it:
 the tasks are queued first (for ``tracked``, with their rows and ``created``
@@ -390,6 +394,17 @@ def publish_cost(task: Any, n: int) -> float:
     return (time.perf_counter() - start) / n * 1000
 
 
+# Each variant's name and the task (in benchmarks.core.tasks) it runs.
+VARIANTS = {
+    "plain": "plain",
+    "results": "results",
+    "results+started": "results_started",
+    "tracked": "tracked",
+    "floor": "floor",
+    "batched": "batched",
+}
+
+
 def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
@@ -401,7 +416,16 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
         help="run the worker on a CPU of its own, and this process, PostgreSQL and Redis on "
         "the others, as when the database and the broker have machines of their own (Linux)",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="the variants to run, comma-separated (plain and results always run: "
+        "the ratios are taken against them)",
+    )
     opts = parser.parse_args()
+    chosen = {"plain", "results", *opts.variants.split(",")}
+    if unknown := chosen - set(VARIANTS):
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if opts.tasks < 2:
         parser.error("--tasks must be at least 2: the worker alone is timed from its first task")
 
@@ -424,13 +448,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
     from benchmarks.core import tasks
     from django_taskqueue.models import TaskLog, TaskProgress
 
-    variants = {
-        "plain": tasks.plain,
-        "results": tasks.results,
-        "results+started": tasks.results_started,
-        "tracked": tasks.tracked,
-        "floor": tasks.floor,
-    }
+    variants = {name: getattr(tasks, VARIANTS[name]) for name in VARIANTS if name in chosen}
     layout = SplitLayout() if opts.split else None
     with layout if layout is not None else contextlib.nullcontext():
         where = layout.describe() if layout is not None else "every process on any CPU"
@@ -460,14 +478,16 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
 
             # Both phases ran every variant opts.rounds times.
             runs = 2 * opts.tasks * opts.rounds
-            for name in ("bench.tracked", "bench.floor"):
+            for variant in {"tracked", "floor", "batched"} & set(variants):
+                name = variants[variant].name
                 rows = TaskLog.objects.filter(task_name=name)
                 recorded = rows.filter(status="completed").count()
                 events = sum(1 for _ in rows.values_list("events__event_type", flat=True))
                 assert recorded == runs, (name, recorded)
                 assert events == 3 * recorded, (name, events)
-            # Both results variants stored one row per task.
-            assert TaskResult.objects.count() == 2 * runs
+            # Each results variant stored one row per task.
+            stored = {"results", "results+started"} & set(variants)
+            assert TaskResult.objects.count() == runs * len(stored)
 
             print("\npublishing cost per call (no worker consuming):")
             costs = {
