@@ -68,6 +68,7 @@ def _sample_data() -> TaskLog:
                 started_at=factories.ago(hours=hour, minutes=29),
                 completed_at=factories.ago(hours=hour, minutes=29 - 2 * n - 1),
                 args=[1, 2],
+                **factories.BOOM,
             )
     factories.task(TaskStatus.PENDING, owner=alice, file_name="queued.csv", **factories.SAMPLE_TASK)
     factories.task(
