@@ -18,9 +18,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
+
+if TYPE_CHECKING:
+    from django_taskqueue.models import TaskLog
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The Redis database of the worker tests (tox.ini's integration env passes the caller's
@@ -40,6 +43,19 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def wait_finished(celery_task_id: str, timeout: float = 30.0) -> TaskLog:
+    """Wait until the task's row reaches a terminal status; return it."""
+    from django_taskqueue.models import TaskLog
+
+    def get() -> TaskLog | None:
+        return TaskLog.objects.filter(
+            celery_task_id=celery_task_id, status__in=("completed", "failed", "cancelled")
+        ).first()
+
+    log: TaskLog = wait_for(get, timeout, what=f"task {celery_task_id} to finish")
+    return log
 
 
 class WorkerProcess:

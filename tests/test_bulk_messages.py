@@ -10,7 +10,8 @@ from kombu.serialization import dumps
 
 from django_taskqueue import bulk, lifecycle
 from django_taskqueue.models import TaskLog
-from tests.helpers import SIDE_QUEUE, Published, finished, published, purge_queue
+from tests.helpers import SIDE_QUEUE, Published, published, purge_queue
+from tests.live import wait_finished
 
 # As much metadata as the API accepts by default (API_METADATA_MAX_BYTES, 8 KB).
 METADATA = {"note": "x" * 8000}
@@ -71,7 +72,7 @@ def test_a_sequential_run_runs_its_files_in_order_on_a_worker(worker: Any) -> No
             "tests.echo", paths(4), kwargs=METADATA, parallel=False
         )
         bulk.publish_chain(parent, children, METADATA)
-        parent = finished(parent.celery_task_id, timeout=60)
+        parent = wait_finished(parent.celery_task_id, timeout=60)
     assert parent.status == "completed", parent.error_message
     assert parent.result == {"total": 4, "completed": 4, "failed": 0, "cancelled": 0}
     runs = TaskLog.objects.filter(parent=parent).order_by("started_at")

@@ -14,9 +14,8 @@ from celery import chain, chord, group
 from django_taskqueue import canvas
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests import tasks
-from tests.helpers import events, finished
-from tests.live import wait_for
+from tests import factories, tasks
+from tests.live import wait_finished, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -52,7 +51,7 @@ def test_a_chain_records_parent_and_root(worker: Any) -> None:
     assert result.get(timeout=10) == 7
     first, middle, last = chain_ids(result)
     for step in (first, middle, last):
-        finished(step)
+        wait_finished(step)
     first_log, middle_log, last_log = rows(first, middle, last)
     assert {log.celery_root_id for log in (first_log, middle_log, last_log)} == {first}
     assert first_log.celery_parent_id == ""
@@ -67,7 +66,7 @@ def test_a_chain_records_parent_and_root(worker: Any) -> None:
 def test_a_group_records_its_group_id(worker: Any) -> None:
     result: Any = group(tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.echo.s("x")).apply_async()
     result.get(timeout=10)
-    logs = [finished(child.id) for child in result.results]
+    logs = [wait_finished(child.id) for child in result.results]
     assert {log.celery_group_id for log in logs} == {result.id}
     members = TaskLog.objects.filter(celery_group_id=result.id)
     assert sorted(members.values_list("celery_task_id", flat=True)) == sorted(
@@ -79,9 +78,9 @@ def test_a_chord_records_header_group_body_and_root(worker: Any) -> None:
     header = [tasks.add.s(1, 1), tasks.add.s(2, 2)]
     result: Any = chord(header, tasks.total.s()).apply_async()
     assert result.get(timeout=10) == 6
-    body = finished(result.id)
+    body = wait_finished(result.id)
     header_ids = [child.id for child in result.parent.results]
-    header_logs = [finished(task_id) for task_id in header_ids]
+    header_logs = [wait_finished(task_id) for task_id in header_ids]
     assert {log.celery_group_id for log in header_logs} == {result.parent.id}
     # A chord sent from outside any task: each header member is its own root
     # (Celery's ids), and the body was sent by the member that returned last.
@@ -106,7 +105,7 @@ def test_a_failed_chain_records_the_steps_it_never_published(worker: Any) -> Non
     with pytest.raises(ValueError, match="step two"):
         result.get(timeout=10)
     first_id, boom_id, add_id, untracked_id, echo_id = chain_ids(result)
-    boom_log = finished(boom_id)
+    boom_log = wait_finished(boom_id)
     assert boom_log.status == TaskStatus.FAILED
     add_log, echo_log = row_of(add_id), row_of(echo_id)
     for log in (add_log, echo_log):
@@ -115,7 +114,7 @@ def test_a_failed_chain_records_the_steps_it_never_published(worker: Any) -> Non
         assert f"tests.boom[{boom_id}]" in log.error_message
         assert "ValueError: step two" in log.error_message
         assert (log.celery_parent_id, log.celery_root_id) == (boom_id, first_id)
-        assert events(log) == ["created", "failed"]
+        assert factories.events(log) == ["created", "failed"]
         assert log.started_at is None
         assert log.completed_at is not None
     assert (add_log.task_name, add_log.args, add_log.task_type) == ("tests.add", [3], "sample")
@@ -129,7 +128,7 @@ def test_a_failed_chord_header_records_the_body(worker: Any) -> None:
     result: Any = chord([tasks.add.s(1, 1), tasks.boom.si("member")], tasks.total.s()).apply_async()
     with pytest.raises(Exception, match="member"):
         result.get(timeout=10)
-    body = finished(result.id)
+    body = wait_finished(result.id)
     assert (body.status, body.error_code, body.task_name) == (
         TaskStatus.FAILED,
         canvas.UPSTREAM_FAILED,
@@ -137,7 +136,7 @@ def test_a_failed_chord_header_records_the_body(worker: Any) -> None:
     )
     boom_id = next(child.id for child in result.parent.results if child.state == "FAILURE")
     assert body.celery_parent_id == boom_id
-    assert body.celery_root_id == finished(boom_id).celery_root_id != ""
+    assert body.celery_root_id == wait_finished(boom_id).celery_root_id != ""
 
 
 def test_recording_never_overwrites_a_row(worker: Any) -> None:
@@ -171,7 +170,7 @@ def test_a_replaced_task_keeps_its_canvas(worker: Any) -> None:
         what="the replacement's first step",
     )
     assert first.celery_root_id == result.id
-    finished(first.celery_task_id)
+    wait_finished(first.celery_task_id)
     assert first.args == [5, 1]
     walked = set(TaskLog.objects.canvas(replaced).values_list("celery_task_id", flat=True))
     assert walked == {result.id, first.celery_task_id}
@@ -180,9 +179,9 @@ def test_a_replaced_task_keeps_its_canvas(worker: Any) -> None:
 def test_a_task_sent_from_a_task_records_who_sent_it(worker: Any) -> None:
     result = tasks.sends_add.delay(4)
     child_id = result.get(timeout=10)
-    child = finished(child_id)
+    child = wait_finished(child_id)
     assert (child.celery_parent_id, child.celery_root_id) == (result.id, result.id)
-    root = finished(result.id)
+    root = wait_finished(result.id)
     assert (root.celery_parent_id, root.celery_root_id) == ("", result.id)
     # Recorded by the producer, before the worker ran it.
     created = child.events.order_by("created_at", "id").first()
@@ -198,7 +197,7 @@ def test_the_worker_fills_lineage_the_producer_could_not_know(worker: Any) -> No
         "tests.add", args=(1, 2), root_id="the-root", parent_id="the-parent", group_id="g"
     )
     assert result.get(timeout=10) == 3
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert (log.celery_root_id, log.celery_parent_id, log.celery_group_id) == (
         "the-root",
         "the-parent",
@@ -217,7 +216,7 @@ def test_a_failed_chain_descends_into_a_chord_step_body(worker: Any) -> None:
     result: Any = steps.apply_async()
     with pytest.raises(ValueError, match="first"):
         result.get(timeout=10)
-    boom_log = finished(chain_ids(result)[0])
+    boom_log = wait_finished(chain_ids(result)[0])
     not_run = TaskLog.objects.filter(
         celery_parent_id=boom_log.celery_task_id, error_code=canvas.UPSTREAM_FAILED
     )
@@ -237,7 +236,7 @@ def test_a_failed_chord_header_records_a_group_body(worker: Any) -> None:
         group(tasks.echo.s("a"), tasks.echo.s("b")),
     ).apply_async()
     members = [child.id for child in result.results]
-    logs = [finished(task_id) for task_id in members]
+    logs = [wait_finished(task_id) for task_id in members]
     assert {(log.status, log.error_code) for log in logs} == {
         (TaskStatus.FAILED, canvas.UPSTREAM_FAILED)
     }
@@ -251,7 +250,7 @@ def test_a_chord_in_a_group_body_is_recorded_through_its_body(worker: Any) -> No
         [tasks.boom.si("member"), tasks.add.s(1, 1)], group(inner, tasks.total.s())
     ).apply_async()
     members = [child.id for child in result.results]
-    logs = [finished(task_id) for task_id in members]
+    logs = [wait_finished(task_id) for task_id in members]
     assert {(log.task_name, log.error_code) for log in logs} == {
         ("tests.total", canvas.UPSTREAM_FAILED)
     }

@@ -18,9 +18,8 @@ from django_taskqueue import lifecycle
 from django_taskqueue.exceptions import MessageRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests import tasks
-from tests.helpers import events, finished
-from tests.live import wait_for
+from tests import factories, tasks
+from tests.live import wait_finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +88,7 @@ class TestEagerRuns:
             2,
             2,
         )
-        assert events(log) == TWO_RETRIES_THEN_DONE
+        assert factories.events(log) == TWO_RETRIES_THEN_DONE
 
     def test_apply_with_throw_records_the_failure(self, celery_app: Any) -> None:
         with pytest.raises(ValueError, match="thrown"):
@@ -132,7 +131,7 @@ class TestEagerRuns:
         assert (first.get(), second.get()) == (3, 4)
         log = TaskLog.objects.get(celery_task_id="same-id")
         assert (log.status, log.result) == (TaskStatus.COMPLETED, 4)
-        assert events(log) == RAN_TWICE
+        assert factories.events(log) == RAN_TWICE
 
     def test_an_integer_task_id_is_recorded(self, celery_app: Any) -> None:
         result = tasks.add.apply((1, 2), task_id=12345)  # type: ignore[arg-type]
@@ -150,11 +149,11 @@ class TestWorkerRuns:
         assert (log.retry_count, log.attempt) == (2, 2)
         # Attempts 0 and 1 scheduled a retry and returned: the task went on, so
         # only the last attempt's end is the task's.
-        assert events(log) == TWO_RETRIES_THEN_DONE
+        assert factories.events(log) == TWO_RETRIES_THEN_DONE
 
     def test_reject_without_requeue_fails_the_task(self, worker: Any) -> None:
         result = tasks.rejects.delay()
-        log = finished(result.id)
+        log = wait_finished(result.id)
         assert (log.status, log.error_code) == (TaskStatus.FAILED, "rejected")
         assert result.state == "FAILURE"
 
@@ -163,7 +162,7 @@ class TestWorkerRuns:
     ) -> None:
         caplog.set_level(logging.ERROR, logger="django_taskqueue")
         assert tasks.add.apply_async((1, 2), task_id="reused").get(timeout=10) == 3
-        finished("reused")
+        wait_finished("reused")
         # The result backend still holds the first run's result for this id: the
         # second run is followed in the record.
         tasks.add.apply_async((5, 5), task_id="reused")
@@ -171,16 +170,16 @@ class TestWorkerRuns:
         wait_for(lambda: status_and_result(log) == (TaskStatus.COMPLETED, 10), what="run 2")
         log.refresh_from_db()
         assert (log.status, log.result, log.args) == (TaskStatus.COMPLETED, 10, [5, 5])
-        assert events(log) == RAN_TWICE
+        assert factories.events(log) == RAN_TWICE
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     def test_a_replaced_task_is_recorded_under_the_replacement(self, worker: Any) -> None:
         result = tasks.replaced.delay(41)
         assert result.get(timeout=10) == 42
-        log = finished(result.id)
+        log = wait_finished(result.id)
         assert (log.task_name, log.status, log.result) == ("tests.add", TaskStatus.COMPLETED, 42)
-        assert "ignored" not in events(log)
-        assert "republished" in events(log)
+        assert "ignored" not in factories.events(log)
+        assert "republished" in factories.events(log)
 
     def test_a_chain_runs_and_every_step_is_recorded(self, worker: Any) -> None:
         result = chain(tasks.add.s(1, 1), tasks.add.s(1)).delay()
@@ -188,7 +187,7 @@ class TestWorkerRuns:
         first = result.parent
         assert first is not None
         for step_id in (first.id, result.id):  # type: ignore[attr-defined]
-            assert finished(step_id).status == TaskStatus.COMPLETED
+            assert wait_finished(step_id).status == TaskStatus.COMPLETED
 
 
 def test_a_model_celery_dumps_itself_is_not_refused_for_its_encoding(celery_app: Any) -> None:

@@ -12,7 +12,7 @@ from django.db import connection
 
 from django_taskqueue import heartbeat
 from django_taskqueue.failurelog import FailureLog, recording_failures
-from tests.helpers import make_log
+from tests import factories
 
 LOGGER = "tests.failurelog"
 
@@ -226,7 +226,7 @@ def test_a_forked_child_starts_with_a_clean_log() -> None:
 
 @pytest.mark.django_db(transaction=True)  # each failed write ends its own transaction
 def test_failing_heartbeats_are_reported_once_then_summarised(caplog: Any) -> None:
-    log = make_log()
+    log = factories.task()
     heartbeat.start(log.celery_task_id, log.pk)
     with connection.cursor() as cursor:
         cursor.execute(

@@ -17,7 +17,7 @@ from django_taskqueue.lifecycle import ProgressWrite
 from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.signals import task_progress, task_status_changed
 from django_taskqueue.status import ALLOWED_FROM, TERMINAL_STATUSES, TaskStatus, can_move
-from tests.helpers import events, make_log, make_user
+from tests import factories
 
 # The lifecycle contract: on SQLite here, and again on PostgreSQL in the integration
 # tier and behind PgBouncer (tox -e integration, tox -e pgbouncer).
@@ -30,16 +30,16 @@ def started(log: TaskLog, attempt: int = 0, worker: str = "w1@host") -> lifecycl
 
 class TestCreate:
     def test_records_pending_with_created_event(self) -> None:
-        log = make_log(task_type="image", args=[1, "a"], kwargs={"size": 3})
+        log = factories.task(task_type="image", args=[1, "a"], kwargs={"size": 3})
         log.refresh_from_db()
         assert log.status == TaskStatus.PENDING
         assert log.args == [1, "a"]
         assert log.kwargs == {"size": 3}
         assert not log.args_redacted
-        assert events(log) == ["created"]
+        assert factories.events(log) == ["created"]
 
     def test_redacts_secret_looking_keys_at_any_depth(self) -> None:
-        log = make_log(
+        log = factories.task(
             args=[{"user": "bob", "Password": "hunter2"}],
             kwargs={"api_key": "k", "nested": {"oauth": {"access_token": "t", "scope": "read"}}},
         )
@@ -54,19 +54,19 @@ class TestCreate:
 
     def test_redaction_keys_are_configurable(self, settings: Any) -> None:
         settings.DJANGO_TASKQUEUE = {"REDACT_KEYS": ["pin"], "REDACTED_VALUE": "<hidden>"}
-        log = make_log(kwargs={"pin": "1234", "password": "visible now"})
+        log = factories.task(kwargs={"pin": "1234", "password": "visible now"})
         log.refresh_from_db()
         assert log.kwargs == {"pin": "<hidden>", "password": "visible now"}
 
     def test_store_args_off(self, settings: Any) -> None:
         settings.DJANGO_TASKQUEUE = {"STORE_ARGS": False}
-        log = make_log(args=[1], kwargs={"a": 1})
+        log = factories.task(args=[1], kwargs={"a": 1})
         log.refresh_from_db()
         assert (log.args, log.kwargs) == ([], {})
 
     def test_odd_values_are_stored_json_safe(self) -> None:
         when = timezone.now()
-        log = make_log(args=[when, {1, 2}, object(), float("nan")])
+        log = factories.task(args=[when, {1, 2}, object(), float("nan")])
         log.refresh_from_db()
         assert log.args[0] == DjangoJSONEncoder().default(when)
         assert sorted(log.args[1]) == [1, 2]
@@ -76,7 +76,7 @@ class TestCreate:
 
 class TestStarted:
     def test_pending_to_processing(self) -> None:
-        log = make_log()
+        log = factories.task()
         outcome = started(log)
         assert (outcome.applied, outcome.status, outcome.pk) == (
             True,
@@ -89,7 +89,7 @@ class TestStarted:
         assert log.worker == "w1@host"
         assert log.started_at is not None
         assert log.heartbeat_at is not None
-        assert events(log) == ["created", "started"]
+        assert factories.events(log) == ["created", "started"]
 
     def test_worker_creates_the_row_when_the_producer_did_not(self) -> None:
         outcome = lifecycle.mark_started(
@@ -102,12 +102,12 @@ class TestStarted:
         assert log.status == TaskStatus.PROCESSING
         assert log.args == [1, 2]
         assert log.kwargs == {"token": "********"}
-        assert events(log) == ["created", "started"]
+        assert factories.events(log) == ["created", "started"]
         assert log.events.order_by("id")[0].metadata == {"source": "worker"}
 
     def test_second_delivery_is_recorded_as_a_second_start(self) -> None:
         # The same message delivered twice runs twice: the record says so, never "ignored".
-        log = make_log()
+        log = factories.task()
         started(log)
         first_start = TaskLog.objects.get(pk=log.pk).started_at
         outcome = started(log, worker="w2@host")
@@ -115,7 +115,7 @@ class TestStarted:
         log.refresh_from_db()
         assert log.started_at == first_start
         assert log.worker == "w2@host"
-        assert events(log) == ["created", "started", "started"]
+        assert factories.events(log) == ["created", "started", "started"]
         again = log.events.order_by("-id")[0]
         assert again.metadata["again"] is True
         assert again.metadata["previous_worker"] == "w1@host"
@@ -123,7 +123,7 @@ class TestStarted:
         assert again.message.endswith("again")
 
     def test_a_run_after_completed_reopens_the_task_and_keeps_the_outcome(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_completed(log.celery_task_id, result=3)
         outcome = started(log)
@@ -135,7 +135,7 @@ class TestStarted:
             None,
             0,
         )
-        assert events(log) == ["created", "started", "completed", "reopened", "started"]
+        assert factories.events(log) == ["created", "started", "completed", "reopened", "started"]
         reopened = log.events.get(event_type="reopened")
         assert reopened.metadata["previous_status"] == "completed"
         assert reopened.metadata["previous_completed_at"]
@@ -146,7 +146,7 @@ class TestStarted:
     def test_a_late_start_of_an_older_attempt_is_recorded_and_keeps_the_newest_attempt(
         self,
     ) -> None:
-        log = make_log()
+        log = factories.task()
         started(log, attempt=0)
         lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="flaky")
         # attempt 0's message redelivered: its body runs, so its start is on file.
@@ -154,14 +154,14 @@ class TestStarted:
         assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
         log.refresh_from_db()
         assert log.attempt == 1
-        assert events(log)[-1] == "started"
+        assert factories.events(log)[-1] == "started"
         assert log.events.order_by("-id")[0].metadata["again"] is True
         assert started(log, attempt=1).applied
         log.refresh_from_db()
         assert (log.status, log.attempt, log.retry_count) == (TaskStatus.PROCESSING, 1, 1)
 
     def test_started_of_cancelled_task_reports_cancelled(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.cancel(log, reason="no longer needed", revoke=False)
         outcome = started(log)
         assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
@@ -169,7 +169,7 @@ class TestStarted:
 
 class TestEnd:
     def test_completed(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         outcome = lifecycle.mark_completed(log.celery_task_id, result={"width": 800})
         assert outcome.applied
@@ -182,7 +182,7 @@ class TestEnd:
         assert log.elapsed_time >= 0
 
     def test_second_completion_is_ignored(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_completed(log.celery_task_id, result=1)
         done_at = TaskLog.objects.get(pk=log.pk).completed_at
@@ -192,7 +192,7 @@ class TestEnd:
         assert (log.result, log.completed_at) == (1, done_at)
 
     def test_failed_records_the_error(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_failed(
             log.celery_task_id,
@@ -207,13 +207,13 @@ class TestEnd:
         assert not log.is_cancellable
 
     def test_failure_after_completion_is_ignored(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.mark_completed(log.celery_task_id, result=1)
         assert not lifecycle.mark_failed(log.celery_task_id, error_message="late").applied
         assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
 
     def test_final_progress_lands_with_the_final_status(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_completed(
             log.celery_task_id, result=None, progress=ProgressWrite(97, "last page", {"p": 9}, True)
@@ -222,7 +222,7 @@ class TestEnd:
         last = log.progress_history.order_by("-id")[0]
         assert (last.progress, last.message, last.data) == (97, "last page", {"p": 9})
         assert log.progress_message == "last page"
-        assert events(log) == ["created", "started", "progress", "completed"]
+        assert factories.events(log) == ["created", "started", "progress", "completed"]
 
     def test_unknown_task_is_no_row(self) -> None:
         assert lifecycle.mark_completed("nope", result=1) == lifecycle.Outcome(False, None, None)
@@ -230,8 +230,8 @@ class TestEnd:
 
 class TestCancel:
     def test_cancel_records_at_once(self) -> None:
-        user = make_user("alice")
-        log = make_log(owner=user)
+        user = factories.user("alice")
+        log = factories.task(owner=user)
         started(log)
         lifecycle.cancel(log, reason="wrong file", user=user, revoke=False)
         assert log.status == TaskStatus.CANCELLED
@@ -244,17 +244,17 @@ class TestCancel:
         assert event.metadata["reason"] == "wrong file"
 
     def test_cancel_then_complete_keeps_cancelled(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.cancel(log, revoke=False)
         assert not lifecycle.mark_completed(log.celery_task_id, result=1).applied
         log.refresh_from_db()
         assert log.status == TaskStatus.CANCELLED
         assert log.result is None
-        assert events(log) == ["created", "started", "cancelled", "ignored"]
+        assert factories.events(log) == ["created", "started", "cancelled", "ignored"]
 
     def test_complete_then_cancel_is_refused(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.mark_completed(log.celery_task_id, result=1)
         with pytest.raises(TransitionRefused, match="already completed") as info:
             lifecycle.cancel(log, revoke=False)
@@ -262,14 +262,14 @@ class TestCancel:
         assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
 
     def test_revoke_after_cancel_adds_the_confirmation(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.cancel(log, revoke=False)
         outcome = lifecycle.record_revoked(log.celery_task_id, terminated=False, expired=False)
         assert outcome.status == TaskStatus.CANCELLED
-        assert events(log) == ["created", "cancelled", "revoked"]
+        assert factories.events(log) == ["created", "cancelled", "revoked"]
 
     def test_revoke_without_cancel_cancels(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.record_revoked(log.celery_task_id, terminated=True, expired=False, signum=15)
         log.refresh_from_db()
         assert log.status == TaskStatus.CANCELLED
@@ -277,7 +277,7 @@ class TestCancel:
         assert log.events.order_by("-id")[0].metadata["terminated"] is True
 
     def test_expired_message_fails(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.record_revoked(log.celery_task_id, terminated=False, expired=True)
         log.refresh_from_db()
         assert (log.status, log.error_code) == (TaskStatus.FAILED, "expired")
@@ -285,7 +285,7 @@ class TestCancel:
 
 class TestRetrying:
     def test_retry_counts_and_keeps_the_reason_and_eta(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         eta = timezone.now() + timedelta(seconds=30)
         lifecycle.mark_retrying(
@@ -300,7 +300,7 @@ class TestRetrying:
         assert event.metadata["attempt"] == 1
 
     def test_the_same_retry_recorded_twice_counts_once(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="x")
         started(log, attempt=1)
@@ -312,7 +312,7 @@ class TestRetrying:
 
 class TestProgress:
     def test_progress_updates_and_history(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.record_progress(ProgressWrite(40, "resized", {"w": 1}, True), pk=log.pk)
         lifecycle.record_progress(ProgressWrite(41, "resized", None, False), pk=log.pk)
@@ -321,7 +321,7 @@ class TestProgress:
         assert list(log.progress_history.values_list("progress", flat=True)) == [40]
 
     def test_progress_of_cancelled_task_reports_cancelled(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.cancel(log, revoke=False)
         outcome = lifecycle.record_progress(ProgressWrite(50, "", None, True), pk=log.pk)
@@ -331,7 +331,7 @@ class TestProgress:
     def test_progress_is_constrained_to_0_100(self) -> None:
         from django.db import IntegrityError, transaction
 
-        log = make_log()
+        log = factories.task()
         with pytest.raises(IntegrityError), transaction.atomic():
             TaskLog.objects.filter(pk=log.pk).update(progress=101)
 
@@ -396,8 +396,10 @@ class TestProgressBuffer:
 
 class TestRerun:
     def test_failed_task_runs_again_with_the_same_arguments(self, celery_app: Any) -> None:
-        user = make_user("bob")
-        log = make_log(task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"])
+        user = factories.user("bob")
+        log = factories.task(
+            task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"]
+        )
         lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
         new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), user=user)
         assert new.pk != log.pk
@@ -407,17 +409,17 @@ class TestRerun:
         assert (new.args, new.kwargs, new.owner, new.tags) == ([1], {"x": 2}, user, ["t"])
         assert new.retry_of_id == log.pk
         assert new.retry_count == 1
-        assert events(log)[-1] == "rerun"
+        assert factories.events(log)[-1] == "rerun"
         assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.FAILED
 
     def test_completed_task_is_refused(self, celery_app: Any) -> None:
-        log = make_log(task_name="tests.echo")
+        log = factories.task(task_name="tests.echo")
         lifecycle.mark_completed(log.celery_task_id, result=1)
         with pytest.raises(TransitionRefused, match="completed"):
             lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
 
     def test_active_task_needs_force(self, celery_app: Any) -> None:
-        log = make_log(task_name="tests.echo")
+        log = factories.task(task_name="tests.echo")
         started(log)
         with pytest.raises(TransitionRefused, match="force"):
             lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
@@ -427,13 +429,13 @@ class TestRerun:
         assert new.retry_of_id == log.pk
 
     def test_redacted_arguments_are_refused(self, celery_app: Any) -> None:
-        log = make_log(task_name="tests.echo", kwargs={"password": "x"})
+        log = factories.task(task_name="tests.echo", kwargs={"password": "x"})
         lifecycle.mark_failed(log.celery_task_id, error_message="boom")
         with pytest.raises(TransitionRefused, match="redacted"):
             lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
 
     def test_unknown_task_is_refused(self, celery_app: Any) -> None:
-        log = make_log(task_name="not.registered")
+        log = factories.task(task_name="not.registered")
         lifecycle.mark_failed(log.celery_task_id, error_message="boom")
         with pytest.raises(TransitionRefused, match="not a registered TrackedTask"):
             lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
@@ -452,7 +454,7 @@ class TestPresumedFailures:
         assert outcome.applied
 
     def test_a_delivery_reopens_a_task_marked_lost_and_it_completes(self) -> None:
-        log = make_log()
+        log = factories.task()
         self.lost(log)
 
         outcome = started(log)
@@ -461,17 +463,17 @@ class TestPresumedFailures:
         log.refresh_from_db()
         assert (log.status, log.error_code, log.error_message) == ("processing", "", "")
         assert log.completed_at is None
-        assert events(log) == ["created", "stale", "reopened", "started"]
+        assert factories.events(log) == ["created", "stale", "reopened", "started"]
         reopened = log.events.get(event_type="reopened")
         assert reopened.metadata["presumed_error_code"] == "lost"
         assert reopened.metadata["presumed_error_message"] == "lost: nobody knows the message"
         assert lifecycle.mark_completed(log.celery_task_id, result=3, evidence=True).applied
         log.refresh_from_db()
         assert (log.status, log.result) == (TaskStatus.COMPLETED, 3)
-        assert events(log)[-1] == "completed"
+        assert factories.events(log)[-1] == "completed"
 
     def test_the_end_a_worker_reports_supersedes_worker_lost(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_stale(
             log.pk, cutoff=timezone.now() + timedelta(seconds=1), error_message="silent"
@@ -481,10 +483,10 @@ class TestPresumedFailures:
         assert (outcome.applied, outcome.status) == (True, TaskStatus.COMPLETED)
         log.refresh_from_db()
         assert (log.status, log.error_code, log.result) == ("completed", "", "late")
-        assert events(log) == ["created", "started", "stale", "reopened", "completed"]
+        assert factories.events(log) == ["created", "started", "stale", "reopened", "completed"]
 
     def test_a_failure_the_worker_reports_supersedes_it_too(self) -> None:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.mark_failed(log.celery_task_id, error_message="lost", error_code="worker_lost")
         outcome = lifecycle.mark_failed(
@@ -495,7 +497,7 @@ class TestPresumedFailures:
         assert (log.status, log.error_code, log.error_message) == ("failed", "ValueError", "boom")
 
     def test_without_evidence_a_presumed_failure_stays(self) -> None:
-        log = make_log()
+        log = factories.task()
         self.lost(log)
         assert not lifecycle.mark_completed(log.celery_task_id, result=1).applied
         assert not lifecycle.mark_failed(log.celery_task_id, error_message="again").applied
@@ -504,13 +506,13 @@ class TestPresumedFailures:
 
     @pytest.mark.parametrize("code", ["ValueError", "publish_failed", "superseded", "expired"])
     def test_a_real_failure_run_again_is_reopened_as_a_new_run(self, code: str) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.mark_failed(log.celery_task_id, error_message="it broke", error_code=code)
         outcome = started(log)
         assert (outcome.applied, outcome.status) == (True, TaskStatus.PROCESSING)
         log.refresh_from_db()
         assert (log.error_code, log.error_message) == ("", "")
-        assert events(log)[-2:] == ["reopened", "started"]
+        assert factories.events(log)[-2:] == ["reopened", "started"]
         reopened = log.events.get(event_type="reopened")
         assert (reopened.metadata["previous_status"], reopened.metadata["previous_error_code"]) == (
             "failed",
@@ -520,7 +522,7 @@ class TestPresumedFailures:
     def test_a_task_run_again_meanwhile_still_records_the_old_message_running(
         self, celery_app: Any
     ) -> None:
-        log = make_log(task_name="tests.echo")
+        log = factories.task(task_name="tests.echo")
         self.lost(log)
         lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
         # The presumption is not superseded (the re-run is the new attempt), but
@@ -534,7 +536,7 @@ class TestPresumedFailures:
     def test_an_older_attempt_run_after_a_presumed_failure_keeps_the_newest_attempt(
         self,
     ) -> None:
-        log = make_log()
+        log = factories.task()
         started(log, attempt=0)
         lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="flaky")
         started(log, attempt=1)
@@ -569,7 +571,7 @@ class TestPresumedFailures:
             lifecycle.mark_completed(second.celery_task_id, result=2, evidence=True)
         parent.refresh_from_db()
         assert parent.status == TaskStatus.COMPLETED
-        assert "reopened" in events(parent)
+        assert "reopened" in factories.events(parent)
 
     def test_the_rule(self) -> None:
         failed, processing = TaskStatus.FAILED, TaskStatus.PROCESSING
@@ -594,8 +596,8 @@ class TestStatusRules:
 class TestQuerysets:
     def test_status_counts_in_one_query(self) -> None:
         for _ in range(3):
-            make_log()
-        done = make_log()
+            factories.task()
+        done = factories.task()
         lifecycle.mark_completed(done.celery_task_id, result=None)
         with CaptureQueriesContext(connection) as queries:
             counts = TaskLog.objects.status_counts()
@@ -611,15 +613,19 @@ class TestQuerysets:
         }
 
     def test_for_user(self) -> None:
-        alice, bob, staff = make_user("alice"), make_user("bob"), make_user("staff", staff=True)
-        mine = make_log(owner=alice)
-        make_log(owner=bob)
+        alice, bob, staff = (
+            factories.user("alice"),
+            factories.user("bob"),
+            factories.user("staff", staff=True),
+        )
+        mine = factories.task(owner=alice)
+        factories.task(owner=bob)
         assert list(TaskLog.objects.for_user(alice)) == [mine]
         assert TaskLog.objects.for_user(staff).count() == 2
         assert TaskLog.objects.for_user(None).count() == 0
 
     def test_active_terminal_and_stale(self) -> None:
-        fresh, old, done = make_log(), make_log(), make_log()
+        fresh, old, done = factories.task(), factories.task(), factories.task()
         started(fresh)
         started(old)
         lifecycle.mark_completed(done.celery_task_id, result=None)
@@ -643,7 +649,7 @@ class TestSignals:
 
         task_status_changed.connect(receiver)
         try:
-            log = make_log()
+            log = factories.task()
             with django_capture_on_commit_callbacks(execute=False) as callbacks:
                 started(log)
             assert received == []
@@ -664,7 +670,7 @@ class TestSignals:
 
         task_progress.connect(receiver)
         try:
-            log = make_log()
+            log = factories.task()
             with django_capture_on_commit_callbacks(execute=True):
                 lifecycle.record_progress(ProgressWrite(10, "m", None, True), pk=log.pk)
         finally:
@@ -674,7 +680,7 @@ class TestSignals:
         ]
 
     def test_no_listener_no_extra_query(self) -> None:
-        log = make_log()
+        log = factories.task()
         with CaptureQueriesContext(connection) as queries:
             lifecycle.mark_completed(log.celery_task_id, result=None, pk=log.pk)
         statements = [
@@ -704,7 +710,7 @@ class TestSignals:
         task_progress.connect(on_progress)
         try:
             with django_capture_on_commit_callbacks(execute=True):
-                log = make_log()
+                log = factories.task()
                 started(log)
                 lifecycle.record_progress(ProgressWrite(40, "m", None, True), pk=log.pk)
                 lifecycle.mark_retrying(log.celery_task_id, pk=log.pk, next_attempt=1)
@@ -713,7 +719,7 @@ class TestSignals:
                 lifecycle.mark_completed(log.celery_task_id, result=1, pk=log.pk)
                 # A late failure report changes nothing: nothing is sent.
                 lifecycle.mark_failed(log.celery_task_id, pk=log.pk, error_message="late")
-                other = make_log()
+                other = factories.task()
                 lifecycle.cancel(other, revoke=False)
         finally:
             task_status_changed.disconnect(on_status)
@@ -739,7 +745,7 @@ class TestSignals:
 
         post_save.connect(receiver, sender=TaskLog)
         try:
-            log = make_log()
+            log = factories.task()
             started(log)
             lifecycle.mark_completed(log.celery_task_id, result=1, pk=log.pk)
         finally:
@@ -754,7 +760,7 @@ class TestObservability:
 
     @staticmethod
     def life() -> TaskLog:
-        log = make_log()
+        log = factories.task()
         started(log)
         lifecycle.record_progress(ProgressWrite(50, "half", None, True), pk=log.pk)
         lifecycle.mark_completed(log.celery_task_id, result={"n": 1}, pk=log.pk)
@@ -823,11 +829,11 @@ class TestObservability:
 
 class TestQueue:
     def test_routed_queue_is_filled_in_at_start(self) -> None:
-        log = make_log()
+        log = factories.task()
         lifecycle.mark_started(log.celery_task_id, worker="w", defaults={"queue": "high"})
         assert TaskLog.objects.get(pk=log.pk).queue == "high"
 
     def test_named_queue_is_kept(self) -> None:
-        log = make_log(queue="low")
+        log = factories.task(queue="low")
         lifecycle.mark_started(log.celery_task_id, worker="w", defaults={"queue": "other"})
         assert TaskLog.objects.get(pk=log.pk).queue == "low"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any
 
 import pytest
@@ -14,20 +13,12 @@ from django.template import Context, Template
 from django.urls import reverse
 
 from django_taskqueue import lifecycle, live
-from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 needs_api = pytest.mark.skipif(not settings.HAS_DRF, reason="the API needs the drf extra")
-
-
-def running(progress: int = 40, message: str = "resized", **fields: Any) -> TaskLog:
-    fields.setdefault("task_name", "tests.add")
-    task = lifecycle.create_task_log(str(uuid.uuid4()), **fields)
-    lifecycle.mark_started(task.celery_task_id)
-    lifecycle.record_progress(lifecycle.ProgressWrite(progress, message, None, True), pk=task.pk)
-    return TaskLog.objects.get(pk=task.pk)
 
 
 def render(source: str, **context: Any) -> str:
@@ -42,7 +33,9 @@ def attribute(html: str, name: str) -> str | None:
 
 @needs_api
 def test_a_running_task_follows_the_api_stream_and_polls_its_detail() -> None:
-    task = running(40, "resized", file_name="photos.zip")
+    task = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", file_name="photos.zip"
+    )
     html = render("{% task_progress task %}", task=task)
     assert attribute(html, "data-tq-task") == str(task.pk)
     assert attribute(html, "data-tq-stream-url") == reverse(
@@ -77,7 +70,7 @@ def test_a_running_task_follows_the_api_stream_and_polls_its_detail() -> None:
     ],
 )
 def test_an_ended_task_is_shown_as_it_ended_and_followed_no_more(status: str, shown: str) -> None:
-    task = running(60, "halfway")
+    task = factories.task(TaskStatus.PROCESSING, progress=60, progress_message="halfway")
     if status == TaskStatus.COMPLETED:
         lifecycle.mark_completed(task.celery_task_id, result={"ok": True})
     elif status == TaskStatus.FAILED:
@@ -105,7 +98,7 @@ def test_an_ended_task_is_shown_as_it_ended_and_followed_no_more(status: str, sh
 
 @pytest.mark.urls("tests.urls_admin_only")
 def test_without_the_api_the_widget_shows_the_rendered_state_or_polls_what_it_is_given() -> None:
-    task = running()
+    task = factories.task(TaskStatus.PROCESSING, progress=40, progress_message="resized")
     html = render("{% task_progress task %}", task=task)
     assert "data-tq-stream-url" not in html
     assert "data-tq-poll-url" not in html
@@ -120,7 +113,7 @@ def test_without_the_api_the_widget_shows_the_rendered_state_or_polls_what_it_is
 
 @needs_api
 def test_stream_and_poll_can_be_turned_off_or_pointed_elsewhere() -> None:
-    task = running()
+    task = factories.task(TaskStatus.PROCESSING, progress=40, progress_message="resized")
     html = render("{% task_progress task stream=False %}", task=task)
     assert "data-tq-stream-url" not in html
     assert attribute(html, "data-tq-poll-url") == reverse(
@@ -138,7 +131,7 @@ def test_stream_and_poll_can_be_turned_off_or_pointed_elsewhere() -> None:
 
 
 def test_compact_shows_the_bar_and_percentage_with_the_message_as_its_tooltip() -> None:
-    task = running(25, "page 3 of 12")
+    task = factories.task(TaskStatus.PROCESSING, progress=25, progress_message="page 3 of 12")
     html = render("{% task_progress task compact=True label='Import' %}", task=task)
     assert "tq-live-compact" in html
     assert 'data-tq-part="status"' not in html
@@ -148,7 +141,12 @@ def test_compact_shows_the_bar_and_percentage_with_the_message_as_its_tooltip() 
 
 
 def test_what_the_task_says_is_escaped() -> None:
-    task = running(10, '<img src=x onerror="alert(1)">', file_name="<b>x</b>.csv")
+    task = factories.task(
+        TaskStatus.PROCESSING,
+        progress=10,
+        progress_message='<img src=x onerror="alert(1)">',
+        file_name="<b>x</b>.csv",
+    )
     html = render("{% task_progress task %}", task=task)
     assert "<img" not in html
     assert "<b>" not in html
@@ -200,7 +198,7 @@ def test_the_stream_sends_what_the_widget_shows() -> None:
     from django_taskqueue.api.stream import STREAM_FIELDS
 
     assert STREAM_FIELDS == live.LIVE_FIELDS
-    task = running(30, "half")
+    task = factories.task(TaskStatus.PROCESSING, progress=30, progress_message="half")
     state = live.live_state(task)
     assert state["id"] == str(task.pk)
     assert set(state) == {"id", *live.LIVE_FIELDS}

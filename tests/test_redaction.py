@@ -11,8 +11,8 @@ from django_taskqueue import lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.lifecycle import ProgressWrite
 from django_taskqueue.models import TaskEventLog, TaskLog
-from tests import tasks
-from tests.helpers import finished, make_log
+from tests import factories, tasks
+from tests.live import wait_finished
 
 MASK = "********"
 DSN = "postgres://app:s3cr3t@db.internal/app"
@@ -20,7 +20,7 @@ MASKED_DSN = f"postgres://app:{MASK}@db.internal/app"
 
 
 def test_metadata_is_stored_redacted_like_the_arguments(db: Any) -> None:
-    log = make_log(
+    log = factories.task(
         kwargs={"quality": "high"},
         metadata={"X-Api-Key": "k1", "private-key": "pem", "source": DSN, "quality": "high"},
     )
@@ -38,7 +38,7 @@ def test_metadata_is_stored_redacted_like_the_arguments(db: Any) -> None:
 def test_a_url_with_credentials_in_the_arguments_is_masked_and_marks_them_redacted(
     db: Any,
 ) -> None:
-    log = make_log(args=[DSN], kwargs={"target": "redis://:pw@cache:6379/0"})
+    log = factories.task(args=[DSN], kwargs={"target": "redis://:pw@cache:6379/0"})
     log.refresh_from_db()
     assert log.args == [MASKED_DSN]
     assert log.kwargs == {"target": f"redis://:{MASK}@cache:6379/0"}
@@ -46,7 +46,7 @@ def test_a_url_with_credentials_in_the_arguments_is_masked_and_marks_them_redact
 
 
 def test_results_progress_events_and_errors_are_stored_redacted(db: Any) -> None:
-    log = make_log()
+    log = factories.task()
     lifecycle.mark_started(log.celery_task_id, worker="w1@host")
     lifecycle.record_progress(
         ProgressWrite(50, f"copying from {DSN}", {"session": "abc", "rows": 3}, True),
@@ -65,7 +65,7 @@ def test_results_progress_events_and_errors_are_stored_redacted(db: Any) -> None
     assert (note.message, note.metadata) == (f"seen {MASKED_DSN}", {"Authorization": MASK, "n": 1})
     assert "s3cr3t" not in str(list(TaskEventLog.objects.values_list("message", "metadata")))
 
-    failing = make_log()
+    failing = factories.task()
     lifecycle.mark_started(failing.celery_task_id)
     lifecycle.mark_failed(
         failing.celery_task_id,
@@ -82,7 +82,7 @@ def test_results_progress_events_and_errors_are_stored_redacted(db: Any) -> None
 
 def test_extra_keys_extend_the_defaults(db: Any, settings: Any) -> None:
     settings.DJANGO_TASKQUEUE = {"REDACT_EXTRA_KEYS": ["ssn", "pin"]}
-    log = make_log(metadata={"ssn": "123-45-6789", "user_pin": 1234, "password": "x", "n": 1})
+    log = factories.task(metadata={"ssn": "123-45-6789", "user_pin": 1234, "password": "x", "n": 1})
     log.refresh_from_db()
     assert log.metadata == {"ssn": MASK, "user_pin": MASK, "password": MASK, "n": 1}
 
@@ -114,7 +114,7 @@ def test_the_task_receives_the_real_values_and_its_row_stores_them_redacted(work
     kwargs = {"api-key": "k1", "dsn": DSN, "keep": "me"}
     result = tasks.echo.apply_async(("a",), kwargs, task_id=str(uuid.uuid4()))
     assert result.get(timeout=10)["kwargs"] == kwargs  # the task got the caller's data
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert log.kwargs == {"api-key": MASK, "dsn": MASKED_DSN, "keep": "me"}
     assert log.result == {
         "args": ["a"],

@@ -19,8 +19,8 @@ from django_taskqueue.checks import check_task_types
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
+from tests import factories
 from tests.conftest import UnimportedTasks
-from tests.helpers import make_log
 
 
 def task_types(settings: Any, **types: str) -> None:
@@ -142,7 +142,7 @@ def test_rerun_finds_a_task_of_an_installed_app_not_imported_yet(
     unimported_tasks: UnimportedTasks, settings: Any, celery_app: Any
 ) -> None:
     install(settings, unimported_tasks.package)
-    log = make_log(task_name=unimported_tasks.thumbnail, args=["/srv/a.txt"])
+    log = factories.task(task_name=unimported_tasks.thumbnail, args=["/srv/a.txt"])
     lifecycle.mark_failed(log.celery_task_id, error_message="boom")
     new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
     assert (new.task_name, new.status, new.retry_of_id) == (
@@ -156,7 +156,7 @@ def test_rerun_finds_a_task_of_an_installed_app_not_imported_yet(
 def test_rerun_refuses_a_task_no_module_defines(
     unimported_tasks: UnimportedTasks, celery_app: Any
 ) -> None:
-    log = make_log(task_name=unimported_tasks.resize)
+    log = factories.task(task_name=unimported_tasks.resize)
     lifecycle.mark_failed(log.celery_task_id, error_message="boom")
     with pytest.raises(TransitionRefused, match="is not a registered TrackedTask"):
         lifecycle.rerun(TaskLog.objects.get(pk=log.pk))

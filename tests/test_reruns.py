@@ -13,7 +13,8 @@ from django_taskqueue import lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests.helpers import SIDE_QUEUE, make_log, published, purge_queue
+from tests import factories
+from tests.helpers import SIDE_QUEUE, published, purge_queue
 
 # The lifecycle contract: on SQLite, and again on PostgreSQL (tox -e integration, -e pgbouncer).
 pytestmark = [pytest.mark.django_db, pytest.mark.backends]
@@ -29,7 +30,7 @@ def side_queue(celery_app: Any) -> Iterator[str]:
 def failed(**fields: Any) -> TaskLog:
     fields.setdefault("task_name", "tests.echo")
     fields.setdefault("queue", SIDE_QUEUE)
-    log = make_log(**fields)
+    log = factories.task(**fields)
     lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
     return TaskLog.objects.get(pk=log.pk)
 
@@ -74,7 +75,7 @@ class TestOneActiveRunPerLineage:
         assert TaskLog.objects.count() == 4
 
     def test_force_cancels_the_run_it_supersedes(self, celery_app: Any, side_queue: str) -> None:
-        stuck = make_log(task_name="tests.echo", args=[1], queue=side_queue)
+        stuck = factories.task(task_name="tests.echo", args=[1], queue=side_queue)
         lifecycle.mark_started(stuck.celery_task_id)
         new = lifecycle.rerun(fresh(stuck), force=True, terminate=True)
         old = fresh(stuck)

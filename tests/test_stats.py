@@ -16,7 +16,7 @@ from django_taskqueue import stats
 from django_taskqueue.models import TaskLog
 from django_taskqueue.stats import Bucket
 from django_taskqueue.status import TaskStatus
-from tests.admin.helpers import make_task, staff_user
+from tests import factories
 
 UTC = dt_timezone.utc
 
@@ -30,12 +30,12 @@ def ended_at(
     **fields: Any,
 ) -> TaskLog:
     """A task that ran ``runtime`` seconds and ended at ``end`` (optionally with ``error_code``)."""
-    log = make_task(
+    log = factories.task(
         status,
         created_at=end - timedelta(seconds=runtime + 1),
         started_at=end - timedelta(seconds=runtime),
         completed_at=end,
-        **fields,
+        **{**factories.SAMPLE_TASK, **fields},
     )
     if error_code is not None:
         TaskLog.objects.filter(pk=log.pk).update(error_code=error_code)
@@ -82,10 +82,12 @@ def test_bucket_rates() -> None:
 @pytest.mark.django_db
 def test_counts_per_status(django_assert_num_queries: Any) -> None:
     now = timezone.now()
-    make_task(TaskStatus.PENDING, created_at=now - timedelta(days=3))
-    make_task(TaskStatus.PENDING)
-    make_task(TaskStatus.PROCESSING, heartbeat_at=now - timedelta(hours=1))
-    make_task(TaskStatus.PROCESSING, heartbeat_at=now)
+    factories.task(TaskStatus.PENDING, created_at=now - timedelta(days=3), **factories.SAMPLE_TASK)
+    factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK)
+    factories.task(
+        TaskStatus.PROCESSING, heartbeat_at=now - timedelta(hours=1), **factories.SAMPLE_TASK
+    )
+    factories.task(TaskStatus.PROCESSING, heartbeat_at=now, **factories.SAMPLE_TASK)
     ended_at(now, TaskStatus.FAILED)
 
     with django_assert_num_queries(1):
@@ -113,7 +115,7 @@ def test_counts_per_status(django_assert_num_queries: Any) -> None:
 
 @pytest.mark.django_db
 def test_a_queryset_narrows_every_figure() -> None:
-    alice, bob = staff_user("alice"), staff_user("bob")
+    alice, bob = factories.user("alice", staff=True), factories.user("bob", staff=True)
     now = timezone.now()
     ended_at(now, TaskStatus.FAILED, owner=alice, error_code="x")
     ended_at(now, TaskStatus.COMPLETED, owner=bob)
@@ -141,7 +143,7 @@ def test_ended_counts_window_includes_both_bounds(django_assert_num_queries: Any
     ended_at(until, TaskStatus.FAILED)  # on the upper bound: in
     ended_at(since - timedelta(microseconds=1))  # before: out
     ended_at(until + timedelta(seconds=1), TaskStatus.CANCELLED)  # after: out, unless open-ended
-    make_task(TaskStatus.PROCESSING)  # not ended
+    factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)  # not ended
 
     with django_assert_num_queries(1):
         bounded = stats.ended_counts(since, until)

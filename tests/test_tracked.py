@@ -19,9 +19,8 @@ from django_taskqueue.exceptions import MessageRefused
 from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.signals import task_status_changed
 from django_taskqueue.status import TaskStatus
-from tests import tasks
-from tests.helpers import events, finished, make_user
-from tests.live import wait_for
+from tests import factories, tasks
+from tests.live import wait_finished, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -35,7 +34,7 @@ sqlite_triggers = pytest.mark.skipif(
 def test_delay_records_the_whole_life(worker: Any) -> None:
     result = tasks.add.delay(2, 3)
     assert result.get(timeout=10) == 5
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert log.status == TaskStatus.COMPLETED
     assert (log.task_name, log.task_type) == ("tests.add", "sample")
     assert (log.args, log.kwargs, log.result) == ([2, 3], {}, 5)
@@ -45,19 +44,19 @@ def test_delay_records_the_whole_life(worker: Any) -> None:
     assert log.started_at is not None
     assert log.completed_at is not None
     assert log.completed_at >= log.started_at >= log.created_at
-    assert events(log) == ["created", "started", "completed"]
+    assert factories.events(log) == ["created", "started", "completed"]
 
 
 def test_secret_kwargs_are_redacted(worker: Any) -> None:
     result = tasks.echo.delay("x", password="hunter2", api_token="t", keep="me")
     assert result.get(timeout=10)["kwargs"]["password"] == "hunter2"  # the task got the real value
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert log.kwargs == {"password": "********", "api_token": "********", "keep": "me"}
     assert log.args_redacted
 
 
 def test_submit_records_owner_tags_metadata_and_file(worker: Any, tmp_path: Path) -> None:
-    user = make_user("alice")
+    user = factories.user("alice")
     upload = tmp_path / "photo.jpg"
     upload.write_bytes(b"x" * 2048)
     log = tasks.echo.submit(
@@ -69,7 +68,7 @@ def test_submit_records_owner_tags_metadata_and_file(worker: Any, tmp_path: Path
         task_type="image",
     )
     assert log.status == TaskStatus.PENDING
-    done = finished(log.celery_task_id)
+    done = wait_finished(log.celery_task_id)
     assert done.pk == log.pk
     assert (done.owner, done.tags, done.metadata) == (user, ["upload"], {"quality": "high"})
     assert (done.file_name, done.file_size, done.file_path) == ("photo.jpg", 2048, str(upload))
@@ -81,7 +80,7 @@ def test_class_based_task_is_registered_and_tracked(worker: Any) -> None:
     task = current_app.tasks["tests.import_csv"]
     assert isinstance(task, tasks.ImportCSV)
     log = task.submit(args=(4,))
-    done = finished(log.celery_task_id)
+    done = wait_finished(log.celery_task_id)
     assert (done.status, done.task_type, done.result) == ("completed", "document", 4)
     assert list(done.progress_history.values_list("message", flat=True)) == [
         "row 1",
@@ -94,8 +93,8 @@ def test_class_based_task_is_registered_and_tracked(worker: Any) -> None:
 def test_plain_send_task_is_recorded_by_the_worker(worker: Any) -> None:
     result = current_app.send_task("tests.add", args=(1, 1))
     assert result.get(timeout=10) == 2
-    log = finished(result.id)
-    assert events(log) == ["created", "started", "completed"]
+    log = wait_finished(result.id)
+    assert factories.events(log) == ["created", "started", "completed"]
     assert log.events.order_by("id")[0].metadata == {"source": "worker"}
 
 
@@ -114,15 +113,15 @@ def test_failure_records_message_code_and_traceback(worker: Any) -> None:
     result = tasks.boom.delay("kaput")
     with pytest.raises(ValueError, match="kaput"):
         result.get(timeout=10)
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert (log.status, log.error_code, log.error_message) == ("failed", "ValueError", "kaput")
     assert "raise ValueError(message)" in log.traceback
-    assert events(log) == ["created", "started", "failed"]
+    assert factories.events(log) == ["created", "started", "failed"]
 
 
 def test_unserializable_result_is_stored_as_a_marked_repr(worker: Any) -> None:
     result = tasks.unserializable_result.delay()
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert log.status == TaskStatus.COMPLETED
     assert log.result is not None
     assert log.result["type"] == "object"
@@ -132,9 +131,9 @@ def test_unserializable_result_is_stored_as_a_marked_repr(worker: Any) -> None:
 def test_retry_records_count_reason_and_eta(worker: Any) -> None:
     result = tasks.flaky.delay(2)
     assert result.get(timeout=20) == 2
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert (log.status, log.retry_count, log.attempt) == ("completed", 2, 2)
-    assert events(log) == [
+    assert factories.events(log) == [
         "created",
         "started",
         "retried",
@@ -153,7 +152,7 @@ def test_autoretry_with_backoff_ends_failed(worker: Any) -> None:
     result = tasks.autoretry.delay()
     with pytest.raises(ConnectionError):
         result.get(timeout=20)
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert (log.status, log.error_code, log.retry_count) == ("failed", "ConnectionError", 2)
     assert log.events.filter(event_type="retried").count() == 2
 
@@ -164,7 +163,7 @@ def test_many_progress_calls_cause_few_writes_and_the_last_value_lands(
     settings.DJANGO_TASKQUEUE = {"PROGRESS_MIN_INTERVAL": 0.5, "PROGRESS_HISTORY_STEP": 5}
     result = tasks.progress.delay(5000, 0, "item {i}")
     assert result.get(timeout=30) == 5000
-    log = finished(result.id)
+    log = wait_finished(result.id)
     history = list(log.progress_history.order_by("id"))
     assert 1 <= len(history) <= 5
     assert (history[-1].progress, history[-1].message) == (100, "item 5000")
@@ -175,7 +174,7 @@ def test_progress_with_step_history(worker: Any) -> None:
     # The test settings write every call (interval 0): the step rule alone decides history.
     result = tasks.progress.delay(100)
     result.get(timeout=10)
-    log = finished(result.id)
+    log = wait_finished(result.id)
     history = list(log.progress_history.values_list("progress", flat=True))
     assert history == [*range(1, 101, 5), 100]
 
@@ -193,13 +192,13 @@ def test_cancel_stops_a_running_task_at_its_next_check(worker: Any) -> None:
         lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first()
     )
     lifecycle.cancel(log, reason="user cancelled")
-    done = finished(result.id)
+    done = wait_finished(result.id)
     assert done.status == TaskStatus.CANCELLED
     assert done.result is None
     wait_for(
         lambda: done.events.filter(event_type="revoked", message__contains="cancel check").exists()
     )
-    assert "completed" not in events(done)
+    assert "completed" not in factories.events(done)
 
 
 def test_cancel_before_start_is_never_run(celery_app: Any, transactional_db: Any) -> None:
@@ -218,7 +217,7 @@ def test_cancel_before_start_is_never_run(celery_app: Any, transactional_db: Any
     assert log.status == TaskStatus.CANCELLED
     assert log.started_at is None
     assert log.result is None
-    assert events(log) == ["created", "cancelled", "ignored", "revoked"]
+    assert factories.events(log) == ["created", "cancelled", "ignored", "revoked"]
 
 
 def test_a_task_marked_lost_whose_message_comes_back_runs_and_is_recorded(
@@ -238,18 +237,18 @@ def test_a_task_marked_lost_whose_message_comes_back_runs_and_is_recorded(
     # ...but the broker still had it, and delivers it once a worker comes.
     with start_worker(celery_app, pool="threads", perform_ping_check=False, loglevel="WARNING"):
         assert result.get(timeout=10) == 42
-        log = finished(result.id)
+        log = wait_finished(result.id)
     assert (log.status, log.result, log.error_code) == (TaskStatus.COMPLETED, 42, "")
-    assert events(log) == ["created", "stale", "reopened", "started", "completed"]
+    assert factories.events(log) == ["created", "stale", "reopened", "started", "completed"]
 
 
 def test_revoke_of_a_waiting_task_is_recorded(worker: Any) -> None:
     result = tasks.add.apply_async((1, 2), countdown=2)
     wait_for(lambda: TaskLog.objects.filter(celery_task_id=result.id).exists())
     current_app.control.revoke(result.id)
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert log.status == TaskStatus.CANCELLED
-    assert events(log)[-1] == "revoked"
+    assert factories.events(log)[-1] == "revoked"
 
 
 @sqlite_triggers
@@ -289,7 +288,7 @@ def test_an_outage_is_logged_once_per_kind_with_a_summary(
             result = tasks.progress.delay(100)
             assert result.get(timeout=30) == 100
             # The end writes no progress row: it records, and ends the outage.
-            assert finished(result.id).status == TaskStatus.COMPLETED
+            assert wait_finished(result.id).status == TaskStatus.COMPLETED
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER tq_fail_progress")
@@ -328,7 +327,7 @@ def test_progress_writes_are_not_per_call(worker: Any, settings: Any) -> None:
     settings.DJANGO_TASKQUEUE = {"PROGRESS_MIN_INTERVAL": 60}
     result = tasks.progress.delay(1000)
     result.get(timeout=20)
-    log = finished(result.id)
+    log = wait_finished(result.id)
     # The first call is written, then nothing until the final flush.
     assert TaskProgress.objects.filter(task=log).count() == 2
 
@@ -478,7 +477,7 @@ def test_a_result_nested_thousands_deep_is_recorded(worker: Any) -> None:
     # Encoding it raised RecursionError out of on_success: the task stayed
     # "processing" for ever. Without a result backend (ignore_result) nothing
     # else fails it.
-    log = finished(tasks.deep_result.apply_async((5000,), ignore_result=True).id, timeout=15)
+    log = wait_finished(tasks.deep_result.apply_async((5000,), ignore_result=True).id, timeout=15)
     assert log.status == TaskStatus.COMPLETED
     assert log.result is not None
     assert log.result["truncated"] is True
@@ -488,9 +487,9 @@ def test_a_result_nested_thousands_deep_is_recorded(worker: Any) -> None:
 def test_a_deep_result_is_stored_as_a_marked_repr(worker: Any) -> None:
     # 100 levels encode fine, but the admin's pretty-printing (and other readers)
     # recurse once per level: a stored result is at most 32 levels deep.
-    log = finished(tasks.deep_result.delay(100).id)
+    log = wait_finished(tasks.deep_result.delay(100).id)
     assert log.status == TaskStatus.COMPLETED
     assert log.result is not None
     assert log.result["truncated"] is True
-    shallow = finished(tasks.deep_result.delay(32).id)
+    shallow = wait_finished(tasks.deep_result.delay(32).id)
     assert shallow.result == tasks.nested(32)

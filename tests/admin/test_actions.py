@@ -11,7 +11,7 @@ from django.urls import reverse
 from django_taskqueue.admin import tasklog as tasklog_admin
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import EventType, TaskStatus
-from tests.admin.helpers import make_task, staff_user
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -31,10 +31,10 @@ def run_action(client: Any, action: str, tasks: list[TaskLog], **extra: str) -> 
 
 
 def test_cancel_reports_done_and_skipped_with_reasons(admin_client: Any) -> None:
-    pending = make_task(TaskStatus.PENDING)
-    running = make_task(TaskStatus.PROCESSING)
-    done = make_task(TaskStatus.COMPLETED)
-    failed = make_task(TaskStatus.FAILED)
+    pending = factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK)
+    running = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
+    done = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
+    failed = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
     messages = run_action(admin_client, "cancel_tasks", [pending, running, done, failed])
     assert "Cancelled 2 tasks." in messages
     skipped = next(m for m in messages if m.startswith("Skipped"))
@@ -57,24 +57,28 @@ def test_cancel_reports_done_and_skipped_with_reasons(admin_client: Any) -> None
 
 
 def test_cancel_needs_the_permission(client: Any) -> None:
-    task = make_task(TaskStatus.PROCESSING)
-    client.force_login(staff_user("viewer", "view_tasklog", "retry_tasklog"))
+    task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
+    client.force_login(
+        factories.user("viewer", staff=True, perms=("view_tasklog", "retry_tasklog"))
+    )
     messages = run_action(client, "cancel_tasks", [task])
     assert not any(m.startswith("Cancelled") for m in messages)
     task.refresh_from_db()
     assert task.status == TaskStatus.PROCESSING
-    client.force_login(staff_user("canceller", "view_tasklog", "cancel_tasklog"))
+    client.force_login(
+        factories.user("canceller", staff=True, perms=("view_tasklog", "cancel_tasklog"))
+    )
     assert "Cancelled 1 task." in run_action(client, "cancel_tasks", [task])
 
 
 def test_retry_runs_failed_and_cancelled_again_and_skips_the_rest(
     admin_client: Any, celery_app: Any
 ) -> None:
-    failed = make_task(TaskStatus.FAILED, args=[2, 3])
-    cancelled = make_task(TaskStatus.CANCELLED)
-    done = make_task(TaskStatus.COMPLETED)
-    running = make_task(TaskStatus.PROCESSING)
-    unknown = make_task(TaskStatus.FAILED, task_name="not.registered")
+    failed = factories.task(TaskStatus.FAILED, args=[2, 3], task_type="sample")
+    cancelled = factories.task(TaskStatus.CANCELLED, **factories.SAMPLE_TASK)
+    done = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
+    running = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
+    unknown = factories.task(TaskStatus.FAILED, task_name="not.registered", **factories.SAMPLE_TASK)
     messages = run_action(admin_client, "retry_tasks", [failed, cancelled, done, running, unknown])
     assert "Started 2 tasks again." in messages
     skipped = next(m for m in messages if m.startswith("Skipped"))
@@ -93,15 +97,17 @@ def test_retry_runs_failed_and_cancelled_again_and_skips_the_rest(
 
 
 def test_retry_needs_the_permission(client: Any, celery_app: Any) -> None:
-    task = make_task(TaskStatus.FAILED)
-    client.force_login(staff_user("canceller", "view_tasklog", "cancel_tasklog"))
+    task = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
+    client.force_login(
+        factories.user("canceller", staff=True, perms=("view_tasklog", "cancel_tasklog"))
+    )
     run_action(client, "retry_tasks", [task])
     assert not TaskLog.objects.filter(retry_of=task).exists()
 
 
 def test_action_is_limited_per_run(admin_client: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(tasklog_admin, "ACTION_LIMIT", 2)
-    tasks = [make_task(TaskStatus.PENDING) for _ in range(3)]
+    tasks = [factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK) for _ in range(3)]
     messages = run_action(admin_client, "cancel_tasks", tasks)
     assert "Cancelled 2 tasks." in messages
     assert any("Only the newest 2 selected tasks were processed" in m for m in messages)
@@ -109,8 +115,8 @@ def test_action_is_limited_per_run(admin_client: Any, monkeypatch: Any) -> None:
 
 
 def test_select_across_uses_the_filtered_list(admin_client: Any) -> None:
-    keep = make_task(TaskStatus.PROCESSING, task_type="keep")
-    hit = make_task(TaskStatus.PROCESSING, task_type="hit")
+    keep = factories.task(TaskStatus.PROCESSING, task_type="keep", args=[1, 2])
+    hit = factories.task(TaskStatus.PROCESSING, task_type="hit", args=[1, 2])
     response = admin_client.post(
         URL + "?task_type=hit",
         {

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests.admin.helpers import ago, make_task
+from tests import factories
 from tests.browser import BROWSER_MARKS, screenshot_dir, start_chromium
 
 pytestmark = BROWSER_MARKS
@@ -57,37 +57,43 @@ def _sample_data() -> TaskLog:
         ):
             if n == 3 and hour % 6:
                 continue
-            make_task(
+            factories.task(
                 status,
                 task_name="imports.csv" if n % 2 else "tests.add",
                 task_type="document" if n % 2 else "sample",
                 owner=alice if n % 2 else bob,
                 file_name=names[n],
                 file_size=1024 * (n + 1) * 37,
-                created_at=ago(hours=hour, minutes=30),
-                started_at=ago(hours=hour, minutes=29),
-                completed_at=ago(hours=hour, minutes=29 - 2 * n - 1),
+                created_at=factories.ago(hours=hour, minutes=30),
+                started_at=factories.ago(hours=hour, minutes=29),
+                completed_at=factories.ago(hours=hour, minutes=29 - 2 * n - 1),
+                args=[1, 2],
+                **factories.BOOM,
             )
-    make_task(TaskStatus.PENDING, owner=alice, file_name="queued.csv")
-    make_task(TaskStatus.RETRYING, owner=bob, task_name="imports.csv", task_type="document")
-    make_task(
+    factories.task(TaskStatus.PENDING, owner=alice, file_name="queued.csv", **factories.SAMPLE_TASK)
+    factories.task(
+        TaskStatus.RETRYING, owner=bob, task_name="imports.csv", task_type="document", args=[1, 2]
+    )
+    factories.task(
         TaskStatus.PROCESSING,
         owner=bob,
         task_name="imports.csv",
         task_type="document",
         file_name="stuck.csv",
-        started_at=ago(hours=2),
-        heartbeat_at=ago(hours=1),
+        started_at=factories.ago(hours=2),
+        heartbeat_at=factories.ago(hours=1),
+        args=[1, 2],
     )
-    target = make_task(
+    target = factories.task(
         TaskStatus.PROCESSING,
         owner=alice,
         task_name="imports.csv",
         task_type="document",
         file_name="big-import.csv",
         file_size=48_000_000,
-        started_at=ago(minutes=3),
+        started_at=factories.ago(minutes=3),
         metadata={"source": "upload", "rows": 120_000},
+        args=[1, 2],
     )
     from django_taskqueue import lifecycle
 

@@ -14,7 +14,7 @@ from django_taskqueue.admin.filters import MAX_OWNERS, distinct_task_types
 from django_taskqueue.admin.pagination import CappedCountPaginator
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests.admin.helpers import ago, make_task, staff_user
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -31,12 +31,13 @@ def _owners(n: int) -> list[Any]:
 
 def test_columns_render_badge_progress_owner_link_and_duration(admin_client: Any) -> None:
     owner = get_user_model().objects.create_user("carol")
-    task = make_task(
+    task = factories.task(
         TaskStatus.COMPLETED,
         owner=owner,
         file_name="data.csv",
-        started_at=ago(seconds=75),
-        completed_at=ago(seconds=5),
+        started_at=factories.ago(seconds=75),
+        completed_at=factories.ago(seconds=5),
+        **factories.SAMPLE_TASK,
     )
     response = admin_client.get(URL)
     assert response.status_code == 200
@@ -52,8 +53,8 @@ def test_columns_render_badge_progress_owner_link_and_duration(admin_client: Any
 
 
 def test_newest_first_and_only_created_at_sortable(admin_client: Any) -> None:
-    old = make_task(created_at=ago(days=2))
-    new = make_task(created_at=ago(minutes=1))
+    old = factories.task(created_at=factories.ago(days=2), **factories.SAMPLE_TASK)
+    new = factories.task(created_at=factories.ago(minutes=1), **factories.SAMPLE_TASK)
     response = admin_client.get(URL)
     assert [t.pk for t in response.context["cl"].result_list] == [new.pk, old.pk]
     cl = response.context["cl"]
@@ -61,7 +62,7 @@ def test_newest_first_and_only_created_at_sortable(admin_client: Any) -> None:
 
 
 def test_heavy_columns_are_left_out_of_the_list_query(admin_client: Any) -> None:
-    make_task(TaskStatus.FAILED)
+    factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
     with CaptureQueriesContext(connection) as queries:
         admin_client.get(URL)
     listing = [
@@ -78,7 +79,7 @@ def test_heavy_columns_are_left_out_of_the_list_query(admin_client: Any) -> None
 
 def test_no_unbounded_count(admin_client: Any) -> None:
     for _ in range(3):
-        make_task()
+        factories.task(**factories.SAMPLE_TASK)
     for query in ("", "?status__exact=pending", "?q=tests"):
         with CaptureQueriesContext(connection) as queries:
             assert admin_client.get(URL + query).status_code == 200
@@ -93,14 +94,15 @@ def test_query_count_does_not_grow_with_rows_owners_or_pages(admin_client: Any) 
             assert admin_client.get(path).status_code == 200
         return len(captured)
 
-    make_task()
+    factories.task(**factories.SAMPLE_TASK)
     few = queries_for(URL)
     owners = _owners(5)
     for i in range(120):
-        make_task(
+        factories.task(
             [TaskStatus.PENDING, TaskStatus.COMPLETED, TaskStatus.FAILED][i % 3],
             owner=owners[i % 5],
             task_type=f"type{i % 4}",
+            args=[1, 2],
         )
     many = queries_for(URL)
     assert few == many
@@ -113,7 +115,7 @@ def test_query_count_does_not_grow_with_rows_owners_or_pages(admin_client: Any) 
 def test_exact_query_count(admin_client: Any, django_assert_num_queries: Any) -> None:
     owners = _owners(3)
     for i in range(30):
-        make_task(owner=owners[i % 3])
+        factories.task(owner=owners[i % 3], **factories.SAMPLE_TASK)
     # session, user, task types, owners, capped count, the page (tasks joined with owners).
     with django_assert_num_queries(6):
         admin_client.get(URL)
@@ -124,10 +126,10 @@ def test_exact_query_count(admin_client: Any, django_assert_num_queries: Any) ->
     [(TaskStatus.FAILED, 1), (TaskStatus.COMPLETED, 2), (TaskStatus.PENDING, 1)],
 )
 def test_status_filter(admin_client: Any, status: str, expected: int) -> None:
-    make_task(TaskStatus.FAILED)
-    make_task(TaskStatus.COMPLETED)
-    make_task(TaskStatus.COMPLETED)
-    make_task(TaskStatus.PENDING)
+    factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
+    factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
+    factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
+    factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK)
     response = admin_client.get(URL, {"status__exact": status})
     listed = response.context["cl"].result_list
     assert len(listed) == expected
@@ -135,9 +137,9 @@ def test_status_filter(admin_client: Any, status: str, expected: int) -> None:
 
 
 def test_task_type_filter_lists_only_present_types(admin_client: Any) -> None:
-    image = make_task(task_type="image")
-    make_task(task_type="document")
-    make_task(task_type="")
+    image = factories.task(task_type="image", args=[1, 2])
+    factories.task(task_type="document", args=[1, 2])
+    factories.task(task_type="", args=[1, 2])
     assert distinct_task_types() == ["document", "image"]
     response = admin_client.get(URL, {"task_type": "image"})
     assert _listed(response) == {image.pk}
@@ -148,9 +150,9 @@ def test_task_type_filter_lists_only_present_types(admin_client: Any) -> None:
 def test_owner_filter(admin_client: Any) -> None:
     alice, bob = _owners(2)
     nobody = get_user_model().objects.create_user("no-tasks-here")
-    mine = make_task(owner=alice)
-    make_task(owner=bob)
-    system = make_task(owner=None)
+    mine = factories.task(owner=alice, **factories.SAMPLE_TASK)
+    factories.task(owner=bob, **factories.SAMPLE_TASK)
+    system = factories.task(owner=None, **factories.SAMPLE_TASK)
     response = admin_client.get(URL, {"owner": str(alice.pk)})
     assert _listed(response) == {mine.pk}
     assert _listed(admin_client.get(URL, {"owner": "none"})) == {system.pk}
@@ -167,7 +169,7 @@ def test_owner_filter(admin_client: Any) -> None:
 def test_owner_filter_is_bounded(admin_client: Any) -> None:
     owners = _owners(MAX_OWNERS + 5)
     for owner in owners:
-        make_task(owner=owner)
+        factories.task(owner=owner, **factories.SAMPLE_TASK)
     response = admin_client.get(URL)
     spec = next(
         f
@@ -205,7 +207,7 @@ def _refuses_nul(client: Any, params: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("params", NUL_PARAMETERS)
 def test_a_nul_in_any_filter_or_search_is_a_bad_lookup(admin_client: Any, params: Any) -> None:
-    make_task(task_type="report")
+    factories.task(task_type="report", args=[1, 2])
     _refuses_nul(admin_client, params)
 
 
@@ -214,20 +216,20 @@ def test_a_nul_in_any_filter_or_search_is_a_bad_lookup(admin_client: Any, params
 def test_a_nul_in_a_filter_on_postgresql(admin_client: Any, params: Any) -> None:
     # PostgreSQL refuses NUL in a text parameter: ?task_type=%00 and
     # ?status__exact=%00 were 500s.
-    make_task(task_type="report")
+    factories.task(task_type="report", args=[1, 2])
     _refuses_nul(admin_client, params)
 
 
 def test_created_at_presets_and_range(admin_client: Any) -> None:
-    recent = make_task(created_at=ago(hours=1))
-    old = make_task(created_at=ago(days=40))
+    recent = factories.task(created_at=factories.ago(hours=1), **factories.SAMPLE_TASK)
+    old = factories.task(created_at=factories.ago(days=40), **factories.SAMPLE_TASK)
     html = admin_client.get(URL).content.decode()
     assert 'name="created_at__gte"' in html
     assert 'type="date"' in html
-    since = ago(days=3).date().isoformat()
+    since = factories.ago(days=3).date().isoformat()
     response = admin_client.get(URL, {"created_at__gte": since})
     assert _listed(response) == {recent.pk}
-    before = ago(days=10).date().isoformat()
+    before = factories.ago(days=10).date().isoformat()
     response = admin_client.get(URL, {"created_at__lt": before})
     assert _listed(response) == {old.pk}
     # The form shows the chosen date back.
@@ -246,8 +248,10 @@ def test_created_at_bad_date_is_not_a_server_error(admin_client: Any) -> None:
 
 
 def test_search_by_celery_id_file_name_and_task_name(admin_client: Any) -> None:
-    target = make_task(task_name="reports.monthly", file_name="november-sales.xlsx")
-    make_task(task_name="tests.add", file_name="other.csv")
+    target = factories.task(
+        task_name="reports.monthly", file_name="november-sales.xlsx", **factories.SAMPLE_TASK
+    )
+    factories.task(task_name="tests.add", file_name="other.csv", **factories.SAMPLE_TASK)
     assert _listed(admin_client.get(URL, {"q": target.celery_task_id})) == {target.pk}
     assert _listed(admin_client.get(URL, {"q": str(target.pk)})) == {target.pk}
     assert _listed(admin_client.get(URL, {"q": "sales"})) == {target.pk}
@@ -256,7 +260,7 @@ def test_search_by_celery_id_file_name_and_task_name(admin_client: Any) -> None:
 
 
 def test_custom_celery_id_is_found_exactly(admin_client: Any) -> None:
-    target = make_task()
+    target = factories.task(**factories.SAMPLE_TASK)
     TaskLog.objects.filter(pk=target.pk).update(celery_task_id="nightly-export-42")
     assert _listed(admin_client.get(URL, {"q": "nightly-export-42"})) == {target.pk}
 
@@ -264,7 +268,7 @@ def test_custom_celery_id_is_found_exactly(admin_client: Any) -> None:
 def test_capped_count_in_the_page(admin_client: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(CappedCountPaginator, "cap", 3)
     for _ in range(5):
-        make_task(TaskStatus.FAILED)
+        factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
     response = admin_client.get(URL, {"status__exact": "failed", "q": "tests"})
     cl = response.context["cl"]
     assert cl.result_count == 3
@@ -274,20 +278,20 @@ def test_capped_count_in_the_page(admin_client: Any, monkeypatch: Any) -> None:
 
 
 def test_lineage_lookups_are_allowed(admin_client: Any) -> None:
-    parent = make_task()
-    child = make_task(parent=parent)
+    parent = factories.task(**factories.SAMPLE_TASK)
+    child = factories.task(parent=parent, **factories.SAMPLE_TASK)
     response = admin_client.get(URL, {"parent__id__exact": str(parent.pk)})
     assert _listed(response) == {child.pk}
 
 
 def test_staff_without_view_permission_is_refused(client: Any) -> None:
-    client.force_login(staff_user("nobody"))
+    client.force_login(factories.user("nobody", staff=True))
     assert client.get(URL).status_code == 403
 
 
 def test_staff_with_view_permission_gets_no_actions(client: Any) -> None:
-    client.force_login(staff_user("viewer", "view_tasklog"))
-    make_task()
+    client.force_login(factories.user("viewer", staff=True, perms=("view_tasklog",)))
+    factories.task(**factories.SAMPLE_TASK)
     response = client.get(URL)
     assert response.status_code == 200
     assert response.context["action_form"] is None or not [
@@ -301,11 +305,17 @@ def test_actions_follow_permissions_and_status_filter(client: Any) -> None:
         form = client.get(URL, query or {}).context["action_form"]
         return {name for name, _ in form.fields["action"].choices if name} if form else set()
 
-    make_task()
-    both = staff_user("both", "view_tasklog", "cancel_tasklog", "retry_tasklog")
+    factories.task(**factories.SAMPLE_TASK)
+    both = factories.user(
+        "both", staff=True, perms=("view_tasklog", "cancel_tasklog", "retry_tasklog")
+    )
     assert offered(both) == {"cancel_tasks", "retry_tasks"}
-    assert offered(staff_user("canceller", "view_tasklog", "cancel_tasklog")) == {"cancel_tasks"}
-    assert offered(staff_user("retrier", "view_tasklog", "retry_tasklog")) == {"retry_tasks"}
+    assert offered(
+        factories.user("canceller", staff=True, perms=("view_tasklog", "cancel_tasklog"))
+    ) == {"cancel_tasks"}
+    assert offered(
+        factories.user("retrier", staff=True, perms=("view_tasklog", "retry_tasklog"))
+    ) == {"retry_tasks"}
     # Only what can apply to the statuses shown.
     assert offered(both, {"status__exact": "failed"}) == {"retry_tasks"}
     assert offered(both, {"status__exact": "completed"}) == set()

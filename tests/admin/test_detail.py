@@ -14,7 +14,7 @@ from django_taskqueue.admin.history import INLINE_CAP
 from django_taskqueue.admin.tasklog import LINEAGE_CAP
 from django_taskqueue.models import TaskEventLog, TaskLog
 from django_taskqueue.status import EventType, TaskStatus
-from tests.admin.helpers import make_task, staff_user
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -31,11 +31,13 @@ def _events(task: TaskLog, n: int) -> None:
 
 
 def test_record_is_read_only_with_pretty_json_and_traceback(admin_client: Any) -> None:
-    task = make_task(
+    task = factories.task(
         TaskStatus.FAILED,
         args=[1, {"nested": True}],
         metadata={"source": "upload", "rows": 3},
         kwargs={"mode": "fast"},
+        task_type="sample",
+        **factories.BOOM,
     )
     response = admin_client.get(change_url(task))
     assert response.status_code == 200
@@ -56,7 +58,7 @@ def test_record_is_read_only_with_pretty_json_and_traceback(admin_client: Any) -
 
 
 def test_post_to_the_record_is_refused(admin_client: Any) -> None:
-    task = make_task(TaskStatus.PROCESSING)
+    task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
     response = admin_client.post(change_url(task), {"status": "completed"})
     assert response.status_code == 403
     task.refresh_from_db()
@@ -65,13 +67,13 @@ def test_post_to_the_record_is_refused(admin_client: Any) -> None:
 
 
 def test_error_section_only_when_there_is_an_error(admin_client: Any) -> None:
-    ok = make_task(TaskStatus.COMPLETED)
+    ok = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
     assert "tq-traceback" not in admin_client.get(change_url(ok)).content.decode()
     assert ">Error</h2>" not in admin_client.get(change_url(ok)).content.decode()
 
 
 def test_history_is_newest_first_and_capped_with_a_link(admin_client: Any) -> None:
-    task = make_task(TaskStatus.PROCESSING)
+    task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
     _events(task, INLINE_CAP + 10)
     response = admin_client.get(change_url(task))
     html = response.content.decode()
@@ -95,7 +97,7 @@ def test_history_is_newest_first_and_capped_with_a_link(admin_client: Any) -> No
 
 
 def test_progress_history_inline(admin_client: Any) -> None:
-    task = make_task(TaskStatus.PROCESSING)
+    task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
     for percent in (20, 60):
         lifecycle.record_progress(
             lifecycle.ProgressWrite(percent, f"at {percent}", {"rows": percent}, True), pk=task.pk
@@ -113,19 +115,19 @@ def test_query_count_does_not_grow_with_history_or_lineage(admin_client: Any) ->
             assert admin_client.get(change_url(task)).status_code == 200
         return len(queries)
 
-    small = make_task(TaskStatus.FAILED)
-    big_parent = make_task(TaskStatus.COMPLETED)
-    big = make_task(TaskStatus.FAILED, parent=big_parent)
+    small = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
+    big_parent = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
+    big = factories.task(TaskStatus.FAILED, parent=big_parent, **factories.SAMPLE_TASK)
     _events(big, 200)
     for _ in range(30):
-        make_task(parent=big)
+        factories.task(parent=big, **factories.SAMPLE_TASK)
     for _ in range(3):
-        make_task(retry_of=big)
+        factories.task(retry_of=big, **factories.SAMPLE_TASK)
     assert count(small) == count(big)
 
 
 def test_exact_query_count(admin_client: Any, django_assert_num_queries: Any) -> None:
-    task = make_task(TaskStatus.FAILED)
+    task = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
     admin_client.get(change_url(task))  # warms Django's content type cache
     # session, user, the task (with owner, parent, original run), children, reruns,
     # the canvas (one query joins its roots and groups, one lists it), progress history,
@@ -135,10 +137,10 @@ def test_exact_query_count(admin_client: Any, django_assert_num_queries: Any) ->
 
 
 def test_lineage_links(admin_client: Any) -> None:
-    parent = make_task(TaskStatus.COMPLETED, task_name="bulk.parent")
-    original = make_task(TaskStatus.FAILED, parent=parent)
-    rerun = make_task(retry_of=original, task_name="tests.add")
-    children = [make_task(parent=original) for _ in range(25)]
+    parent = factories.task(TaskStatus.COMPLETED, task_name="bulk.parent", **factories.SAMPLE_TASK)
+    original = factories.task(TaskStatus.FAILED, parent=parent, **factories.SAMPLE_TASK)
+    rerun = factories.task(retry_of=original, task_name="tests.add", **factories.SAMPLE_TASK)
+    children = [factories.task(parent=original, **factories.SAMPLE_TASK) for _ in range(25)]
     html = admin_client.get(change_url(original)).content.decode()
     assert change_url(parent) in html
     assert change_url(rerun) in html
@@ -150,10 +152,12 @@ def test_lineage_links(admin_client: Any) -> None:
 
 
 def test_buttons_follow_status_and_permissions(client: Any) -> None:
-    running = make_task(TaskStatus.PROCESSING)
-    failed = make_task(TaskStatus.FAILED)
-    both = staff_user("both", "view_tasklog", "cancel_tasklog", "retry_tasklog")
-    viewer = staff_user("viewer", "view_tasklog")
+    running = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
+    failed = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
+    both = factories.user(
+        "both", staff=True, perms=("view_tasklog", "cancel_tasklog", "retry_tasklog")
+    )
+    viewer = factories.user("viewer", staff=True, perms=("view_tasklog",))
     client.force_login(both)
     html = client.get(change_url(running)).content.decode()
     assert 'id="tq-cancel"' in html
@@ -171,7 +175,7 @@ def test_buttons_follow_status_and_permissions(client: Any) -> None:
 
 
 def test_cancel_button(admin_client: Any) -> None:
-    task = make_task(TaskStatus.PROCESSING)
+    task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
     url = reverse("admin:django_taskqueue_tasklog_cancel", args=[task.pk])
     assert admin_client.get(url).status_code == 405
     response = admin_client.post(url, follow=True)
@@ -187,19 +191,21 @@ def test_cancel_button(admin_client: Any) -> None:
 
 
 def test_cancel_button_permission_and_missing_task(client: Any) -> None:
-    task = make_task(TaskStatus.PROCESSING)
-    client.force_login(staff_user("viewer", "view_tasklog"))
+    task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
+    client.force_login(factories.user("viewer", staff=True, perms=("view_tasklog",)))
     url = reverse("admin:django_taskqueue_tasklog_cancel", args=[task.pk])
     assert client.post(url).status_code == 403
     task.refresh_from_db()
     assert task.status == TaskStatus.PROCESSING
-    client.force_login(staff_user("canceller", "view_tasklog", "cancel_tasklog"))
+    client.force_login(
+        factories.user("canceller", staff=True, perms=("view_tasklog", "cancel_tasklog"))
+    )
     missing = reverse("admin:django_taskqueue_tasklog_cancel", args=["not-a-uuid"])
     assert client.post(missing).status_code == 404
 
 
 def test_retry_button(admin_client: Any, celery_app: Any) -> None:
-    task = make_task(TaskStatus.FAILED)
+    task = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
     url = reverse("admin:django_taskqueue_tasklog_retry", args=[task.pk])
     response = admin_client.post(url)
     new = TaskLog.objects.get(retry_of=task)
@@ -208,7 +214,7 @@ def test_retry_button(admin_client: Any, celery_app: Any) -> None:
     assert new.status == TaskStatus.RETRYING
     assert new.args == task.args
     # A completed task is not run again; the page says why.
-    done = make_task(TaskStatus.COMPLETED)
+    done = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
     response = admin_client.post(
         reverse("admin:django_taskqueue_tasklog_retry", args=[done.pk]), follow=True
     )
@@ -217,8 +223,10 @@ def test_retry_button(admin_client: Any, celery_app: Any) -> None:
 
 
 def test_retry_button_permission(client: Any) -> None:
-    task = make_task(TaskStatus.FAILED)
-    client.force_login(staff_user("canceller", "view_tasklog", "cancel_tasklog"))
+    task = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK)
+    client.force_login(
+        factories.user("canceller", staff=True, perms=("view_tasklog", "cancel_tasklog"))
+    )
     assert (
         client.post(reverse("admin:django_taskqueue_tasklog_retry", args=[task.pk])).status_code
         == 403
@@ -227,7 +235,7 @@ def test_retry_button_permission(client: Any) -> None:
 
 
 def test_history_lists_are_read_only(admin_client: Any) -> None:
-    task = make_task()
+    task = factories.task(**factories.SAMPLE_TASK)
     event = task.events.get()
     assert (
         admin_client.get(
@@ -246,27 +254,30 @@ def test_history_lists_are_read_only(admin_client: Any) -> None:
 
 
 def test_history_lists_visible_to_task_viewers(client: Any) -> None:
-    task = make_task()
-    client.force_login(staff_user("viewer", "view_tasklog"))
+    task = factories.task(**factories.SAMPLE_TASK)
+    client.force_login(factories.user("viewer", staff=True, perms=("view_tasklog",)))
     url = reverse("admin:django_taskqueue_taskeventlog_changelist") + f"?task__id__exact={task.pk}"
     assert client.get(url).status_code == 200
-    client.force_login(staff_user("nobody"))
+    client.force_login(factories.user("nobody", staff=True))
     assert client.get(url).status_code == 403
 
 
 def test_canvas_links(admin_client: Any) -> None:
-    root = make_task(TaskStatus.COMPLETED, task_name="tests.first")
+    root = factories.task(TaskStatus.COMPLETED, task_name="tests.first", **factories.SAMPLE_TASK)
     root_id = root.celery_task_id
     TaskLog.objects.filter(pk=root.pk).update(celery_root_id=root_id)
-    step = make_task(
+    step = factories.task(
         TaskStatus.FAILED,
         celery_root_id=root_id,
         celery_parent_id=root_id,
         celery_group_id="header-1",
+        **factories.SAMPLE_TASK,
     )
     # A member of the same group that is its own root (a chord header sent from outside a task).
-    member = make_task(celery_root_id="elsewhere", celery_group_id="header-1")
-    unrelated = make_task()
+    member = factories.task(
+        celery_root_id="elsewhere", celery_group_id="header-1", **factories.SAMPLE_TASK
+    )
+    unrelated = factories.task(**factories.SAMPLE_TASK)
     html = admin_client.get(change_url(step)).content.decode()
     assert "header-1" in html
     assert change_url(root) in html
@@ -276,17 +287,25 @@ def test_canvas_links(admin_client: Any) -> None:
     assert "this task" in html
     assert change_url(step) in html
     # A parent with no row (an untracked task) is named, not linked.
-    orphan = make_task(celery_parent_id="untracked-parent", celery_root_id="untracked-parent")
+    orphan = factories.task(
+        celery_parent_id="untracked-parent",
+        celery_root_id="untracked-parent",
+        **factories.SAMPLE_TASK,
+    )
     html = admin_client.get(change_url(orphan)).content.decode()
     assert "untracked-parent" in html
     assert "not recorded" in html
 
 
 def test_canvas_list_is_capped_with_links_to_the_rest(admin_client: Any) -> None:
-    root = make_task()
+    root = factories.task(**factories.SAMPLE_TASK)
     TaskLog.objects.filter(pk=root.pk).update(celery_root_id=root.celery_task_id)
     for _ in range(LINEAGE_CAP + 2):
-        make_task(celery_root_id=root.celery_task_id, celery_parent_id=root.celery_task_id)
+        factories.task(
+            celery_root_id=root.celery_task_id,
+            celery_parent_id=root.celery_task_id,
+            **factories.SAMPLE_TASK,
+        )
     html = admin_client.get(change_url(root)).content.decode()
     assert f"?celery_root_id={root.celery_task_id}" in html
     listed = admin_client.get(

@@ -11,10 +11,9 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from django_taskqueue import lifecycle
 from django_taskqueue.admin.tasklog import TaskLogAdmin
 from django_taskqueue.status import TaskStatus
-from tests.admin.helpers import make_task, staff_user
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -23,13 +22,6 @@ CHANGELIST = reverse("admin:django_taskqueue_tasklog_changelist")
 
 def live_url(pk: Any) -> str:
     return reverse("admin:django_taskqueue_tasklog_live", args=[pk])
-
-
-def running(progress: int = 40, message: str = "resized") -> Any:
-    task = make_task(TaskStatus.PROCESSING)
-    lifecycle.record_progress(lifecycle.ProgressWrite(progress, message, None, True), pk=task.pk)
-    task.refresh_from_db()
-    return task
 
 
 def widgets(html: str) -> dict[str, str]:
@@ -41,7 +33,9 @@ def widgets(html: str) -> dict[str, str]:
 
 
 def test_the_status_view_answers_the_task_state_in_json(admin_client: Client) -> None:
-    task = running(40, "resized")
+    task = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", **factories.SAMPLE_TASK
+    )
     response = admin_client.get(live_url(task.pk))
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -57,7 +51,7 @@ def test_the_status_view_answers_the_task_state_in_json(admin_client: Client) ->
 
 
 def test_the_status_view_of_a_failed_task_says_why(admin_client: Client) -> None:
-    task = make_task(TaskStatus.FAILED)
+    task = factories.task(TaskStatus.FAILED, **factories.SAMPLE_TASK, **factories.BOOM)
     body = admin_client.get(live_url(task.pk)).json()
     assert body["status"] == "failed"
     assert body["error_message"] == "ValueError: boom"
@@ -65,14 +59,16 @@ def test_the_status_view_of_a_failed_task_says_why(admin_client: Client) -> None
 
 
 def test_the_status_view_checks_permissions_like_the_change_view(client: Client) -> None:
-    task = running()
+    task = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", **factories.SAMPLE_TASK
+    )
     # Staff without the view permission: 403, also for an id that does not exist.
-    client.force_login(staff_user("nobody"))
+    client.force_login(factories.user("nobody", staff=True))
     assert client.get(live_url(task.pk)).status_code == 403
     assert client.get(live_url(uuid.uuid4())).status_code == 403
     assert client.get(live_url(task.pk)).json() == {"detail": "Permission denied."}
     # With it: the task, and a 404 for an unknown or malformed id.
-    client.force_login(staff_user("viewer", "view_tasklog"))
+    client.force_login(factories.user("viewer", staff=True, perms=("view_tasklog",)))
     assert client.get(live_url(task.pk)).status_code == 200
     assert client.get(live_url(uuid.uuid4())).status_code == 404
     assert client.get(live_url("not-a-uuid")).status_code == 404
@@ -84,14 +80,18 @@ def test_the_status_view_checks_permissions_like_the_change_view(client: Client)
 
 
 def test_the_status_view_answers_only_get(admin_client: Client) -> None:
-    task = running()
+    task = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", **factories.SAMPLE_TASK
+    )
     assert admin_client.post(live_url(task.pk)).status_code == 405
 
 
 def test_the_changelist_follows_its_running_rows(admin_client: Client) -> None:
-    active = running(40, "resized")
-    pending = make_task(TaskStatus.PENDING)
-    done = make_task(TaskStatus.COMPLETED)
+    active = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", **factories.SAMPLE_TASK
+    )
+    pending = factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK)
+    done = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
     html = admin_client.get(CHANGELIST).content.decode()
     found = widgets(html)
     assert set(found) == {str(active.pk), str(pending.pk), str(done.pk)}
@@ -113,7 +113,9 @@ def test_the_changelist_follows_its_running_rows(admin_client: Client) -> None:
 
 @pytest.mark.urls("tests.urls_admin_only")
 def test_without_the_api_the_admin_polls_its_own_view(admin_client: Client) -> None:
-    task = running()
+    task = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", **factories.SAMPLE_TASK
+    )
     html = admin_client.get(CHANGELIST).content.decode()
     tag = widgets(html)[str(task.pk)]
     assert f'data-tq-poll-url="{live_url(task.pk)}"' in tag
@@ -124,14 +126,21 @@ def test_live_stream_false_keeps_the_admin_off_the_stream(
     admin_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(TaskLogAdmin, "live_stream", False)
-    task = running()
+    task = factories.task(
+        TaskStatus.PROCESSING, progress=40, progress_message="resized", **factories.SAMPLE_TASK
+    )
     tag = widgets(admin_client.get(CHANGELIST).content.decode())[str(task.pk)]
     assert "data-tq-stream-url" not in tag
     assert "data-tq-poll-url" in tag
 
 
 def test_the_task_page_follows_a_running_task(admin_client: Client) -> None:
-    task = running(55, "page 11 of 20")
+    task = factories.task(
+        TaskStatus.PROCESSING,
+        progress=55,
+        progress_message="page 11 of 20",
+        **factories.SAMPLE_TASK,
+    )
     url = reverse("admin:django_taskqueue_tasklog_change", args=[task.pk])
     html = admin_client.get(url).content.decode()
     assert str(task.pk) in widgets(html)
@@ -142,7 +151,7 @@ def test_the_task_page_follows_a_running_task(admin_client: Client) -> None:
 
 
 def test_the_page_of_an_ended_task_follows_nothing(admin_client: Client) -> None:
-    task = make_task(TaskStatus.COMPLETED)
+    task = factories.task(TaskStatus.COMPLETED, **factories.SAMPLE_TASK)
     url = reverse("admin:django_taskqueue_tasklog_change", args=[task.pk])
     html = admin_client.get(url).content.decode()
     assert "data-tq-poll-url" not in html

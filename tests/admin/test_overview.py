@@ -19,19 +19,21 @@ from django_taskqueue.admin.overview import WINDOW_DAYS, build_overview
 from django_taskqueue.models import TaskLog
 from django_taskqueue.stats import percentile
 from django_taskqueue.status import TaskStatus
-from tests.admin.helpers import ago, make_task, staff_user
+from tests import factories
 
 URL = reverse("admin:django_taskqueue_tasklog_overview")
 
 
 def ended(status: str, *, hours_ago: float, runtime: float, task_type: str = "sample") -> Any:
-    end = ago(hours=hours_ago)
-    return make_task(
+    end = factories.ago(hours=hours_ago)
+    return factories.task(
         status,
         task_type=task_type,
         created_at=end - timedelta(seconds=runtime + 1),
         started_at=end - timedelta(seconds=runtime),
         completed_at=end,
+        args=[1, 2],
+        **factories.BOOM,
     )
 
 
@@ -62,8 +64,10 @@ def test_counts_buckets_and_runtimes() -> None:
     ended(TaskStatus.FAILED, hours_ago=1.5, runtime=1)
     ended(TaskStatus.CANCELLED, hours_ago=1.5, runtime=1)
     old = ended(TaskStatus.FAILED, hours_ago=24 * (WINDOW_DAYS + 2), runtime=1)
-    make_task(TaskStatus.PENDING)
-    make_task(TaskStatus.PENDING, created_at=ago(days=WINDOW_DAYS + 5))
+    factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK)
+    factories.task(
+        TaskStatus.PENDING, created_at=factories.ago(days=WINDOW_DAYS + 5), **factories.SAMPLE_TASK
+    )
 
     overview = build_overview(stale_after=timedelta(minutes=15))
 
@@ -78,7 +82,7 @@ def test_counts_buckets_and_runtimes() -> None:
 
     assert len(overview.hourly) == 24
     assert len(overview.daily) == WINDOW_DAYS
-    hour = timezone.localtime(ago(hours=1.5)).replace(minute=0, second=0, microsecond=0)
+    hour = timezone.localtime(factories.ago(hours=1.5)).replace(minute=0, second=0, microsecond=0)
     bucket = next(b for b in overview.hourly if b.start == hour)
     assert (bucket.completed, bucket.failed, bucket.cancelled) == (5, 1, 1)
     assert bucket.failure_percent == pytest.approx(100 / 6)
@@ -95,8 +99,12 @@ def test_counts_buckets_and_runtimes() -> None:
 
 @pytest.mark.django_db
 def test_stuck_and_failures() -> None:
-    stuck = make_task(TaskStatus.PROCESSING, heartbeat_at=ago(hours=2))
-    fresh = make_task(TaskStatus.PROCESSING, heartbeat_at=ago(minutes=1))
+    stuck = factories.task(
+        TaskStatus.PROCESSING, heartbeat_at=factories.ago(hours=2), **factories.SAMPLE_TASK
+    )
+    fresh = factories.task(
+        TaskStatus.PROCESSING, heartbeat_at=factories.ago(minutes=1), **factories.SAMPLE_TASK
+    )
     failures = [ended(TaskStatus.FAILED, hours_ago=h, runtime=1) for h in (5, 1, 3)]
     overview = build_overview(stale_after=timedelta(minutes=15))
     assert [t.pk for t in overview.stuck] == [stuck.pk]
@@ -108,7 +116,12 @@ def test_stuck_and_failures() -> None:
 def test_page_renders_everything(admin_client: Any) -> None:
     ended(TaskStatus.COMPLETED, hours_ago=1, runtime=2)
     failed = ended(TaskStatus.FAILED, hours_ago=2, runtime=1)
-    stuck = make_task(TaskStatus.PROCESSING, heartbeat_at=ago(hours=2), task_name="imports.stuck")
+    stuck = factories.task(
+        TaskStatus.PROCESSING,
+        heartbeat_at=factories.ago(hours=2),
+        task_name="imports.stuck",
+        **factories.SAMPLE_TASK,
+    )
     response = admin_client.get(URL)
     assert response.status_code == 200
     html = response.content.decode()
@@ -141,7 +154,9 @@ def test_query_count_is_constant(admin_client: Any, django_assert_num_queries: A
     empty = count()
     for h in range(30):
         ended(TaskStatus.FAILED if h % 4 == 0 else TaskStatus.COMPLETED, hours_ago=h * 3, runtime=h)
-        make_task(TaskStatus.PROCESSING, heartbeat_at=ago(hours=1 + h))
+        factories.task(
+            TaskStatus.PROCESSING, heartbeat_at=factories.ago(hours=1 + h), **factories.SAMPLE_TASK
+        )
     assert count() == empty
     # session, user, window counts, active counts, buckets, runtimes, stuck, failures
     # (+1 on PostgreSQL: the table estimate).
@@ -151,9 +166,9 @@ def test_query_count_is_constant(admin_client: Any, django_assert_num_queries: A
 
 @pytest.mark.django_db
 def test_permissions(client: Any) -> None:
-    client.force_login(staff_user("nobody"))
+    client.force_login(factories.user("nobody", staff=True))
     assert client.get(URL).status_code == 403
-    client.force_login(staff_user("viewer", "view_tasklog"))
+    client.force_login(factories.user("viewer", staff=True, perms=("view_tasklog",)))
     assert client.get(URL).status_code == 200
     client.logout()
     assert client.get(URL).status_code == 302
@@ -167,7 +182,7 @@ def test_postgresql_percentiles_match_the_python_ones() -> None:
     assert connection.vendor == "postgresql"
     for runtime in (1, 2, 3, 4, 100, 7, 0.5):
         ended(TaskStatus.COMPLETED, hours_ago=2, runtime=runtime)
-    since = ago(days=1)
+    since = factories.ago(days=1)
     sql = _percentiles_sql(since)
     sample = _percentiles_sample(since)
     python, sampled = sample.runtimes, sample.sampled
@@ -214,7 +229,7 @@ def test_page_shows_each_figure(admin_client: Any) -> None:
             task_type="document",
         )
     ended(TaskStatus.CANCELLED, hours_ago=(timezone.now() - end).total_seconds() / 3600, runtime=1)
-    make_task(TaskStatus.PENDING)
+    factories.task(TaskStatus.PENDING, **factories.SAMPLE_TASK)
 
     response = admin_client.get(URL)
     html = response.content.decode()

@@ -12,7 +12,7 @@ from django_taskqueue.admin.charts import Bar, Segment, _nice_ceiling, bar_chart
 from django_taskqueue.admin.pagination import CappedCountPaginator, table_estimate
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests.admin.helpers import make_task
+from tests import factories
 
 
 class SmallCap(CappedCountPaginator):
@@ -22,7 +22,7 @@ class SmallCap(CappedCountPaginator):
 @pytest.mark.django_db
 def test_exact_below_the_cap() -> None:
     for _ in range(3):
-        make_task()
+        factories.task(**factories.SAMPLE_TASK)
     paginator = SmallCap(TaskLog.objects.filter(status=TaskStatus.PENDING), 2)
     assert paginator.count == 3
     assert not paginator.is_capped
@@ -33,7 +33,7 @@ def test_exact_below_the_cap() -> None:
 @pytest.mark.django_db
 def test_capped_above_the_cap() -> None:
     for _ in range(6):
-        make_task()
+        factories.task(**factories.SAMPLE_TASK)
     paginator = SmallCap(
         TaskLog.objects.filter(status=TaskStatus.PENDING).order_by("-created_at"), 2
     )
@@ -46,7 +46,7 @@ def test_capped_above_the_cap() -> None:
 @pytest.mark.django_db
 def test_unfiltered_without_estimate_is_capped_count() -> None:
     for _ in range(6):
-        make_task()
+        factories.task(**factories.SAMPLE_TASK)
     if connection.vendor == "sqlite":
         assert table_estimate(TaskLog.objects.all()) is None
     paginator = SmallCap(TaskLog.objects.all(), 10)
@@ -61,7 +61,7 @@ def test_plain_lists_are_counted() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_postgresql_estimate_for_the_unfiltered_list() -> None:
     for _ in range(12):
-        make_task()
+        factories.task(**factories.SAMPLE_TASK)
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {TaskLog._meta.db_table}")
     assert table_estimate(TaskLog.objects.all()) == 12
@@ -130,7 +130,7 @@ def test_rate_chart_has_a_fixed_axis() -> None:
 def test_postgresql_changelist_says_estimated(admin_client: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(CappedCountPaginator, "cap", 4)
     for _ in range(12):
-        make_task()
+        factories.task(**factories.SAMPLE_TASK)
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {TaskLog._meta.db_table}")
     response = admin_client.get(reverse("admin:django_taskqueue_tasklog_changelist"))

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from django_taskqueue import lifecycle
-from django_taskqueue.models import TaskLog
+from tests import factories
 
 TASK_TYPES = {
     "file": "tests.process_file",
@@ -42,27 +40,19 @@ def file_root(tmp_path: Path, settings: Any) -> Path:
     return root
 
 
-def make_user(username: str, **fields: Any) -> Any:
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.create_user(
-        username=username, password=f"pw-{username}", **fields
-    )
-
-
 @pytest.fixture
 def alice() -> Any:
-    return make_user("alice")
+    return factories.user("alice")
 
 
 @pytest.fixture
 def bob() -> Any:
-    return make_user("bob")
+    return factories.user("bob")
 
 
 @pytest.fixture
 def staff() -> Any:
-    return make_user("staff", is_staff=True)
+    return factories.user("staff", staff=True)
 
 
 def basic(user: Any) -> str:
@@ -83,41 +73,6 @@ def client_for(user: Any | None) -> Any:
 @pytest.fixture
 def api(alice: Any) -> Any:
     return client_for(alice)
-
-
-def make_task(owner: Any = None, **fields: Any) -> TaskLog:
-    """Record a pending task through the lifecycle, as a producer would."""
-    fields.setdefault("task_name", "tests.process_file")
-    fields.setdefault("task_type", "file")
-    return lifecycle.create_task_log(str(uuid.uuid4()), owner=owner, **fields)
-
-
-def finish(log: TaskLog, status: str, **kwargs: Any) -> TaskLog:
-    """Move a task to a terminal status through the lifecycle."""
-    lifecycle.mark_started(log.celery_task_id)
-    if status == "completed":
-        lifecycle.mark_completed(log.celery_task_id, result=kwargs.get("result", {"ok": True}))
-    elif status == "failed":
-        lifecycle.mark_failed(log.celery_task_id, error_message="it broke", error_code="ValueError")
-    elif status == "cancelled":
-        lifecycle.mark_cancelled(log.celery_task_id, reason="no longer needed")
-    log.refresh_from_db()
-    return log
-
-
-def running_task(owner: Any = None, progress: int = 40, message: str = "resized") -> TaskLog:
-    """A task in ``processing`` at ``progress``, as a worker would have left it."""
-    task = make_task(owner)
-    lifecycle.mark_started(task.celery_task_id)
-    set_progress(task, progress, message)
-    return task
-
-
-def set_progress(task: TaskLog, progress: int, message: str = "") -> None:
-    """Record a progress value of a running task through the lifecycle."""
-    lifecycle.record_progress(
-        lifecycle.ProgressWrite(progress, message, None, False), celery_task_id=task.celery_task_id
-    )
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("rest_framework")
 
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import make_task
+from tests import factories
 
 CREATE = "/api/tasks/create_task/"
 BULK = "/api/tasks/bulk_create/"
@@ -104,7 +104,7 @@ def test_the_depth_limit_is_a_setting_and_counts_the_body(
 def test_every_parse_error_is_a_400_in_json(
     api: Any, alice: Any, body: Any, content_type: str, message: str
 ) -> None:
-    log = make_task(alice)
+    log = factories.task(owner=alice, **factories.FILE_TASK)
     response = post_raw(api, f"/api/tasks/{log.pk}/cancel/", body, content_type)
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/json"
@@ -206,7 +206,7 @@ def test_a_nul_celery_id_on_postgresql(api: Any, alice: Any) -> None:
     # PostgreSQL refuses NUL in a text parameter: the lookup raised, a 500.
     response = api.get("/api/tasks/status/%00/")
     assert response.status_code == 400
-    log = make_task(alice)
+    log = factories.task(owner=alice, **factories.FILE_TASK)
     assert api.get(f"/api/tasks/status/{log.celery_task_id}/").status_code == 200
 
 
@@ -244,7 +244,7 @@ def test_a_post_to_such_a_path_is_a_404_in_json_not_a_csrf_page(alice: Any) -> N
 @pytest.mark.django_db
 @pytest.mark.parametrize("sub", ["events", "progress-history"])
 def test_a_bad_page_of_a_sub_resource_is_a_400(api: Any, alice: Any, sub: str) -> None:
-    log = make_task(alice)
+    log = factories.task(owner=alice, **factories.FILE_TASK)
     for page in ("x", "0"):
         response = api.get(f"/api/tasks/{log.pk}/{sub}/", {"page": page})
         assert response.status_code == 400, response.content

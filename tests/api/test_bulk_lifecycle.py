@@ -12,7 +12,7 @@ from django_taskqueue import lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog
 from django_taskqueue.status import BULK_TASK_NAME
-from tests.api.conftest import make_task
+from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,7 +159,7 @@ def test_fail_bulk_fails_the_parent_and_its_pending_children() -> None:
 
 
 def test_a_task_without_parent_pays_one_update_for_the_aggregation() -> None:
-    log = make_task()
+    log = factories.task(**factories.FILE_TASK)
     lifecycle.mark_started(log.celery_task_id)
     with CaptureQueriesContext(connection) as queries:
         lifecycle.mark_completed(log.celery_task_id, pk=log.pk, result=1)

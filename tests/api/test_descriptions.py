@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("rest_framework")
 
-from tests.api.conftest import client_for, make_task
+from tests import factories
+from tests.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +50,7 @@ def staff_client(staff: Any) -> Any:
 
 @pytest.fixture
 def task_id(staff: Any) -> str:
-    return str(make_task(staff).pk)
+    return str(factories.task(owner=staff, **factories.FILE_TASK).pk)
 
 
 def test_the_browsable_api_shows_no_sphinx_markup(staff_client: Any, task_id: str) -> None:

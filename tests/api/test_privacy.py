@@ -13,7 +13,8 @@ from celery.result import AsyncResult
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import client_for, make_task
+from tests import factories
+from tests.api.conftest import client_for
 from tests.live import wait_for
 
 LIST = "/api/tasks/"
@@ -74,7 +75,7 @@ def test_secret_metadata_reaches_the_task_but_is_stored_and_shown_redacted(
 @pytest.fixture
 def tasks_of_alice(alice: Any, staff: Any) -> tuple[TaskLog, TaskLog]:
     """Two of alice's tasks: one failed on WORKER with a traceback, one cancelled by staff."""
-    failed = make_task(alice, args=["/srv/files/a.txt"])
+    failed = factories.task(owner=alice, args=["/srv/files/a.txt"], **factories.FILE_TASK)
     lifecycle.mark_started(failed.celery_task_id, worker=WORKER)
     lifecycle.mark_failed(
         failed.celery_task_id,
@@ -83,7 +84,7 @@ def tasks_of_alice(alice: Any, staff: Any) -> tuple[TaskLog, TaskLog]:
         traceback=TRACEBACK,
         metadata={"worker": WORKER},
     )
-    cancelled = make_task(alice)
+    cancelled = factories.task(owner=alice, **factories.FILE_TASK)
     lifecycle.mark_started(cancelled.celery_task_id, worker=WORKER)
     lifecycle.cancel(cancelled, reason="maintenance", user=staff, revoke=False)
     return failed, cancelled

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import client_for, finish, make_task, make_user
+from tests import factories
+from tests.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -32,9 +33,9 @@ def ids(response: Any) -> set[str]:
 
 
 def test_users_see_their_own_tasks_and_staff_see_all(alice: Any, bob: Any, staff: Any) -> None:
-    mine = make_task(alice)
-    theirs = make_task(bob)
-    system = make_task(None)
+    mine = factories.task(owner=alice, **factories.FILE_TASK)
+    theirs = factories.task(owner=bob, **factories.FILE_TASK)
+    system = factories.task(**factories.FILE_TASK)
     assert ids(client_for(alice).get(LIST)) == {str(mine.pk)}
     assert ids(client_for(bob).get(LIST)) == {str(theirs.pk)}
     assert ids(client_for(staff).get(LIST)) == {str(mine.pk), str(theirs.pk), str(system.pk)}
@@ -52,7 +53,7 @@ def test_users_see_their_own_tasks_and_staff_see_all(alice: Any, bob: Any, staff
     ],
 )
 def test_another_users_task_is_a_404(alice: Any, bob: Any, method: str, suffix: str) -> None:
-    theirs = make_task(bob)
+    theirs = factories.task(owner=bob, **factories.FILE_TASK)
     response = getattr(client_for(alice), method)(f"{LIST}{theirs.pk}/{suffix}", format="json")
     assert response.status_code == 404
     assert "detail" in response.json()
@@ -61,7 +62,7 @@ def test_another_users_task_is_a_404(alice: Any, bob: Any, method: str, suffix: 
 
 
 def test_another_users_task_by_celery_id_is_a_404(alice: Any, bob: Any) -> None:
-    theirs = make_task(bob)
+    theirs = factories.task(owner=bob, **factories.FILE_TASK)
     response = client_for(alice).get(f"{LIST}status/{theirs.celery_task_id}/")
     assert response.status_code == 404
 
@@ -71,7 +72,7 @@ def test_staff_see_other_users_tasks_but_need_the_permission_to_act(
 ) -> None:
     from django.contrib.auth.models import Permission
 
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     client = client_for(staff)
     assert client.get(f"{LIST}{task.pk}/").status_code == 200
     response = client.post(f"{LIST}{task.pk}/cancel/", {}, format="json")
@@ -84,7 +85,7 @@ def test_staff_see_other_users_tasks_but_need_the_permission_to_act(
 
 
 def test_anonymous_requests_are_refused(alice: Any) -> None:
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     for url in (LIST, f"{LIST}{task.pk}/", f"{LIST}progress/"):
         response = client_for(None).get(url)
         assert response.status_code == 401, url  # Basic auth comes first: a challenge
@@ -95,7 +96,7 @@ def test_basic_token_and_session_authentication_all_work(alice: Any) -> None:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     token = APIClient()
     token.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
     session = APIClient()
@@ -110,7 +111,7 @@ def test_basic_token_and_session_authentication_all_work(alice: Any) -> None:
 def test_session_authentication_enforces_csrf_on_writes(alice: Any) -> None:
     from rest_framework.test import APIClient
 
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     session = APIClient(enforce_csrf_checks=True)
     session.login(username="alice", password="pw-alice")
     response = session.post(f"{LIST}{task.pk}/cancel/", {}, format="json")
@@ -119,7 +120,7 @@ def test_session_authentication_enforces_csrf_on_writes(alice: Any) -> None:
 
 
 def test_the_permission_policy_is_a_setting(alice: Any, settings: Any) -> None:
-    make_task(alice)
+    factories.task(owner=alice, **factories.FILE_TASK)
     settings.DJANGO_TASKQUEUE = {
         **settings.DJANGO_TASKQUEUE,
         "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
@@ -131,7 +132,13 @@ def test_the_permission_policy_is_a_setting(alice: Any, settings: Any) -> None:
 
 
 def test_list_shape(api: Any, alice: Any) -> None:
-    task = make_task(alice, file_name="photo.jpg", file_size=2048, file_path="/x/photo.jpg")
+    task = factories.task(
+        owner=alice,
+        file_name="photo.jpg",
+        file_size=2048,
+        file_path="/x/photo.jpg",
+        **factories.FILE_TASK,
+    )
     body = api.get(LIST).json()
     assert set(body) == {"count", "next", "previous", "results"}
     assert body["count"] == 1
@@ -147,9 +154,9 @@ def test_list_shape(api: Any, alice: Any) -> None:
 
 
 def test_status_filter_takes_one_or_several(api: Any, alice: Any) -> None:
-    pending = make_task(alice)
-    done = finish(make_task(alice), "completed")
-    failed = finish(make_task(alice), "failed")
+    pending = factories.task(owner=alice, **factories.FILE_TASK)
+    done = factories.task("completed", owner=alice, **factories.FILE_TASK)
+    failed = factories.task("failed", owner=alice, **factories.FILE_TASK)
     assert ids(api.get(LIST, {"status": "completed"})) == {str(done.pk)}
     both = {str(done.pk), str(failed.pk)}
     assert ids(api.get(LIST, {"status": ["completed", "failed"]})) == both
@@ -172,8 +179,10 @@ def test_bad_filter_values_are_400s_that_say_what_is_wrong(api: Any) -> None:
 
 
 def test_task_type_search_and_parent_filters(api: Any, alice: Any) -> None:
-    image = make_task(alice, task_type="image", file_name="Holiday.JPG")
-    doc = make_task(alice, task_type="document", task_name="imports.csv")
+    image = factories.task(
+        owner=alice, task_type="image", file_name="Holiday.JPG", task_name="tests.process_file"
+    )
+    doc = factories.task(owner=alice, task_type="document", task_name="imports.csv")
     assert ids(api.get(LIST, {"task_type": "image"})) == {str(image.pk)}
     assert ids(api.get(LIST, {"search": "holiday"})) == {str(image.pk)}
     assert ids(api.get(LIST, {"search": "IMPORTS"})) == {str(doc.pk)}
@@ -186,7 +195,7 @@ def test_task_type_search_and_parent_filters(api: Any, alice: Any) -> None:
 
 def test_date_filters_take_dates_and_date_times(api: Any, alice: Any) -> None:
     def at(day: int, hour: int = 12) -> TaskLog:
-        task = make_task(alice)
+        task = factories.task(owner=alice, **factories.FILE_TASK)
         moment = timezone.make_aware(dt.datetime(2024, 1, day, hour))
         TaskLog.objects.filter(pk=task.pk).update(created_at=moment)
         return task
@@ -204,8 +213,8 @@ def test_date_filters_take_dates_and_date_times(api: Any, alice: Any) -> None:
 
 
 def test_ordering(api: Any, alice: Any) -> None:
-    small = make_task(alice, file_size=1)
-    big = make_task(alice, file_size=9)
+    small = factories.task(owner=alice, file_size=1, **factories.FILE_TASK)
+    big = factories.task(owner=alice, file_size=9, **factories.FILE_TASK)
     rows = api.get(LIST, {"ordering": "-file_size"}).json()["results"]
     assert [r["id"] for r in rows] == [str(big.pk), str(small.pk)]
     rows = api.get(LIST, {"ordering": "file_size"}).json()["results"]
@@ -221,7 +230,7 @@ def test_pagination_bounds(api: Any, alice: Any, settings: Any) -> None:
         "API_MAX_PAGE_SIZE": 3,
     }
     for _ in range(5):
-        make_task(alice)
+        factories.task(owner=alice, **factories.FILE_TASK)
     body = api.get(LIST).json()
     assert (body["count"], len(body["results"])) == (5, 2)
     assert "page=2" in body["next"]
@@ -244,11 +253,11 @@ def test_pagination_bounds(api: Any, alice: Any, settings: Any) -> None:
 
 
 def test_list_query_count_does_not_grow_with_rows(api: Any, alice: Any) -> None:
-    make_task(alice)
+    factories.task(owner=alice, **factories.FILE_TASK)
     with CaptureQueriesContext(connection) as one:
         assert api.get(LIST, {"status": "pending"}).status_code == 200
     for _ in range(20):
-        make_task(alice)
+        factories.task(owner=alice, **factories.FILE_TASK)
     with CaptureQueriesContext(connection) as many:
         assert api.get(LIST, {"status": "pending"}).status_code == 200
     assert len(many) == len(one)
@@ -258,7 +267,7 @@ def test_list_query_count_does_not_grow_with_rows(api: Any, alice: Any) -> None:
 
 
 def test_detail_has_the_computed_fields_history_and_events(api: Any, alice: Any) -> None:
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     lifecycle.mark_started(task.celery_task_id)
     lifecycle.record_progress(
         lifecycle.ProgressWrite(40, "resized", {"w": 1}, True), celery_task_id=task.celery_task_id
@@ -281,7 +290,7 @@ def test_history_and_events_are_paginated_sub_resources(
     api: Any, alice: Any, settings: Any
 ) -> None:
     settings.DJANGO_TASKQUEUE = {**settings.DJANGO_TASKQUEUE, "API_PAGE_SIZE": 2}
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     lifecycle.mark_started(task.celery_task_id)
     for percent in (10, 20, 30):
         lifecycle.record_progress(
@@ -303,9 +312,9 @@ def test_history_and_events_are_paginated_sub_resources(
 
 
 def test_progress_summary_counts_what_the_caller_may_see(alice: Any, bob: Any, staff: Any) -> None:
-    make_task(alice)
-    finish(make_task(alice), "completed")
-    finish(make_task(bob), "failed")
+    factories.task(owner=alice, **factories.FILE_TASK)
+    factories.task("completed", owner=alice, **factories.FILE_TASK)
+    factories.task("failed", owner=bob, **factories.FILE_TASK)
     assert client_for(alice).get(f"{LIST}progress/").json() == {
         "pending": 1,
         "processing": 0,
@@ -322,7 +331,7 @@ def test_status_by_celery_id_without_a_result_backend(
     api: Any, alice: Any, dead_broker: Any
 ) -> None:
     dead_broker.conf.result_backend = None  # Celery's DisabledBackend
-    failed = finish(make_task(alice), "failed")
+    failed = factories.task("failed", owner=alice, **factories.FILE_TASK)
     body = api.get(f"{LIST}status/{failed.celery_task_id}/").json()
     assert body["id"] == str(failed.pk)
     assert body["status"] == "failed"
@@ -339,7 +348,7 @@ def test_unknown_ids_are_404s(api: Any) -> None:
 
 
 def test_a_detail_url_ignores_list_filters(api: Any, alice: Any) -> None:
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     assert api.get(f"{LIST}{task.pk}/", {"status": "completed"}).status_code == 200
 
 
@@ -353,8 +362,8 @@ def test_bulk_parent_detail_counts_its_children(api: Any, alice: Any) -> None:
 
 
 def test_another_user_cannot_be_named_in_status_counts(alice: Any) -> None:
-    eve = make_user("eve")
-    make_task(alice)
+    eve = factories.user("eve")
+    factories.task(owner=alice, **factories.FILE_TASK)
     assert client_for(eve).get(f"{LIST}progress/").json()["total"] == 0
 
 
@@ -370,12 +379,20 @@ def test_date_times_with_any_offset_or_at_the_calendar_edges_are_accepted(api: A
 
 
 def test_canvas_fields_and_filters(api: Any, alice: Any) -> None:
-    root = make_task(alice, celery_root_id="root-1")
+    root = factories.task(owner=alice, celery_root_id="root-1", **factories.FILE_TASK)
     root_id = root.celery_task_id
     TaskLog.objects.filter(pk=root.pk).update(celery_root_id=root_id)
-    step = make_task(alice, celery_root_id=root_id, celery_parent_id=root_id, celery_group_id="g1")
-    member = make_task(alice, celery_root_id="other-root", celery_group_id="g1")
-    make_task(alice)  # outside the canvas
+    step = factories.task(
+        owner=alice,
+        celery_root_id=root_id,
+        celery_parent_id=root_id,
+        celery_group_id="g1",
+        **factories.FILE_TASK,
+    )
+    member = factories.task(
+        owner=alice, celery_root_id="other-root", celery_group_id="g1", **factories.FILE_TASK
+    )
+    factories.task(owner=alice, **factories.FILE_TASK)  # outside the canvas
     assert ids(api.get(LIST, {"root_id": root_id})) == {str(root.pk), str(step.pk)}
     assert ids(api.get(LIST, {"group_id": "g1"})) == {str(step.pk), str(member.pk)}
     assert ids(api.get(LIST, {"celery_parent_id": root_id})) == {str(step.pk)}

@@ -15,7 +15,8 @@ pytest.importorskip("rest_framework")
 import requests
 
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import client_for, finish, make_task
+from tests import factories
+from tests.api.conftest import client_for
 from tests.helpers import SIDE_QUEUE, published, purge_queue
 from tests.live import wait_for
 
@@ -40,7 +41,13 @@ def test_concurrent_retries_of_one_task_start_one_rerun(
     side_queue: str,
     clients: int,
 ) -> None:
-    task = finish(make_task(alice, args=[str(file_root / "a.txt")], queue=side_queue), "failed")
+    task = factories.task(
+        "failed",
+        owner=alice,
+        args=[str(file_root / "a.txt")],
+        queue=side_queue,
+        **factories.FILE_TASK,
+    )
     url = f"{live_server.url}{LIST}{task.pk}/retry/"
     start = threading.Barrier(clients)
 

@@ -13,7 +13,8 @@ pytest.importorskip("rest_framework")
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import client_for, finish, make_task, make_user
+from tests import factories
+from tests.api.conftest import client_for
 from tests.helpers import SIDE_QUEUE, purge_queue
 
 LIST = "/api/tasks/"
@@ -29,8 +30,10 @@ def _side_queue(celery_app: Any) -> Iterator[None]:
     purge_queue(celery_app)
 
 
-def task_on_side_queue(owner: Any, **fields: Any) -> TaskLog:
-    return make_task(owner, queue=SIDE_QUEUE, **fields)
+def task_on_side_queue(owner: Any, status: str = "pending", **fields: Any) -> TaskLog:
+    return factories.task(
+        status, owner=owner, queue=SIDE_QUEUE, **{**factories.FILE_TASK, **fields}
+    )
 
 
 def retry(api: Any, task: TaskLog, **body: Any) -> Any:
@@ -47,10 +50,8 @@ def test_a_task_the_host_started_is_not_run_again_over_http(
     pending = task_on_side_queue(
         alice, task_name="tests.echo", task_type="", args=["/etc/hostname"]
     )
-    failed = finish(
-        task_on_side_queue(alice, task_name="tests.echo", args=["/etc/hostname"]), "failed"
-    )
-    superuser = make_user("root", is_staff=True, is_superuser=True)
+    failed = task_on_side_queue(alice, "failed", task_name="tests.echo", args=["/etc/hostname"])
+    superuser = factories.user("root", staff=True, is_superuser=True)
     for client in (api, client_for(superuser)):
         assert client.get(f"{LIST}{failed.pk}/").status_code == 200
         for task in (failed, pending):
@@ -77,9 +78,7 @@ def test_only_a_run_on_one_file_is_run_again_over_http(
 ) -> None:
     # tests.add is the "sample" type, but the host called it with its own arguments.
     args = [a.replace("{root}", str(file_root)) if isinstance(a, str) else a for a in args]
-    task = finish(
-        task_on_side_queue(alice, task_name="tests.add", task_type="sample", args=args), "failed"
-    )
+    task = task_on_side_queue(alice, "failed", task_name="tests.add", task_type="sample", args=args)
     response = retry(api, task)
     assert response.status_code == 409, response.content
     assert "single file path" in response.json()["detail"]
@@ -103,9 +102,8 @@ def test_a_bulk_run_of_a_task_type_can_be_cancelled(
 
 def failed_file_task(owner: Any, path: Path) -> TaskLog:
     """A failed task as create_task records it: ``task(file_path)`` on a file in the roots."""
-    return finish(
-        task_on_side_queue(owner, args=[str(path)], file_path=str(path), file_name=path.name),
-        "failed",
+    return task_on_side_queue(
+        owner, "failed", args=[str(path)], file_path=str(path), file_name=path.name
     )
 
 
@@ -205,7 +203,7 @@ def test_a_rerun_counts_against_the_create_throttle(
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"taskqueue_create": "1/minute"},
     }
-    done = finish(task_on_side_queue(alice, args=[str(file_root / "a.txt")]), "completed")
+    done = task_on_side_queue(alice, "completed", args=[str(file_root / "a.txt")])
     # The create budget is spent (a refused request counts too)...
     assert api.post(CREATE, {"task_type": "file"}, format="json").status_code == 400
     # ... so a re-run, which starts a task, is throttled.

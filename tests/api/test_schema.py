@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests import factories
+
 pytest.importorskip("rest_framework")
 
 OPERATIONS = {
@@ -72,8 +74,6 @@ def test_an_empty_query_value_is_documented_and_read_as_not_given(
 ) -> None:
     from drf_spectacular.generators import SchemaGenerator
 
-    from tests.api.conftest import finish, make_task
-
     schema = SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-untyped-call]
     query = {
         (path, parameter["name"]): parameter
@@ -87,8 +87,8 @@ def test_an_empty_query_value_is_documented_and_read_as_not_given(
     assert [key for key, parameter in query.items() if not parameter.get("allowEmptyValue")] == []
 
     # What the schema says is what the API does: every list parameter left empty.
-    done = finish(make_task(alice), "completed")
-    make_task(alice)
+    done = factories.task("completed", owner=alice, **factories.FILE_TASK)
+    factories.task(owner=alice, **factories.FILE_TASK)
     names = sorted(name for path, name in query if path == "/api/tasks/")
     empty = api.get("/api/tasks/?" + "&".join(f"{name}=" for name in names))
     assert empty.status_code == 200, empty.json()

@@ -27,14 +27,8 @@ from django_taskqueue import lifecycle
 from django_taskqueue.api import stream as stream_module
 from django_taskqueue.api.stream import StreamSlots, task_events
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import (
-    basic,
-    client_for,
-    finish,
-    make_task,
-    running_task,
-    set_progress,
-)
+from tests import factories
+from tests.api.conftest import basic, client_for
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +88,7 @@ def test_the_stream_follows_a_running_task_until_it_ends(
 
 @pytest.mark.django_db
 def test_a_finished_task_streams_only_its_end(alice: Any) -> None:
-    task = finish(make_task(alice), "failed")
+    task = factories.task("failed", owner=alice, **factories.FILE_TASK)
     stream = client_for(alice).get(f"/api/tasks/{task.pk}/stream/")
     events = parse(list(stream.streaming_content))
     assert [kind for kind, _ in events] == ["retry", "end"]
@@ -103,7 +97,7 @@ def test_a_finished_task_streams_only_its_end(alice: Any) -> None:
 
 @pytest.mark.django_db
 def test_stream_errors_are_json_even_for_an_event_source(alice: Any, bob: Any) -> None:
-    task = make_task(bob)
+    task = factories.task(owner=bob, **factories.FILE_TASK)
     response = client_for(alice).get(
         f"/api/tasks/{task.pk}/stream/", HTTP_ACCEPT="text/event-stream"
     )
@@ -114,7 +108,7 @@ def test_stream_errors_are_json_even_for_an_event_source(alice: Any, bob: Any) -
 
 @pytest.mark.django_db
 def test_heartbeats_and_the_time_limit() -> None:
-    task = make_task()
+    task = factories.task(**factories.FILE_TASK)
     lifecycle.mark_started(task.celery_task_id)
     now = [0.0]
 
@@ -147,7 +141,7 @@ def test_heartbeats_and_the_time_limit() -> None:
 
 @pytest.mark.django_db
 def test_a_deleted_task_ends_the_stream() -> None:
-    task = make_task()
+    task = factories.task(**factories.FILE_TASK)
     stream = task_events(
         task.pk, poll_interval=0, heartbeat=10, max_seconds=10, sleep=lambda s: None
     )
@@ -209,7 +203,7 @@ def follow(task: TaskLog, **options: Any) -> list[bytes]:
 
 @pytest.mark.django_db
 def test_a_reconnecting_client_resumes_from_its_last_event_id() -> None:
-    task = running_task()
+    task = factories.task("processing", **factories.RESIZING)
     first = follow(task)
     assert parse(first) == [
         ("retry", 3000),
@@ -220,7 +214,7 @@ def test_a_reconnecting_client_resumes_from_its_last_event_id() -> None:
     # Nothing changed: the next stream does not send the same state again.
     assert parse(follow(task, last_event_id=seen)) == [("retry", 3000), ("retry", 1000)]
     # What happened while the client was away is sent, numbered on from its last id.
-    set_progress(task, 70, "watermarked")
+    factories.set_progress(task, 70, "watermarked")
     resumed = follow(task, last_event_id=seen)
     assert kinds(resumed) == ["retry", "progress", "retry"]
     assert parse(resumed)[1][1]["progress"] == 70
@@ -244,7 +238,7 @@ def test_a_last_event_id_the_stream_did_not_send_is_ignored(
         "API_STREAM_POLL_INTERVAL": 0.01,
         "API_STREAM_MAX_SECONDS": 0.02,
     }
-    task = running_task(alice)
+    task = factories.task("processing", owner=alice, **factories.RESIZING)
     response = client_for(alice).get(url(task), HTTP_LAST_EVENT_ID=header)
     assert response.status_code == 200
     chunks = list(response.streaming_content)
@@ -259,7 +253,7 @@ def test_the_view_resumes_from_the_last_event_id_header(alice: Any, settings: An
         "API_STREAM_POLL_INTERVAL": 0.01,
         "API_STREAM_MAX_SECONDS": 0.02,
     }
-    task = running_task(alice)
+    task = factories.task("processing", owner=alice, **factories.RESIZING)
     api = client_for(alice)
     (seen,) = event_ids(list(api.get(url(task)).streaming_content))
     again = list(api.get(url(task), HTTP_LAST_EVENT_ID=seen).streaming_content)
@@ -271,7 +265,7 @@ def test_the_view_resumes_from_the_last_event_id_header(alice: Any, settings: An
 
 @pytest.mark.django_db(transaction=True)
 def test_no_database_connection_is_held_between_polls() -> None:
-    task = running_task()
+    task = factories.task("processing", **factories.RESIZING)
     now = [0.0]
     held: list[list[str]] = []
 
@@ -298,7 +292,7 @@ def test_no_database_connection_is_held_between_polls() -> None:
 @pytest.mark.django_db
 def test_a_stream_read_inside_a_transaction_leaves_its_connection_alone() -> None:
     # pytest-django runs this test in a transaction: closing its connection would break it.
-    task = running_task()
+    task = factories.task("processing", **factories.RESIZING)
     assert kinds(follow(task)) == ["retry", "progress", "retry"]
     assert TaskLog.objects.filter(pk=task.pk).exists()
 
@@ -311,7 +305,7 @@ def test_a_user_holds_at_most_the_cap_of_streams_and_others_are_answered(
     alice: Any, bob: Any, settings: Any
 ) -> None:
     settings.DJANGO_TASKQUEUE = {**settings.DJANGO_TASKQUEUE, "API_STREAM_MAX_PER_USER": 2}
-    tasks = [running_task(alice) for _ in range(3)]
+    tasks = [factories.task("processing", owner=alice, **factories.RESIZING) for _ in range(3)]
     api = client_for(alice)
     held = [api.get(url(task)) for task in tasks[:2]]
     assert [response.status_code for response in held] == [200, 200]
@@ -326,7 +320,7 @@ def test_a_user_holds_at_most_the_cap_of_streams_and_others_are_answered(
     }
     # Another user, and the same user's other requests, are answered.
     bob_api = client_for(bob)
-    bobs = bob_api.get(url(running_task(bob)))
+    bobs = bob_api.get(url(factories.task("processing", owner=bob, **factories.RESIZING)))
     assert bobs.status_code == 200
     close(bobs)
     assert bob_api.get("/api/tasks/").status_code == 200
@@ -339,7 +333,7 @@ def test_a_user_holds_at_most_the_cap_of_streams_and_others_are_answered(
 @pytest.mark.django_db
 def test_a_stream_that_ends_frees_its_slot(alice: Any, settings: Any) -> None:
     settings.DJANGO_TASKQUEUE = {**settings.DJANGO_TASKQUEUE, "API_STREAM_MAX_PER_USER": 1}
-    task = finish(make_task(alice), "completed")
+    task = factories.task("completed", owner=alice, **factories.FILE_TASK)
     api = client_for(alice)
     for _ in range(3):
         response = api.get(url(task))
@@ -357,7 +351,10 @@ def test_the_slot_of_a_process_that_died_expires(
         "API_STREAM_MAX_PER_USER": 1,
         "API_STREAM_POLL_INTERVAL": 0.1,
     }
-    first, second = running_task(alice), running_task(alice)
+    first, second = (
+        factories.task("processing", owner=alice, **factories.RESIZING),
+        factories.task("processing", owner=alice, **factories.RESIZING),
+    )
     api = client_for(alice)
     assert api.get(url(first)).status_code == 200  # never read nor closed: its process "died"
     refused = api.get(url(second))
@@ -369,7 +366,7 @@ def test_the_slot_of_a_process_that_died_expires(
 @pytest.mark.django_db
 def test_a_running_stream_keeps_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stream_module, "LEASE_SECONDS", 0.3)
-    task = running_task()
+    task = factories.task("processing", **factories.RESIZING)
     slots = StreamSlots("user:1", 1, poll_interval=0.05)
     lease = slots.acquire(ends_at=time.time() + 1)
     assert lease is not None
@@ -397,7 +394,7 @@ def test_an_unreachable_cache_does_not_take_the_stream_down(
     alice: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     pytest.importorskip("redis")
-    task = finish(make_task(alice), "completed")
+    task = factories.task("completed", owner=alice, **factories.FILE_TASK)
     unreachable = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
@@ -413,7 +410,7 @@ def test_an_unreachable_cache_does_not_take_the_stream_down(
 def test_no_cap_when_the_setting_is_none(alice: Any, settings: Any) -> None:
     settings.DJANGO_TASKQUEUE = {**settings.DJANGO_TASKQUEUE, "API_STREAM_MAX_PER_USER": None}
     api = client_for(alice)
-    task = running_task(alice)
+    task = factories.task("processing", owner=alice, **factories.RESIZING)
     assert {api.get(url(task)).status_code for _ in range(10)} == {200}
 
 
@@ -423,7 +420,7 @@ def test_opening_streams_has_a_throttle_scope(alice: Any, settings: Any) -> None
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"taskqueue_stream": "2/minute"},
     }
-    task = finish(make_task(alice), "completed")
+    task = factories.task("completed", owner=alice, **factories.FILE_TASK)
     api = client_for(alice)
     responses = [api.get(url(task)) for _ in range(3)]
     assert [response.status_code for response in responses] == [200, 200, 429]
@@ -497,7 +494,10 @@ def test_under_asgi_events_go_out_as_they_happen(alice: Any, settings: Any) -> N
         "API_STREAM_MAX_SECONDS": 5,
         "API_STREAM_MAX_PER_USER": 1,
     }
-    task, other = running_task(alice), running_task(alice)
+    task, other = (
+        factories.task("processing", owner=alice, **factories.RESIZING),
+        factories.task("processing", owner=alice, **factories.RESIZING),
+    )
 
     async def scenario() -> None:
         app = ASGIHandler()
@@ -505,7 +505,7 @@ def test_under_asgi_events_go_out_as_they_happen(alice: Any, settings: Any) -> N
         assert await stream.status() == 200
         # The first event arrives while the task runs, not when the stream ends.
         await stream.read_until(b'"progress":40')
-        await sync_to_async(set_progress)(task, 70, "watermarked")
+        await sync_to_async(factories.set_progress)(task, 70, "watermarked")
         await stream.read_until(b'"progress":70')
         refused = ASGIStream(app, url(other), alice)
         assert await refused.status() == 429

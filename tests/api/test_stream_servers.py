@@ -15,7 +15,8 @@ pytest.importorskip("rest_framework")
 
 from django.db import connection
 
-from tests.api.conftest import basic, make_user, running_task
+from tests import factories
+from tests.api.conftest import basic
 from tests.api.servers import web_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -34,8 +35,8 @@ def other_connections() -> int:
 
 def test_a_user_over_the_cap_leaves_sync_workers_to_others(tmp_path: Path) -> None:
     """Three sync workers: one user holds two streams, the third is refused, others are served."""
-    alice, bob = make_user("alice"), make_user("bob")
-    tasks = [running_task(alice) for _ in range(3)]
+    alice, bob = factories.user("alice"), factories.user("bob")
+    tasks = [factories.task("processing", owner=alice, **factories.RESIZING) for _ in range(3)]
     settings = {"API_STREAM_MAX_PER_USER": 2, "API_STREAM_MAX_SECONDS": 12}
     with web_server("sync", tmp_path, taskqueue=settings) as server:
         auth = {"Authorization": basic(alice)}
@@ -70,8 +71,15 @@ def test_a_user_over_the_cap_leaves_sync_workers_to_others(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("kind", ["gthread", "runserver", "uvicorn"])
 def test_open_streams_hold_no_database_connection(kind: str, tmp_path: Path) -> None:
-    users = [make_user(f"user{n}") for n in range(3)]
-    tasks = [(user, running_task(user)) for user in users for _ in range(2)]
+    users = [factories.user(f"user{n}") for n in range(3)]
+    tasks = [
+        (
+            user,
+            factories.task("processing", owner=user, **factories.RESIZING),
+        )
+        for user in users
+        for _ in range(2)
+    ]
     with web_server(kind, tmp_path, taskqueue={"API_STREAM_MAX_SECONDS": 60}) as server:
         streams = [
             server.open_stream(f"/api/tasks/{task.pk}/stream/", {"Authorization": basic(user)})

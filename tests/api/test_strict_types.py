@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("rest_framework")
 
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import finish, make_task
+from tests import factories
 
 LIST = "/api/tasks/"
 
@@ -30,7 +30,7 @@ def test_bulk_create_parallel_must_be_a_json_boolean(
 @pytest.mark.django_db
 @pytest.mark.parametrize("force", [0, 1, "true", "on"])
 def test_retry_force_must_be_a_json_boolean(api: Any, alice: Any, force: Any) -> None:
-    failed = finish(make_task(alice), "failed")
+    failed = factories.task("failed", owner=alice, **factories.FILE_TASK)
     response = api.post(f"{LIST}{failed.pk}/retry/", {"force": force}, format="json")
     assert response.status_code == 400, response.content
     assert "boolean" in str(response.json()["force"])
@@ -40,7 +40,7 @@ def test_retry_force_must_be_a_json_boolean(api: Any, alice: Any, force: Any) ->
 @pytest.mark.django_db
 @pytest.mark.parametrize("reason", [5, 1.5, True, ["why"], {"why": 1}])
 def test_cancel_reason_must_be_a_json_string(api: Any, alice: Any, reason: Any) -> None:
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     response = api.post(f"{LIST}{task.pk}/cancel/", {"reason": reason}, format="json")
     assert response.status_code == 400, response.content
     assert "reason" in response.json()
@@ -50,7 +50,7 @@ def test_cancel_reason_must_be_a_json_string(api: Any, alice: Any, reason: Any) 
 
 @pytest.mark.django_db
 def test_json_booleans_and_strings_are_taken(api: Any, alice: Any) -> None:
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     response = api.post(f"{LIST}{task.pk}/cancel/", {"reason": "not needed"}, format="json")
     assert response.status_code == 200, response.content
     task.refresh_from_db()

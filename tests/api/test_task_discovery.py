@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("rest_framework")
 
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import finish, make_task
+from tests import factories
 from tests.conftest import UnimportedTasks
 
 pytestmark = pytest.mark.django_db
@@ -65,9 +65,12 @@ def test_bulk_create_starts_a_task_of_an_installed_app(
 def test_retry_runs_again_a_task_whose_module_was_not_imported(
     api: Any, alice: Any, file_root: Path, lazy_types: dict[str, str], celery_app: Any
 ) -> None:
-    failed = finish(
-        make_task(alice, task_name=lazy_types["resize"], args=[str(file_root / "a.txt")]),
+    failed = factories.task(
         "failed",
+        owner=alice,
+        task_name=lazy_types["resize"],
+        args=[str(file_root / "a.txt")],
+        task_type="file",
     )
     response = api.post(f"/api/tasks/{failed.pk}/retry/", {}, format="json")
     assert response.status_code == 200, response.content

@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("rest_framework")
 
 from django_taskqueue.models import TaskLog
-from tests.api.conftest import client_for, finish, make_task
+from tests import factories
+from tests.api.conftest import client_for
 from tests.live import wait_for
 
 LIST = "/api/tasks/"
@@ -389,7 +390,7 @@ def test_cancelling_a_finished_task_is_a_409(
     api: Any, alice: Any, celery_app: Any, file_root: Path
 ) -> None:
     for status in ("completed", "failed", "cancelled"):
-        task = finish(make_task(alice), status)
+        task = factories.task(status, owner=alice, ran=True, **factories.FILE_TASK)
         response = api.post(f"{LIST}{task.pk}/cancel/", {}, format="json")
         assert response.status_code == 409
         assert response.json() == {
@@ -400,7 +401,7 @@ def test_cancelling_a_finished_task_is_a_409(
 
 @pytest.mark.django_db
 def test_cancel_reason_is_checked(api: Any, alice: Any) -> None:
-    task = make_task(alice)
+    task = factories.task(owner=alice, **factories.FILE_TASK)
     response = api.post(f"{LIST}{task.pk}/cancel/", {"reason": "x" * 1001}, format="json")
     assert response.status_code == 400
     assert "reason" in response.json()
@@ -469,21 +470,25 @@ def test_retry_runs_a_failed_task_again_with_the_same_arguments(
 @pytest.mark.django_db
 def test_retry_refusals_are_409s(api: Any, alice: Any, celery_app: Any, file_root: Path) -> None:
     args = [str(file_root / "a.txt")]
-    done = finish(make_task(alice, args=args), "completed")
+    done = factories.task("completed", owner=alice, args=args, **factories.FILE_TASK)
     response = api.post(f"{LIST}{done.pk}/retry/", {}, format="json")
     assert response.status_code == 409
     assert response.json()["status"] == "completed"
     assert "only failed or cancelled" in response.json()["detail"]
-    running = make_task(alice, args=args)
+    running = factories.task(owner=alice, args=args, **factories.FILE_TASK)
     response = api.post(f"{LIST}{running.pk}/retry/", {"force": False}, format="json")
     assert response.status_code == 409
     assert "pass force" in response.json()["detail"]
     # "ghost" is a TASK_TYPES entry whose Celery task is not registered.
-    unregistered = finish(make_task(alice, task_name="tests.not_registered", args=args), "failed")
+    unregistered = factories.task(
+        "failed", owner=alice, task_name="tests.not_registered", args=args, task_type="file"
+    )
     response = api.post(f"{LIST}{unregistered.pk}/retry/", {}, format="json")
     assert response.status_code == 409
     assert "not a registered TrackedTask" in response.json()["detail"]
-    redacted = finish(make_task(alice, args=args, kwargs={"password": "x"}), "failed")
+    redacted = factories.task(
+        "failed", owner=alice, args=args, kwargs={"password": "x"}, **factories.FILE_TASK
+    )
     assert redacted.args_redacted
     response = api.post(f"{LIST}{redacted.pk}/retry/", {}, format="json")
     assert response.status_code == 409
@@ -499,7 +504,7 @@ def test_retry_with_force_supersedes_a_stuck_task(
 ) -> None:
     from django_taskqueue import lifecycle
 
-    stuck = make_task(alice, args=[str(file_root / "a.txt")])
+    stuck = factories.task(owner=alice, args=[str(file_root / "a.txt")], **factories.FILE_TASK)
     lifecycle.mark_started(stuck.celery_task_id)
     response = api.post(f"{LIST}{stuck.pk}/retry/", {"force": True}, format="json")
     assert response.status_code == 200
@@ -513,7 +518,9 @@ def test_retry_with_force_supersedes_a_stuck_task(
 def test_retry_answers_503_when_the_broker_is_down(
     api: Any, alice: Any, file_root: Path, dead_broker: Any
 ) -> None:
-    failed = finish(make_task(alice, args=[str(file_root / "a.txt")]), "failed")
+    failed = factories.task(
+        "failed", owner=alice, args=[str(file_root / "a.txt")], **factories.FILE_TASK
+    )
     response = api.post(f"{LIST}{failed.pk}/retry/", {}, format="json")
     assert response.status_code == 503
     rerun = TaskLog.objects.get(pk=response.json()["id"])
@@ -538,7 +545,7 @@ def test_write_scopes_are_throttled_when_the_host_sets_a_rate(
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"taskqueue_control": "2/minute"},
     }
-    task = finish(make_task(alice), "completed")
+    task = factories.task("completed", owner=alice, **factories.FILE_TASK)
     codes = [api.post(f"{LIST}{task.pk}/cancel/", {}, format="json").status_code for _ in range(3)]
     assert codes == [409, 409, 429]
     assert "throttled" in api.post(f"{LIST}{task.pk}/retry/", {}, format="json").json()["detail"]

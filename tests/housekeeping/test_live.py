@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timedelta
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from celery import Celery
 
 from django_taskqueue import housekeeping
 from django_taskqueue.models import TaskLog
-from tests.housekeeping import rows
+from tests import factories
 from tests.live import beat_process, wait_for, worker_process
 
 pytestmark = pytest.mark.integration
@@ -31,11 +31,11 @@ def test_the_presets_fire_under_beat_with_the_database_scheduler(
     from django_taskqueue.beat import beat_schedule
     from django_taskqueue.contrib.beat.sync import sync_schedule
 
-    expired = rows.finished("completed", age=timedelta(days=100))
-    recent = rows.finished("completed", age=timedelta(days=1))
-    stuck = rows.running(silent_for=timedelta(hours=2))
+    expired = factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
+    recent = factories.task("completed", completed_at=factories.ago(days=1), progress_rows=1)
+    stuck = factories.task("processing", heartbeat_at=factories.ago(hours=2))
     # Its queue does not exist on the broker, so no message can be waiting there.
-    lost = rows.pending(age=timedelta(days=2), queue="tq-house-nowhere")
+    lost = factories.task(created_at=factories.ago(days=2), queue="tq-house-nowhere")
     sync_schedule(
         beat_schedule(
             cleanup=2,
@@ -119,7 +119,7 @@ def test_an_idempotent_task_whose_worker_was_killed_is_requeued_and_finishes(
     assert log.celery_task_id == result.id
     assert log.attempt == 1
     assert log.result == 1
-    kinds = rows.event_types(log)
+    kinds = factories.events(log)
     assert kinds[kinds.index("requeued") :] == ["requeued", "started", "completed"]
 
 
@@ -169,11 +169,12 @@ def test_a_message_a_dead_worker_fetched_is_not_called_lost(
     live_worker: Any, celery_app: Celery
 ) -> None:
     """Redis keeps it in its unacked hash until the visibility timeout: it is not lost."""
-    queue = f"tq-unacked-{rows.new_id()[:8]}"  # no worker consumes it: nothing restores it early
-    log = rows.pending(age=timedelta(days=2), queue=queue)
+    queue = f"tq-unacked-{uuid.uuid4().hex[:8]}"  # no worker consumes it: nothing restores it early
+    log = factories.task(created_at=factories.ago(days=2), queue=queue)
     celery_app.send_task("tests.add", args=(1, 2), queue=queue, task_id=log.celery_task_id)
     assert _fetched_by_a_dying_consumer(queue) == log.celery_task_id
-    gone = rows.pending(age=timedelta(days=2), queue=queue)  # never published: really lost
+    # never published: really lost
+    gone = factories.task(created_at=factories.ago(days=2), queue=queue)
     try:
         result = housekeeping.reconcile_lost(inspect_timeout=1.0, app=celery_app)
     finally:
@@ -190,11 +191,12 @@ def test_a_stuck_task_whose_message_the_broker_holds_is_left_to_the_redelivery(
     celery_app: Celery, transactional_db: Any
 ) -> None:
     """An acks_late task of a dead worker: Redis gives its message back after the timeout."""
-    queue = f"tq-unacked-{rows.new_id()[:8]}"
-    held = rows.running(silent_for=timedelta(hours=2), queue=queue)
+    queue = f"tq-unacked-{uuid.uuid4().hex[:8]}"
+    held = factories.task("processing", heartbeat_at=factories.ago(hours=2), queue=queue)
     celery_app.send_task("tests.add", args=(1, 2), queue=queue, task_id=held.celery_task_id)
     assert _fetched_by_a_dying_consumer(queue) == held.celery_task_id
-    gone = rows.running(silent_for=timedelta(hours=2), queue=queue)  # acknowledged long ago
+    # acknowledged long ago
+    gone = factories.task("processing", heartbeat_at=factories.ago(hours=2), queue=queue)
     try:
         result = housekeeping.mark_stale_tasks()
     finally:

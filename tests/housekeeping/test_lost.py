@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from celery import Celery
 
 from django_taskqueue import housekeeping
-from tests.housekeeping import rows
+from tests import factories
 
 
 @pytest.mark.django_db
 def test_no_worker_answering_marks_nothing(celery_app: Celery, caplog: Any) -> None:
-    log = rows.pending(age=timedelta(days=2))
+    log = factories.task(created_at=factories.ago(days=2))
 
     result = housekeeping.reconcile_lost(inspect_timeout=0.3, app=celery_app)
 
@@ -27,7 +26,7 @@ def test_no_worker_answering_marks_nothing(celery_app: Celery, caplog: Any) -> N
 
 @pytest.mark.django_db
 def test_nothing_pending_long_enough_asks_no_worker(celery_app: Celery) -> None:
-    rows.pending(age=timedelta(minutes=10))  # LOST_AFTER is an hour
+    factories.task(created_at=factories.ago(minutes=10))  # LOST_AFTER is an hour
     result = housekeeping.reconcile_lost(inspect_timeout=0.3, app=celery_app)
     assert result.checked == 0
     assert result.skipped_reason == ""
@@ -35,13 +34,13 @@ def test_nothing_pending_long_enough_asks_no_worker(celery_app: Celery) -> None:
 
 @pytest.mark.worker
 def test_a_message_nobody_knows_is_marked_lost(worker: Any, celery_app: Celery) -> None:
-    lost = rows.pending(age=timedelta(days=2))
-    in_backend = rows.pending(age=timedelta(days=2))
+    lost = factories.task(created_at=factories.ago(days=2))
+    in_backend = factories.task(created_at=factories.ago(days=2))
     celery_app.backend.store_result(in_backend.celery_task_id, None, "STARTED")
     # A message parked in a queue no worker consumes: behind a backlog, not lost.
-    parked = rows.pending(age=timedelta(days=2), queue="parked")
+    parked = factories.task(created_at=factories.ago(days=2), queue="parked")
     celery_app.send_task("tests.add", args=(1, 2), queue="parked", task_id=parked.celery_task_id)
-    young = rows.pending(age=timedelta(minutes=1))
+    young = factories.task(created_at=factories.ago(minutes=1))
 
     result = housekeeping.reconcile_lost(inspect_timeout=1.0, app=celery_app)
 
@@ -65,7 +64,7 @@ def test_a_pending_row_started_meanwhile_is_not_marked() -> None:
 
     from django_taskqueue import lifecycle
 
-    log = rows.pending(age=timedelta(days=2))
+    log = factories.task(created_at=factories.ago(days=2))
     lifecycle.mark_started(log.celery_task_id, worker="w@h")
     outcome = lifecycle.mark_lost(
         log.pk, created_before=timezone.now(), error_message="lost", metadata={}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from io import StringIO
 from typing import Any
 
@@ -20,7 +19,7 @@ from django_taskqueue import housekeeping, tasks
 from django_taskqueue.exceptions import CleanupIncomplete
 from django_taskqueue.models import TaskEventLog, TaskLog
 from django_taskqueue.status import EventType, TaskStatus
-from tests.housekeeping import rows
+from tests import factories
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -72,8 +71,8 @@ def _beat_task(**kwargs: Any) -> Callable[[], tuple[dict[str, Any], int]]:
 
 def test_two_cleanups_at_once_both_finish_and_leave_nothing_due() -> None:
     assert connection.vendor == "postgresql"
-    rows.many_finished(20_000)
-    kept = rows.finished("completed", age=timedelta(days=1))
+    factories.many_finished(20_000)
+    kept = factories.task("completed", completed_at=factories.ago(days=1), progress_rows=1)
 
     command, beat_task = _at_once(_command("--batch-size", "500"), _beat_task(batch_size=500))
 
@@ -93,7 +92,7 @@ def test_two_cleanups_at_once_both_finish_and_leave_nothing_due() -> None:
 
 def test_a_batch_whose_rows_someone_else_deleted_does_not_end_the_run() -> None:
     """Another session deletes the first batch's rows while the batch waits on them."""
-    rows.many_finished(3_000)
+    factories.many_finished(3_000)
     first = list(
         TaskLog.objects.filter(status=TaskStatus.COMPLETED)
         .order_by("completed_at")
@@ -129,7 +128,7 @@ def test_a_batch_whose_rows_someone_else_deleted_does_not_end_the_run() -> None:
 
 
 def test_a_cleanup_that_cannot_finish_says_so() -> None:
-    rows.many_finished(1_000)
+    factories.many_finished(1_000)
     locked = threading.Event()
     release = threading.Event()
 
@@ -183,7 +182,7 @@ def test_a_cleanup_that_cannot_finish_says_so() -> None:
 
 
 def test_stopping_at_max_batches_is_not_a_failure() -> None:
-    rows.many_finished(300)
+    factories.many_finished(300)
     out = StringIO()
     call_command(
         "taskqueue_cleanup",
@@ -202,7 +201,7 @@ def test_stopping_at_max_batches_is_not_a_failure() -> None:
 
 
 def test_two_stuck_task_sweeps_at_once_fail_each_task_once() -> None:
-    stuck = [rows.running(silent_for=timedelta(hours=2)) for _ in range(60)]
+    stuck = [factories.task("processing", heartbeat_at=factories.ago(hours=2)) for _ in range(60)]
 
     first, second = _at_once(housekeeping.mark_stale_tasks, housekeeping.mark_stale_tasks)
 

@@ -11,24 +11,26 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.test.utils import override_settings
+from django.utils import timezone
 
 from django_taskqueue import housekeeping
 from django_taskqueue.management.commands.taskqueue_stats import render_table
-from tests.housekeeping import rows
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 
 def _day() -> None:
     """A day of work: 3 completed (two types), 1 failed, 1 cancelled, and old tasks."""
-    hour = timedelta(hours=1)
-    rows.finished("completed", age=hour, runtime=timedelta(seconds=2), task_type="image")
-    rows.finished("completed", age=hour, runtime=timedelta(seconds=4), task_type="image")
-    rows.finished("completed", age=hour, runtime=timedelta(seconds=10), task_name="tests.echo")
-    rows.finished("failed", age=hour, error_code="ValueError")
-    rows.finished("cancelled", age=hour)
-    rows.finished("failed", age=timedelta(days=3))  # outside the window
-    rows.running(silent_for=timedelta(hours=2))  # stuck
+    ended = factories.ago(hours=1)
+    seconds = timedelta(seconds=1)
+    factories.task("completed", completed_at=ended, runtime=2 * seconds, task_type="image")
+    factories.task("completed", completed_at=ended, runtime=4 * seconds, task_type="image")
+    factories.task("completed", completed_at=ended, runtime=10 * seconds, task_name="tests.echo")
+    factories.task("failed", completed_at=ended, error_code="ValueError")
+    factories.task("cancelled", completed_at=ended, ran=True)
+    factories.task("failed", completed_at=factories.ago(days=3))  # outside the window
+    factories.task("processing", heartbeat_at=factories.ago(hours=2))  # stuck
 
 
 def test_build_report_counts_rates_and_slowest_types() -> None:
@@ -129,20 +131,21 @@ def test_render_table_aligns_numbers_right() -> None:
 
 def test_report_figures_exactly() -> None:
     """Every figure of the report, with its window bounds, fallbacks and rounding."""
-    hour = timedelta(hours=1)
-    rows.finished("completed", age=hour, runtime=timedelta(seconds=1.23456), task_type="image")
-    rows.finished("completed", age=hour, runtime=timedelta(seconds=2), task_type="image")
+    now, hour, second = timezone.now(), timedelta(hours=1), timedelta(seconds=1)
+    ended = now - hour
+    factories.task("completed", completed_at=ended, runtime=1.23456 * second, task_type="image")
+    factories.task("completed", completed_at=ended, runtime=2 * second, task_type="image")
     # No task_type: grouped under the task name.
-    rows.finished("completed", age=hour, runtime=timedelta(seconds=5), task_name="tests.echo")
-    rows.finished("failed", age=hour, error_code="")
-    rows.finished("failed", age=2 * hour, error_code="KeyError")
-    rows.finished("failed", age=3 * hour, error_code="KeyError")
-    rows.finished("cancelled", age=hour)
-    rows.finished("completed", age=-hour, runtime=timedelta(seconds=50))  # ends after "now"
-    rows.finished("completed", age=timedelta(days=2), runtime=timedelta(seconds=70))  # before
-    rows.running(silent_for=timedelta(hours=2))
-    rows.running(silent_for=timedelta(seconds=1))
-    rows.pending(age=timedelta(days=3))
+    factories.task("completed", completed_at=ended, runtime=5 * second, task_name="tests.echo")
+    factories.task("failed", completed_at=ended, error_code="")
+    factories.task("failed", completed_at=now - 2 * hour, error_code="KeyError")
+    factories.task("failed", completed_at=now - 3 * hour, error_code="KeyError")
+    factories.task("cancelled", completed_at=ended, ran=True)
+    factories.task("completed", completed_at=now + hour, runtime=50 * second)  # ends after "now"
+    factories.task("completed", completed_at=now - 48 * hour, runtime=70 * second)  # before
+    factories.task("processing", heartbeat_at=now - 2 * hour)
+    factories.task("processing", heartbeat_at=now - second)
+    factories.task(created_at=now - 72 * hour)
 
     report = housekeeping.build_report(timedelta(days=1), top=2)
 
@@ -172,7 +175,7 @@ def test_report_figures_exactly() -> None:
 
 def test_report_failure_rate_has_four_decimals() -> None:
     for status in ("completed", "completed", "failed"):
-        rows.finished(status, age=timedelta(hours=1))
+        factories.task(status, completed_at=factories.ago(hours=1), ran=True)
     report = housekeeping.build_report(timedelta(days=1))
     assert report["failure_rate"] == 0.3333
     assert "Failure rate: 33.3%" in housekeeping.format_report(report)

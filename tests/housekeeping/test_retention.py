@@ -12,18 +12,21 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_taskqueue import housekeeping
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
-from tests.housekeeping import rows
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 
 def test_deletes_each_status_past_its_own_age_with_progress_and_events() -> None:
-    old_done = rows.finished("completed", age=timedelta(days=31))
-    new_done = rows.finished("completed", age=timedelta(days=29))
-    old_failed = rows.finished("failed", age=timedelta(days=91))
-    kept_failed = rows.finished("failed", age=timedelta(days=60))  # failed: 90 days
-    old_cancelled = rows.finished("cancelled", age=timedelta(days=31))
-    running = rows.running()
+    old_done = factories.task("completed", completed_at=factories.ago(days=31), progress_rows=1)
+    new_done = factories.task("completed", completed_at=factories.ago(days=29), progress_rows=1)
+    old_failed = factories.task("failed", completed_at=factories.ago(days=91), progress_rows=1)
+    # failed: 90 days
+    kept_failed = factories.task("failed", completed_at=factories.ago(days=60), progress_rows=1)
+    old_cancelled = factories.task(
+        "cancelled", completed_at=factories.ago(days=31), progress_rows=1, ran=True
+    )
+    running = factories.task("processing", heartbeat_at=factories.ago(hours=1))
 
     result = housekeeping.purge_finished()
 
@@ -39,9 +42,13 @@ def test_deletes_each_status_past_its_own_age_with_progress_and_events() -> None
 
 
 def test_children_and_reruns_of_a_deleted_task_keep_living_unlinked() -> None:
-    parent = rows.finished("completed", age=timedelta(days=100))
-    child = rows.finished("completed", age=timedelta(days=1), parent=parent)
-    rerun = rows.finished("completed", age=timedelta(days=1), retry_of=parent)
+    parent = factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
+    child = factories.task(
+        "completed", completed_at=factories.ago(days=1), parent=parent, progress_rows=1
+    )
+    rerun = factories.task(
+        "completed", completed_at=factories.ago(days=1), retry_of=parent, progress_rows=1
+    )
 
     housekeeping.purge_finished()
 
@@ -54,7 +61,7 @@ def test_children_and_reruns_of_a_deleted_task_keep_living_unlinked() -> None:
 
 def test_works_in_bounded_batches_each_reported() -> None:
     for _ in range(5):
-        rows.finished("completed", progress_rows=2)
+        factories.task("completed", completed_at=factories.ago(days=100), progress_rows=2)
     batches: list[housekeeping.Batch] = []
 
     result = housekeeping.purge_finished(batch_size=2, on_batch=batches.append)
@@ -68,7 +75,7 @@ def test_works_in_bounded_batches_each_reported() -> None:
 
 def test_a_batch_selects_keys_only_and_never_loads_whole_rows() -> None:
     for _ in range(3):
-        rows.finished("completed")
+        factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
     with CaptureQueriesContext(connection) as queries:
         housekeeping.purge_finished(batch_size=2, statuses=["completed"])
     statements = [q["sql"] for q in queries.captured_queries]
@@ -80,7 +87,7 @@ def test_a_batch_selects_keys_only_and_never_loads_whole_rows() -> None:
 
 def test_batches_walk_the_index_forward_from_the_last_one() -> None:
     for days in (40, 50, 60, 70):
-        rows.finished("completed", age=timedelta(days=days))
+        factories.task("completed", completed_at=factories.ago(days=days), progress_rows=1)
     with CaptureQueriesContext(connection) as queries:
         result = housekeeping.purge_finished(batch_size=2, statuses=["completed"])
     assert result.batches == 2
@@ -91,15 +98,15 @@ def test_batches_walk_the_index_forward_from_the_last_one() -> None:
 
 def test_max_batches_leaves_the_rest_for_the_next_run() -> None:
     for _ in range(3):
-        rows.finished("completed")
+        factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
     result = housekeeping.purge_finished(batch_size=1, max_batches=2)
     assert result.total == 2
     assert TaskLog.objects.count() == 1
 
 
 def test_dry_run_counts_and_deletes_nothing() -> None:
-    rows.finished("completed")
-    rows.finished("failed", age=timedelta(days=200))
+    factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
+    factories.task("failed", completed_at=factories.ago(days=200), progress_rows=1)
     result = housekeeping.purge_finished(dry_run=True)
     assert result.tasks == {"completed": 1, "failed": 1, "cancelled": 0}
     assert TaskLog.objects.count() == 2
@@ -109,8 +116,8 @@ def test_dry_run_counts_and_deletes_nothing() -> None:
     DJANGO_TASKQUEUE={"RETENTION": {"failed": None, "completed": timedelta(hours=1)}}
 )
 def test_none_keeps_forever_and_timedeltas_work() -> None:
-    rows.finished("failed", age=timedelta(days=3650))
-    done = rows.finished("completed", age=timedelta(hours=2))
+    factories.task("failed", completed_at=factories.ago(days=3650), progress_rows=1)
+    done = factories.task("completed", completed_at=factories.ago(hours=2), progress_rows=1)
     result = housekeeping.purge_finished()
     assert set(result.cutoffs) == {"completed", "cancelled"}
     assert result.tasks["completed"] == 1
@@ -119,8 +126,8 @@ def test_none_keeps_forever_and_timedeltas_work() -> None:
 
 
 def test_older_than_applies_one_age_to_every_status() -> None:
-    rows.finished("failed", age=timedelta(days=8))
-    rows.finished("completed", age=timedelta(days=6))
+    factories.task("failed", completed_at=factories.ago(days=8), progress_rows=1)
+    factories.task("completed", completed_at=factories.ago(days=6), progress_rows=1)
     result = housekeeping.purge_finished(older_than=timedelta(days=7))
     assert result.tasks == {"completed": 0, "failed": 1, "cancelled": 0}
 
@@ -151,7 +158,7 @@ def test_parse_duration_refuses_nonsense() -> None:
 
 
 def test_command_dry_run_reports_per_status() -> None:
-    rows.finished("completed")
+    factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
     out = StringIO()
     call_command("taskqueue_cleanup", "--dry-run", stdout=out)
     text = out.getvalue()
@@ -162,8 +169,8 @@ def test_command_dry_run_reports_per_status() -> None:
 
 def test_command_deletes_with_progress_output() -> None:
     for _ in range(4):
-        rows.finished("completed", age=timedelta(days=3))
-    rows.finished("completed", age=timedelta(hours=1))
+        factories.task("completed", completed_at=factories.ago(days=3), progress_rows=1)
+    factories.task("completed", completed_at=factories.ago(hours=1), progress_rows=1)
     out = StringIO()
     call_command(
         "taskqueue_cleanup",
@@ -198,8 +205,14 @@ def test_command_with_everything_kept() -> None:
 
 
 def test_a_parent_and_its_child_expiring_together_go_in_one_batch() -> None:
-    parent = rows.finished("completed", age=timedelta(days=100))
-    child = rows.finished("completed", age=timedelta(days=100), parent=parent, retry_of=parent)
+    parent = factories.task("completed", completed_at=factories.ago(days=100), progress_rows=1)
+    child = factories.task(
+        "completed",
+        completed_at=factories.ago(days=100),
+        parent=parent,
+        retry_of=parent,
+        progress_rows=1,
+    )
     result = housekeeping.purge_finished(batch_size=10)
     assert result.tasks["completed"] == 2
     assert not TaskLog.objects.filter(pk__in=[parent.pk, child.pk]).exists()
@@ -207,6 +220,6 @@ def test_a_parent_and_its_child_expiring_together_go_in_one_batch() -> None:
 
 @override_settings(DJANGO_TASKQUEUE={"RETENTION": None})
 def test_retention_none_keeps_everything() -> None:
-    rows.finished("completed", age=timedelta(days=3650))
+    factories.task("completed", completed_at=factories.ago(days=3650), progress_rows=1)
     assert housekeeping.purge_finished().cutoffs == {}
     assert TaskLog.objects.count() == 1

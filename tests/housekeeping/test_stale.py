@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from django_taskqueue import heartbeat, housekeeping, lifecycle
 from django_taskqueue.models import TaskLog
-from tests.housekeeping import rows
+from tests import factories
 from tests.live import wait_for
 
 # The sample tasks registered with the test project's (current) Celery app.
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.usefixtures("celery_app")
 
 @pytest.mark.django_db
 def test_a_silent_running_task_is_failed_as_worker_lost_with_an_event() -> None:
-    stuck = rows.running(silent_for=timedelta(hours=1))
-    alive = rows.running(silent_for=timedelta(minutes=1))
+    stuck = factories.task("processing", worker="gone@host", heartbeat_at=factories.ago(hours=1))
+    alive = factories.task("processing", heartbeat_at=factories.ago(minutes=1))
 
     result = housekeeping.mark_stale_tasks()
 
@@ -43,8 +43,10 @@ def test_a_silent_running_task_is_failed_as_worker_lost_with_an_event() -> None:
 
 @pytest.mark.django_db
 def test_the_task_class_stale_after_wins_over_the_setting() -> None:
-    quick = rows.running("tests.stuck_sleeper", silent_for=timedelta(seconds=5))  # stale_after=1
-    slow = rows.running("tests.add", silent_for=timedelta(seconds=5))  # STALE_AFTER=900 s
+    # tests.stuck_sleeper has stale_after=1; tests.add goes by STALE_AFTER=900 s.
+    silent = factories.ago(seconds=5)
+    quick = factories.task("processing", task_name="tests.stuck_sleeper", heartbeat_at=silent)
+    slow = factories.task("processing", task_name="tests.add", heartbeat_at=silent)
     assert housekeeping.mark_stale_tasks().failed == [quick.celery_task_id]
     slow.refresh_from_db()
     assert slow.status == "processing"
@@ -53,13 +55,13 @@ def test_the_task_class_stale_after_wins_over_the_setting() -> None:
 @pytest.mark.django_db
 @override_settings(DJANGO_TASKQUEUE={"STALE_AFTER": 30})
 def test_the_setting_is_read_live() -> None:
-    stuck = rows.running(silent_for=timedelta(seconds=60))
+    stuck = factories.task("processing", heartbeat_at=factories.ago(seconds=60))
     assert housekeeping.mark_stale_tasks().failed == [stuck.celery_task_id]
 
 
 @pytest.mark.django_db
 def test_a_heartbeat_landing_after_the_query_wins() -> None:
-    log = rows.running(silent_for=timedelta(hours=1))
+    log = factories.task("processing", heartbeat_at=factories.ago(hours=1))
     cutoff = timezone.now() - timedelta(minutes=15)
     lifecycle.touch(pk=log.pk)  # the task shows a sign of life in between
 
@@ -68,12 +70,12 @@ def test_a_heartbeat_landing_after_the_query_wins() -> None:
     assert not outcome.applied
     log.refresh_from_db()
     assert log.status == "processing"
-    assert rows.event_types(log)[-1] == "ignored"
+    assert factories.events(log)[-1] == "ignored"
 
 
 @pytest.mark.django_db
 def test_dry_run_finds_without_marking() -> None:
-    log = rows.running(silent_for=timedelta(hours=1))
+    log = factories.task("processing", heartbeat_at=factories.ago(hours=1))
     result = housekeeping.mark_stale_tasks(dry_run=True)
     assert result.found == [log.celery_task_id]
     assert result.failed == []
@@ -87,7 +89,11 @@ def test_requeue_needs_acks_late_idempotent_stored_args_and_retry_budget() -> No
 
     task = current_app.tasks["tests.idempotent_sleeper"]
     plain = current_app.tasks["tests.stuck_sleeper"]
-    log = rows.running("tests.idempotent_sleeper")
+    log = factories.task(
+        "processing",
+        task_name="tests.idempotent_sleeper",
+        heartbeat_at=factories.ago(hours=1),
+    )
     assert housekeeping.requeue_allowed(log, task)
     assert not housekeeping.requeue_allowed(log, plain)  # neither acks_late nor idempotent
     assert not housekeeping.requeue_allowed(log, None)  # not registered here
@@ -103,7 +109,12 @@ def test_requeue_needs_acks_late_idempotent_stored_args_and_retry_budget() -> No
 
 @pytest.mark.worker
 def test_an_idempotent_acks_late_task_is_requeued_under_its_id_and_runs_again(worker: Any) -> None:
-    log = rows.running("tests.idempotent_sleeper", args=[0.1], silent_for=timedelta(seconds=10))
+    log = factories.task(
+        "processing",
+        task_name="tests.idempotent_sleeper",
+        heartbeat_at=factories.ago(seconds=10),
+        args=[0.1],
+    )
 
     result = housekeeping.mark_stale_tasks()
 
@@ -121,7 +132,7 @@ def test_an_idempotent_acks_late_task_is_requeued_under_its_id_and_runs_again(wo
     assert log.attempt == 1
     assert log.retry_count == 1
     assert log.result == 1  # the task returns its attempt number
-    kinds = rows.event_types(log)
+    kinds = factories.events(log)
     assert kinds.index("requeued") < len(kinds) - 2
     assert kinds[kinds.index("requeued") + 1 :] == ["started", "completed"]
 
@@ -150,8 +161,8 @@ def test_a_running_task_without_progress_keeps_a_fresh_heartbeat(worker: Any) ->
 
 @pytest.mark.django_db
 def test_beat_once_touches_registered_running_tasks_only() -> None:
-    log = rows.running(silent_for=timedelta(hours=1))
-    done = rows.finished("completed")
+    log = factories.task("processing", heartbeat_at=factories.ago(hours=1))
+    done = factories.task("completed", completed_at=factories.ago(days=100))
     heartbeat.start(log.celery_task_id, log.pk)
     heartbeat.start(done.celery_task_id, done.pk)
     try:
@@ -171,7 +182,7 @@ def test_check_stuck_command_exits_non_zero_and_fixes() -> None:
     call_command("taskqueue_check_stuck", stdout=out)
     assert "No stuck tasks." in out.getvalue()
 
-    log = rows.running(silent_for=timedelta(hours=2))
+    log = factories.task("processing", heartbeat_at=factories.ago(hours=2))
     out = StringIO()
     with pytest.raises(CommandError, match="1 stuck task") as raised:
         call_command("taskqueue_check_stuck", stdout=out)

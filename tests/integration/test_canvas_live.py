@@ -11,7 +11,7 @@ from django_taskqueue import canvas
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
 from tests import tasks
-from tests.helpers import finished
+from tests.live import wait_finished
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +26,9 @@ def test_a_failed_chain_on_a_real_worker(live_worker: Any) -> None:
     add_id = result.parent.id
     boom_id = result.parent.parent.id
     first_id = result.parent.parent.parent.id
-    boom = finished(boom_id)
+    boom = wait_finished(boom_id)
     assert (boom.celery_root_id, boom.celery_parent_id) == (first_id, first_id)
-    never_run = [finished(add_id), finished(echo_id)]
+    never_run = [wait_finished(add_id), wait_finished(echo_id)]
     for log in never_run:
         assert (log.status, log.error_code) == (TaskStatus.FAILED, canvas.UPSTREAM_FAILED)
         assert (log.celery_root_id, log.celery_parent_id) == (first_id, boom_id)
@@ -40,10 +40,10 @@ def test_a_failed_chain_on_a_real_worker(live_worker: Any) -> None:
 def test_a_chord_on_a_real_worker(live_worker: Any) -> None:
     result: Any = chord([tasks.add.s(i, i) for i in range(3)], tasks.total.s()).apply_async()
     assert result.get(timeout=30) == 6
-    body = finished(result.id)
+    body = wait_finished(result.id)
     header_ids = [child.id for child in result.parent.results]
     for task_id in header_ids:
-        member = finished(task_id)
+        member = wait_finished(task_id)
         assert member.celery_group_id == result.parent.id
     assert body.celery_parent_id in header_ids
     # Celery sends a chord's body with its header's group id.
@@ -55,7 +55,7 @@ def test_a_chord_on_a_real_worker(live_worker: Any) -> None:
     failed = failing.apply_async()
     with pytest.raises(Exception, match="member"):
         failed.get(timeout=30)
-    failed_body = finished(failed.id)
+    failed_body = wait_finished(failed.id)
     assert (failed_body.status, failed_body.error_code) == (
         TaskStatus.FAILED,
         canvas.UPSTREAM_FAILED,

@@ -19,8 +19,8 @@ from celery import current_app
 
 from django_taskqueue.exceptions import MessageRefused
 from django_taskqueue.models import TaskLog
-from tests import tasks
-from tests.helpers import finished
+from tests import factories, tasks
+from tests.live import wait_finished
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def purge_after() -> Iterator[None]:
 
 def assert_serving(worker: Any) -> None:
     assert worker.process.poll() is None, f"the worker died:\n{worker.log[-3000:]}"
-    log = finished(tasks.add.delay(20, 22).id)
+    log = wait_finished(tasks.add.delay(20, 22).id)
     assert (log.status, log.result) == ("completed", 42)
     assert worker.process.poll() is None, worker.log[-3000:]
 
@@ -51,7 +51,7 @@ def test_deep_metadata_over_the_api_is_a_400_and_the_worker_keeps_serving(
     purge_after: None, live_worker: Any, tmp_path: Path, settings: Any
 ) -> None:
     pytest.importorskip("rest_framework")
-    from tests.api.conftest import TASK_TYPES, client_for, make_user
+    from tests.api.conftest import TASK_TYPES, client_for
 
     root = tmp_path / "files"
     root.mkdir()
@@ -61,7 +61,7 @@ def test_deep_metadata_over_the_api_is_a_400_and_the_worker_keeps_serving(
         "TASK_TYPES": TASK_TYPES,
         "ALLOWED_FILE_ROOTS": [str(root)],
     }
-    api = client_for(make_user("alice"))
+    api = client_for(factories.user("alice"))
     deep = '{"a":' * POISON_DEPTH + "{}" + "}" * POISON_DEPTH
     for url, body in (
         ("/api/tasks/create_task/", f'{{"file_path": "{root}/a.txt", "task_type": "file", '),
@@ -88,7 +88,7 @@ def test_a_deep_result_is_recorded_and_the_worker_keeps_serving(live_worker: Any
     # to store, the tracked result was the only encoding, and it raised out of
     # on_success, leaving the task "processing" for ever.
     result = tasks.deep_result.apply_async((5000,), ignore_result=True)
-    log = finished(result.id)
+    log = wait_finished(result.id)
     assert log.status == "completed"
     assert log.result is not None
     assert log.result["truncated"] is True

@@ -18,8 +18,7 @@ import pytest
 from django_taskqueue.models import TaskLog
 from tests import tasks
 from tests.celery_app import app
-from tests.helpers import finished
-from tests.live import worker_env, worker_process
+from tests.live import wait_finished, worker_env, worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,7 @@ def test_a_wrong_setting_is_logged_at_start_and_tasks_are_recorded_with_the_defa
     with worker_process(tmp_path, env=env, concurrency=1) as worker:
         results = [tasks.progress.delay(steps=4) for _ in range(5)]
         assert [r.get(timeout=30) for r in results] == [4] * 5
-        logs = [finished(r.id) for r in results]
+        logs = [wait_finished(r.id) for r in results]
     lines = log_lines(worker.log)
     startup = [
         (level, process)
