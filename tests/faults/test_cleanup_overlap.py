@@ -20,8 +20,8 @@ from django.db import connection
 
 from django_taskqueue import housekeeping
 from django_taskqueue.models import TaskLog
+from tests import factories
 from tests.celery_app import app
-from tests.housekeeping import rows
 from tests.live import spawn, wait_for, worker_env, worker_process
 
 pytestmark = pytest.mark.faults
@@ -68,7 +68,7 @@ def _holds_the_turn() -> bool:
 def test_the_beat_task_and_the_command_at_once(
     servers: Any, tmp_path: Path, report: list[Any]
 ) -> None:
-    rows.many_finished(DUE)
+    factories.many_finished(DUE)
     due = _due()
     with worker_process(tmp_path, concurrency=1):
         task = app.send_task("django_taskqueue.cleanup", kwargs={"batch_size": 500})
@@ -95,7 +95,7 @@ def test_the_beat_task_and_the_command_at_once(
 def test_a_run_frozen_in_its_turn_makes_the_other_fail_loudly(
     servers: Any, tmp_path: Path, report: list[Any]
 ) -> None:
-    rows.many_finished(DUE)
+    factories.many_finished(DUE)
     due = _due()
     with worker_process(tmp_path, concurrency=1):
         command, out = _command(tmp_path)
