@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from django_taskqueue import lifecycle, live
 from django_taskqueue.models import TaskLog
+from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.status import TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ def running(progress: int = 40, message: str = "resized", **fields: Any) -> Task
     fields.setdefault("task_name", "tests.add")
     task = lifecycle.create_task_log(str(uuid.uuid4()), **fields)
     lifecycle.mark_started(task.celery_task_id)
-    lifecycle.record_progress(lifecycle.ProgressWrite(progress, message, None, True), pk=task.pk)
+    lifecycle.record_progress(ProgressWrite(progress, message, None, True), pk=task.pk)
     return TaskLog.objects.get(pk=task.pk)
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from django_taskqueue import lifecycle
 from django_taskqueue.exceptions import TransitionRefused
-from django_taskqueue.lifecycle import ProgressWrite
 from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.progress import ProgressWrite
 from tests import tasks
 from tests.helpers import finished, make_log
 

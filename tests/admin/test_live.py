@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from django_taskqueue import lifecycle
 from django_taskqueue.admin.tasklog import TaskLogAdmin
+from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.status import TaskStatus
 from tests.admin.helpers import make_task, staff_user
 
@@ -27,7 +28,7 @@ def live_url(pk: Any) -> str:
 
 def running(progress: int = 40, message: str = "resized") -> Any:
     task = make_task(TaskStatus.PROCESSING)
-    lifecycle.record_progress(lifecycle.ProgressWrite(progress, message, None, True), pk=task.pk)
+    lifecycle.record_progress(ProgressWrite(progress, message, None, True), pk=task.pk)
     task.refresh_from_db()
     return task
 

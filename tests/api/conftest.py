@@ -12,6 +12,7 @@ import pytest
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
+from django_taskqueue.progress import ProgressWrite
 
 TASK_TYPES = {
     "file": "tests.process_file",
@@ -116,7 +117,7 @@ def running_task(owner: Any = None, progress: int = 40, message: str = "resized"
 def set_progress(task: TaskLog, progress: int, message: str = "") -> None:
     """Record a progress value of a running task through the lifecycle."""
     lifecycle.record_progress(
-        lifecycle.ProgressWrite(progress, message, None, False), celery_task_id=task.celery_task_id
+        ProgressWrite(progress, message, None, False), celery_task_id=task.celery_task_id
     )
 
 

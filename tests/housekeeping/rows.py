@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.status import EventType, TaskStatus
 
 
@@ -35,9 +36,7 @@ def finished(
     log = lifecycle.create_task_log(new_id(), task_name=task_name, **fields)
     lifecycle.mark_started(log.celery_task_id, worker="w1@host")
     for i in range(progress_rows):
-        lifecycle.record_progress(
-            lifecycle.ProgressWrite(10 + i, f"step {i}", None, True), pk=log.pk
-        )
+        lifecycle.record_progress(ProgressWrite(10 + i, f"step {i}", None, True), pk=log.pk)
     if status == "completed":
         lifecycle.mark_completed(log.celery_task_id, pk=log.pk, result={"ok": True})
     elif status == "failed":
