@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.progress import ProgressWrite
@@ -162,7 +162,7 @@ class TestStarted:
 
     def test_started_of_cancelled_task_reports_cancelled(self) -> None:
         log = make_log()
-        lifecycle.cancel(log, reason="no longer needed", revoke=False)
+        actions.cancel(log, reason="no longer needed", revoke=False)
         outcome = started(log)
         assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
 
@@ -233,7 +233,7 @@ class TestCancel:
         user = make_user("alice")
         log = make_log(owner=user)
         started(log)
-        lifecycle.cancel(log, reason="wrong file", user=user, revoke=False)
+        actions.cancel(log, reason="wrong file", user=user, revoke=False)
         assert log.status == TaskStatus.CANCELLED
         assert log.error_message == "wrong file"
         assert log.cancelled_at is not None
@@ -246,7 +246,7 @@ class TestCancel:
     def test_cancel_then_complete_keeps_cancelled(self) -> None:
         log = make_log()
         started(log)
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         assert not lifecycle.mark_completed(log.celery_task_id, result=1).applied
         log.refresh_from_db()
         assert log.status == TaskStatus.CANCELLED
@@ -257,13 +257,13 @@ class TestCancel:
         log = make_log()
         lifecycle.mark_completed(log.celery_task_id, result=1)
         with pytest.raises(TransitionRefused, match="already completed") as info:
-            lifecycle.cancel(log, revoke=False)
+            actions.cancel(log, revoke=False)
         assert info.value.status == TaskStatus.COMPLETED
         assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
 
     def test_revoke_after_cancel_adds_the_confirmation(self) -> None:
         log = make_log()
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         outcome = lifecycle.record_revoked(log.celery_task_id, terminated=False, expired=False)
         assert outcome.status == TaskStatus.CANCELLED
         assert events(log) == ["created", "cancelled", "revoked"]
@@ -323,7 +323,7 @@ class TestProgress:
     def test_progress_of_cancelled_task_reports_cancelled(self) -> None:
         log = make_log()
         started(log)
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         outcome = lifecycle.record_progress(ProgressWrite(50, "", None, True), pk=log.pk)
         assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
         assert TaskProgress.objects.count() == 0
@@ -341,7 +341,7 @@ class TestRerun:
         user = make_user("bob")
         log = make_log(task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"])
         lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
-        new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), user=user)
+        new = actions.rerun(TaskLog.objects.get(pk=log.pk), user=user)
         assert new.pk != log.pk
         assert new.celery_task_id != log.celery_task_id
         new.refresh_from_db()
@@ -356,14 +356,14 @@ class TestRerun:
         log = make_log(task_name="tests.echo")
         lifecycle.mark_completed(log.celery_task_id, result=1)
         with pytest.raises(TransitionRefused, match="completed"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
 
     def test_active_task_needs_force(self, celery_app: Any) -> None:
         log = make_log(task_name="tests.echo")
         started(log)
         with pytest.raises(TransitionRefused, match="force"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
-        new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), force=True)
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
+        new = actions.rerun(TaskLog.objects.get(pk=log.pk), force=True)
         old = TaskLog.objects.get(pk=log.pk)
         assert (old.status, old.error_code) == (TaskStatus.CANCELLED, "superseded")
         assert new.retry_of_id == log.pk
@@ -372,13 +372,13 @@ class TestRerun:
         log = make_log(task_name="tests.echo", kwargs={"password": "x"})
         lifecycle.mark_failed(log.celery_task_id, error_message="boom")
         with pytest.raises(TransitionRefused, match="redacted"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
 
     def test_unknown_task_is_refused(self, celery_app: Any) -> None:
         log = make_log(task_name="not.registered")
         lifecycle.mark_failed(log.celery_task_id, error_message="boom")
         with pytest.raises(TransitionRefused, match="not a registered TrackedTask"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
 
 
 class TestPresumedFailures:
@@ -464,7 +464,7 @@ class TestPresumedFailures:
     ) -> None:
         log = make_log(task_name="tests.echo")
         self.lost(log)
-        lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+        actions.rerun(TaskLog.objects.get(pk=log.pk))
         # The presumption is not superseded (the re-run is the new attempt), but
         # the old message's body does run, and the row says so.
         outcome = started(log)
@@ -656,7 +656,7 @@ class TestSignals:
                 # A late failure report changes nothing: nothing is sent.
                 lifecycle.mark_failed(log.celery_task_id, pk=log.pk, error_message="late")
                 other = make_log()
-                lifecycle.cancel(other, revoke=False)
+                actions.cancel(other, revoke=False)
         finally:
             task_status_changed.disconnect(on_status)
             task_progress.disconnect(on_progress)
