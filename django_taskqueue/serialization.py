@@ -9,16 +9,13 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import accumulate, chain
 from typing import Any
 from urllib.parse import unquote_plus
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.signals import setting_changed
 from django.utils.encoding import force_str
-
-from django_taskqueue.conf import conf
 
 # Nested structures deeper than this are cut: a guard against self-referencing
 # or pathological data, not a limit anyone should meet.
@@ -421,65 +418,3 @@ def unstorable_text(value: Any, name: str) -> str | None:
                 "which cannot be stored as text."
             )
     return None
-
-
-# --- values as stored (the settings' secret keys, read live) --------------------------
-
-
-@functools.cache
-def _secrets() -> tuple[SecretKeys, str]:
-    """The secret keys (``REDACT_KEYS`` + ``REDACT_EXTRA_KEYS``) and ``REDACTED_VALUE``.
-
-    Every recorded transition redacts its values, so this is kept between calls
-    (reading and lower-casing the settings cost more than the redaction) and
-    forgotten whenever ``DJANGO_TASKQUEUE`` changes (``override_settings``).
-    """
-    terms = conf.REDACT_KEYS + conf.REDACT_EXTRA_KEYS
-    return secret_keys(terms), conf.REDACTED_VALUE
-
-
-def _forget_secrets(*, setting: str, **kwargs: Any) -> None:
-    if setting == "DJANGO_TASKQUEUE":
-        _secrets.cache_clear()
-
-
-setting_changed.connect(_forget_secrets)
-
-
-def stored_json(value: Any) -> Any:
-    """``value`` as any JSON column stores it: JSON-safe, secrets redacted.
-
-    Every JSON :mod:`django_taskqueue.lifecycle` writes goes through here or
-    :func:`stored_arguments`
-    (metadata, results, progress data, event metadata), so what the admin and
-    the API show never holds a secret; what the task receives is unchanged.
-    """
-    value = to_json(value)
-    if not value or not isinstance(value, (dict, list, str)):
-        return value
-    keys, replacement = _secrets()
-    return redact(value, keys, replacement)[0]
-
-
-def stored_text(text: str) -> str:
-    """A message, error or traceback as stored: credentials in URLs masked."""
-    if "://" not in text:
-        return text
-    keys, replacement = _secrets()
-    return redact_text(text, keys, replacement)[0]
-
-
-def stored_arguments(
-    args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
-) -> tuple[list[Any], dict[str, Any], bool]:
-    """Args and kwargs as stored: JSON-safe, secrets redacted (per settings).
-
-    Returns:
-        ``(args, kwargs, redacted)``; empty when ``STORE_ARGS`` is off.
-    """
-    if not conf.STORE_ARGS:
-        return [], {}, False
-    keys, replacement = _secrets()
-    safe_args, args_changed = redact(to_json(list(args or ())), keys, replacement)
-    safe_kwargs, kwargs_changed = redact(to_json(dict(kwargs or {})), keys, replacement)
-    return safe_args, safe_kwargs, args_changed or kwargs_changed

@@ -48,6 +48,9 @@ from django_taskqueue.lifecycle.records import (
     KeepFirst,
     Outcome,
     orm_updates,
+    stored_arguments,
+    stored_json,
+    stored_text,
 )
 from django_taskqueue.lifecycle.recovery import mark_lost, mark_stale, requeue_stale, touch_many
 from django_taskqueue.lifecycle.transitions import (
@@ -66,7 +69,6 @@ from django_taskqueue.lifecycle.transitions import (
     touch,
 )
 from django_taskqueue.progress import ProgressBuffer, ProgressWrite, percent_from
-from django_taskqueue.serialization import stored_arguments, stored_json, stored_text
 
 __all__ = [
     "LINEAGE_FIELDS",

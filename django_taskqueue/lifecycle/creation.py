@@ -25,14 +25,16 @@ from django_taskqueue.lifecycle.records import (
     announce,
     earlier_outcome,
     recording,
+    stored_arguments,
     stored_event,
+    stored_json,
+    stored_text,
     write_events,
 )
 from django_taskqueue.lifecycle.transitions import (
     mark_cancelled,
 )
 from django_taskqueue.models import TaskEventLog, TaskLog
-from django_taskqueue.serialization import stored_arguments, stored_json, stored_text
 from django_taskqueue.status import (
     ACTIVE_STATUSES,
     EventType,

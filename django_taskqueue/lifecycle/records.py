@@ -9,20 +9,22 @@ transaction a lifecycle write runs in.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+from django.core.signals import setting_changed
 from django.db import models, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 
 from django_taskqueue.conf import conf
 from django_taskqueue.models import TaskEventLog, TaskLog
-from django_taskqueue.serialization import stored_json, stored_text
+from django_taskqueue.serialization import SecretKeys, redact, redact_text, secret_keys, to_json
 from django_taskqueue.signals import task_status_changed
 
 #: ``error_code`` of a task whose message could not be sent.
@@ -63,6 +65,67 @@ class Outcome:
     #: The row's parent, when ``parent_known`` (read along with the pk).
     parent_id: uuid.UUID | None = None
     parent_known: bool = False
+
+
+# --- values as stored (the settings' secret keys, read live) ---------------------------
+
+
+@functools.cache
+def _secrets() -> tuple[SecretKeys, str]:
+    """The secret keys (``REDACT_KEYS`` + ``REDACT_EXTRA_KEYS``) and ``REDACTED_VALUE``.
+
+    Every recorded transition redacts its values, so this is kept between calls
+    (reading and lower-casing the settings cost more than the redaction) and
+    forgotten whenever ``DJANGO_TASKQUEUE`` changes (``override_settings``).
+    """
+    terms = conf.REDACT_KEYS + conf.REDACT_EXTRA_KEYS
+    return secret_keys(terms), conf.REDACTED_VALUE
+
+
+def _forget_secrets(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DJANGO_TASKQUEUE":
+        _secrets.cache_clear()
+
+
+setting_changed.connect(_forget_secrets)
+
+
+def stored_json(value: Any) -> Any:
+    """``value`` as any JSON column stores it: JSON-safe, secrets redacted.
+
+    Every JSON the lifecycle writes goes through here or :func:`stored_arguments`
+    (metadata, results, progress data, event metadata), so what the admin and
+    the API show never holds a secret; what the task receives is unchanged.
+    """
+    value = to_json(value)
+    if not value or not isinstance(value, (dict, list, str)):
+        return value
+    keys, replacement = _secrets()
+    return redact(value, keys, replacement)[0]
+
+
+def stored_text(text: str) -> str:
+    """A message, error or traceback as stored: credentials in URLs masked."""
+    if "://" not in text:
+        return text
+    keys, replacement = _secrets()
+    return redact_text(text, keys, replacement)[0]
+
+
+def stored_arguments(
+    args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+) -> tuple[list[Any], dict[str, Any], bool]:
+    """Args and kwargs as stored: JSON-safe, secrets redacted (per settings).
+
+    Returns:
+        ``(args, kwargs, redacted)``; empty when ``STORE_ARGS`` is off.
+    """
+    if not conf.STORE_ARGS:
+        return [], {}, False
+    keys, replacement = _secrets()
+    safe_args, args_changed = redact(to_json(list(args or ())), keys, replacement)
+    safe_kwargs, kwargs_changed = redact(to_json(dict(kwargs or {})), keys, replacement)
+    return safe_args, safe_kwargs, args_changed or kwargs_changed
 
 
 def stored_event(

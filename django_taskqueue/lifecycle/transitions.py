@@ -36,13 +36,15 @@ from django_taskqueue.lifecycle.records import (
     orm_updates,
     recording,
     rows_of,
+    stored_arguments,
     stored_event,
+    stored_json,
+    stored_text,
     stored_updates,
     write_events,
 )
 from django_taskqueue.models import TaskEventLog, TaskLog, TaskProgress
 from django_taskqueue.progress import ProgressWrite
-from django_taskqueue.serialization import stored_arguments, stored_json, stored_text
 from django_taskqueue.signals import task_progress
 from django_taskqueue.status import (
     ACTIVE_STATUSES,

@@ -1,4 +1,4 @@
-"""The bulk rows and their aggregation, in lifecycle.py (no Celery involved)."""
+"""The bulk rows and their aggregation, in django_taskqueue.lifecycle (no Celery involved)."""
 
 from __future__ import annotations
 
