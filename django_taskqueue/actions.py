@@ -2,9 +2,10 @@
 
 :mod:`django_taskqueue.lifecycle` writes the rows and imports no Celery; the
 operations here write through it and then talk to Celery: :func:`cancel` (and
-its revoke), :func:`rerun` (a new row, then its message), :func:`start_bulk`
-(the rows of a bulk run, then its messages). Each returns what its callers
-answer with, so the API, the admin and the commands need not find it again.
+its revoke), :func:`rerun` (a new row, then its message), :func:`start` (one
+task on a file) and :func:`start_bulk` (the rows of a bulk run, then its
+messages). Each returns what its callers answer with, so the API, the admin
+and the commands need not find it again.
 """
 
 from __future__ import annotations
@@ -262,6 +263,62 @@ def rerun(
         raise
     task_log.refresh_from_db()
     return new_log
+
+
+# --- starting a task ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """What :func:`start` did.
+
+    Attributes:
+        task_log: the task's row.
+        replayed: an earlier start with the same idempotency key made this row;
+            nothing was published now.
+    """
+
+    task_log: TaskLog
+    replayed: bool
+
+
+def start(
+    task: TrackedTask,
+    file: Mapping[str, Any],
+    *,
+    kwargs: Mapping[str, Any],
+    celery_task_id: str,
+    idempotency_key: str | None = None,
+    **fields: Any,
+) -> Started:
+    """Start ``task(file_path, **kwargs)`` on one file, ``kwargs`` also stored as its metadata.
+
+    Args:
+        task: the task, e.g. from :func:`django_taskqueue.http_policy.startable_task`.
+        file: ``{"file_path", "file_name", "file_size"}``.
+        kwargs: the task's keyword arguments.
+        celery_task_id: the new task's Celery id (the caller names it in its
+            answer when publishing fails).
+        idempotency_key: see :meth:`~django_taskqueue.TrackedTask.submit`.
+        **fields: more TaskLog fields (``owner``, ``task_type``...).
+
+    Raises:
+        MessageRefused: the task would refuse the message; nothing is written.
+        PublishError: as :meth:`~django_taskqueue.TrackedTask.submit`.
+        ValidationError: the idempotency key was used for another task or file.
+    """
+    log = task.submit(
+        args=(file["file_path"],),
+        kwargs=kwargs,
+        metadata=kwargs,
+        file_path=file["file_path"],
+        file_name=file["file_name"],
+        file_size=file["file_size"],
+        task_id=celery_task_id,
+        idempotency_key=idempotency_key,
+        **fields,
+    )
+    return Started(log, replayed=log.celery_task_id != celery_task_id)
 
 
 # --- starting a bulk run ------------------------------------------------------------------

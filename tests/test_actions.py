@@ -52,3 +52,22 @@ def test_the_old_lifecycle_names_still_work_and_warn(name: str) -> None:
 def test_an_unknown_lifecycle_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         lifecycle.nothing_here  # noqa: B018
+
+
+def test_start_says_when_an_idempotency_key_replays_an_earlier_start(celery_app: Any) -> None:
+    from tests.tasks import echo
+
+    file = {"file_path": "/data/a.csv", "file_name": "a.csv", "file_size": 3}
+    first = actions.start(
+        echo, file, kwargs={"x": 1}, celery_task_id="first-id", idempotency_key="k"
+    )
+    again = actions.start(
+        echo, file, kwargs={"x": 1}, celery_task_id="second-id", idempotency_key="k"
+    )
+
+    assert not first.replayed
+    assert first.task_log.celery_task_id == "first-id"
+    assert first.task_log.metadata == {"x": 1}
+    assert again.replayed
+    assert again.task_log.pk == first.task_log.pk
+    assert not TaskLog.objects.filter(celery_task_id="second-id").exists()

@@ -395,17 +395,14 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         try:
             # submit() checks the message before it writes the row: a refusal
             # (options the task cannot take, too deep...) leaves nothing behind.
-            log = task.submit(
-                args=(file["file_path"],),
+            started = actions.start(
+                task,
+                file,
                 kwargs=metadata,
+                celery_task_id=celery_task_id,
+                idempotency_key=key,
                 owner=request.user,
                 task_type=data["task_type"],
-                metadata=metadata,
-                file_path=file["file_path"],
-                file_name=file["file_name"],
-                file_size=file["file_size"],
-                task_id=celery_task_id,
-                idempotency_key=key,
             )
         except MessageRefused as exc:
             raise serializers.ValidationError({"metadata": exc.messages}) from None
@@ -416,7 +413,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 {"detail": " ".join(exc.messages), "code": "idempotency_key_reused"},
                 status=http.HTTP_422_UNPROCESSABLE_ENTITY,
             )
-        if log.celery_task_id != celery_task_id:
+        log = started.task_log
+        if started.replayed:
             # The key's first request started this task: answer as it was answered.
             return Response(
                 TaskLogSerializer(log).data,
