@@ -16,21 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_taskqueue.lifecycle.creation import create_task_log
-from django_taskqueue.lifecycle.records import (
-    BATCH,
-    Outcome,
-    stored_arguments,
-)
-from django_taskqueue.lifecycle.transitions import (
-    end_children,
-    mark_failed,
-)
+from django_taskqueue.lifecycle.records import BATCH, Outcome, stored_arguments
+from django_taskqueue.lifecycle.transitions import end_children, mark_failed
 from django_taskqueue.models import TaskEventLog, TaskLog
-from django_taskqueue.status import (
-    BULK_TASK_NAME,
-    EventType,
-    TaskStatus,
-)
+from django_taskqueue.status import BULK_TASK_NAME, EventType, TaskStatus
 
 
 def create_bulk(

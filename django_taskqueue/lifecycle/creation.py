@@ -31,16 +31,9 @@ from django_taskqueue.lifecycle.records import (
     stored_text,
     write_events,
 )
-from django_taskqueue.lifecycle.transitions import (
-    mark_cancelled,
-)
+from django_taskqueue.lifecycle.transitions import mark_cancelled
 from django_taskqueue.models import TaskEventLog, TaskLog
-from django_taskqueue.status import (
-    ACTIVE_STATUSES,
-    EventType,
-    TaskStatus,
-    TransitionRefused,
-)
+from django_taskqueue.status import ACTIVE_STATUSES, EventType, TaskStatus, TransitionRefused
 
 
 def create_task_log(

@@ -14,19 +14,10 @@ from typing import Any
 from django.db.models import F, Q
 from django.utils import timezone
 
-from django_taskqueue.lifecycle.records import (
-    Outcome,
-)
-from django_taskqueue.lifecycle.transitions import (
-    mark_failed,
-    transition,
-)
+from django_taskqueue.lifecycle.records import Outcome
+from django_taskqueue.lifecycle.transitions import mark_failed, transition
 from django_taskqueue.models import TaskLog
-from django_taskqueue.status import (
-    ALLOWED_FROM,
-    EventType,
-    TaskStatus,
-)
+from django_taskqueue.status import ALLOWED_FROM, EventType, TaskStatus
 
 
 def _stale_guard(cutoff: datetime) -> Q:
