@@ -8,8 +8,22 @@ from celery.exceptions import Ignore
 from django.core.exceptions import ValidationError
 from kombu.exceptions import EncodeError, OperationalError
 
+# Defined beside the transition rules, so that the lifecycle (which imports no Celery)
+# raises it too; importable from here as ever.
+from django_taskqueue.status import TransitionRefused
+
 if TYPE_CHECKING:
     from django_taskqueue.models import TaskLog
+
+__all__ = [
+    "ArgumentsRefused",
+    "CleanupIncomplete",
+    "MessageRefused",
+    "PublishError",
+    "TaskCancelled",
+    "TransitionRefused",
+    "UnserializableMessage",
+]
 
 
 class TaskCancelled(Ignore):
@@ -22,22 +36,6 @@ class TaskCancelled(Ignore):
     retried, and the TaskLog stays ``cancelled``. Catch it only to clean up,
     then re-raise.
     """
-
-
-class TransitionRefused(Exception):
-    """An operation someone asked for is not allowed in the task's current state.
-
-    Raised by the explicit operations in :mod:`django_taskqueue.lifecycle`
-    (:func:`~django_taskqueue.lifecycle.cancel`, :func:`~django_taskqueue.lifecycle.rerun`),
-    never by the recording that workers do.
-
-    Attributes:
-        status: the status the task was in when the call was refused.
-    """
-
-    def __init__(self, message: str, *, status: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class PublishError(OperationalError):

@@ -24,6 +24,7 @@ from typing import Any
 from celery import signals
 from django.db import connections
 
+from django_taskqueue import lifecycle
 from django_taskqueue.conf import conf
 from django_taskqueue.failurelog import recording_failures
 
@@ -68,8 +69,6 @@ def stop(celery_task_id: str | None) -> None:
 
 def beat_once() -> int:
     """Refresh the heartbeat of every task running in this process now; return how many rows."""
-    from django_taskqueue import lifecycle
-
     pks = list(running().values())
     if not pks:
         return 0
@@ -119,8 +118,6 @@ def _loop() -> None:
 
 def _tick() -> None:
     """One heartbeat: refresh the running tasks' rows, reporting to the recording failure log."""
-    from django_taskqueue import lifecycle
-
     pks = list(running().values())
     if not pks:
         return  # no query: nothing learnt about the database

@@ -102,3 +102,20 @@ def can_move(current: str, target: str, *, error_code: str = "", evidence: bool 
         and error_code in PRESUMED_FAILURES
         and target in SUPERSEDE_PRESUMED
     )
+
+
+class TransitionRefused(Exception):
+    """An operation someone asked for is not allowed in the task's current state.
+
+    Raised by the explicit operations in :mod:`django_taskqueue.actions`
+    (:func:`~django_taskqueue.actions.cancel`, :func:`~django_taskqueue.actions.rerun`),
+    never by the recording that workers do. Importable from
+    :mod:`django_taskqueue.exceptions`.
+
+    Attributes:
+        status: the status the task was in when the call was refused.
+    """
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.utils import timezone
 
-from django_taskqueue import canvas, heartbeat, lifecycle, messages, publishing
+from django_taskqueue import canvas, heartbeat, lifecycle, messages, progress, publishing
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import PublishError, TaskCancelled
 from django_taskqueue.failurelog import recording_failures
@@ -132,7 +132,7 @@ def _scheduling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
 class _RunState:
     """What one run of a task remembers between its hooks."""
 
-    buffer: lifecycle.ProgressBuffer
+    buffer: progress.ProgressBuffer
     pk: uuid.UUID | None = None
     parent_id: uuid.UUID | None = None
     parent_known: bool = False
@@ -654,7 +654,7 @@ class TrackedTask(_TaskBase):
         if not self._tracking():
             return
         state = _RunState(
-            buffer=lifecycle.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
+            buffer=progress.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
         )
         setattr(self.request, _STATE_ATTR, state)
         _last_run.state = state
@@ -744,7 +744,7 @@ class TrackedTask(_TaskBase):
         if state is None or not self._tracking():
             return
         try:
-            value = lifecycle.percent_from(percent, current, total)
+            value = progress.percent_from(percent, current, total)
         except (TypeError, ValueError) as exc:
             logger.warning(
                 "Ignoring update_progress(%s) for task %s: %s",

@@ -112,7 +112,7 @@ def more_states() -> dict[str, Any]:
     # The example project is on sys.path at run time only (setup_django).
     from jobs import launch, sampledata, tasks  # type: ignore[import-not-found]
 
-    from django_taskqueue import lifecycle
+    from django_taskqueue import actions
     from django_taskqueue.models import TaskLog
 
     users = get_user_model().objects
@@ -146,7 +146,7 @@ def more_states() -> dict[str, Any]:
         60,
         "the task to cancel to start",
     )
-    lifecycle.cancel(TaskLog.objects.get(pk=doomed.pk), reason="wrong file", user=bob)
+    actions.cancel(TaskLog.objects.get(pk=doomed.pk), reason="wrong file", user=bob)
     # Running while the screenshots are taken: 50 chunks of 0.4 s.
     running = launch.start(
         tasks.process_video,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kombu.serialization import dumps
 
-from django_taskqueue import bulk, lifecycle
+from django_taskqueue import actions, bulk, lifecycle
 from django_taskqueue.models import TaskLog
 from tests.helpers import SIDE_QUEUE, Published, published, purge_queue
 from tests.live import wait_finished
@@ -93,5 +93,5 @@ def test_the_next_file_is_published_once(celery_app: Any, side_queue: str) -> No
     assert (first, again) == (children[1].celery_task_id, None)
     assert [m.headers["id"] for m in sent] == [children[1].celery_task_id]
     # A cancelled run publishes nothing more.
-    lifecycle.cancel(parent, revoke=False)
+    actions.cancel(parent, revoke=False)
     assert bulk.publish_next(parent.pk, children[1].celery_task_id, {}) is None

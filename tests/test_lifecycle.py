@@ -11,10 +11,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
-from django_taskqueue.lifecycle import ProgressWrite
 from django_taskqueue.models import TaskLog, TaskProgress
+from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.signals import task_progress, task_status_changed
 from django_taskqueue.status import ALLOWED_FROM, TERMINAL_STATUSES, TaskStatus, can_move
 from tests import factories
@@ -162,7 +162,7 @@ class TestStarted:
 
     def test_started_of_cancelled_task_reports_cancelled(self) -> None:
         log = factories.task()
-        lifecycle.cancel(log, reason="no longer needed", revoke=False)
+        actions.cancel(log, reason="no longer needed", revoke=False)
         outcome = started(log)
         assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
 
@@ -233,7 +233,7 @@ class TestCancel:
         user = factories.user("alice")
         log = factories.task(owner=user)
         started(log)
-        lifecycle.cancel(log, reason="wrong file", user=user, revoke=False)
+        actions.cancel(log, reason="wrong file", user=user, revoke=False)
         assert log.status == TaskStatus.CANCELLED
         assert log.error_message == "wrong file"
         assert log.cancelled_at is not None
@@ -246,7 +246,7 @@ class TestCancel:
     def test_cancel_then_complete_keeps_cancelled(self) -> None:
         log = factories.task()
         started(log)
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         assert not lifecycle.mark_completed(log.celery_task_id, result=1).applied
         log.refresh_from_db()
         assert log.status == TaskStatus.CANCELLED
@@ -257,13 +257,13 @@ class TestCancel:
         log = factories.task()
         lifecycle.mark_completed(log.celery_task_id, result=1)
         with pytest.raises(TransitionRefused, match="already completed") as info:
-            lifecycle.cancel(log, revoke=False)
+            actions.cancel(log, revoke=False)
         assert info.value.status == TaskStatus.COMPLETED
         assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
 
     def test_revoke_after_cancel_adds_the_confirmation(self) -> None:
         log = factories.task()
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         outcome = lifecycle.record_revoked(log.celery_task_id, terminated=False, expired=False)
         assert outcome.status == TaskStatus.CANCELLED
         assert factories.events(log) == ["created", "cancelled", "revoked"]
@@ -323,7 +323,7 @@ class TestProgress:
     def test_progress_of_cancelled_task_reports_cancelled(self) -> None:
         log = factories.task()
         started(log)
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         outcome = lifecycle.record_progress(ProgressWrite(50, "", None, True), pk=log.pk)
         assert (outcome.applied, outcome.status) == (False, TaskStatus.CANCELLED)
         assert TaskProgress.objects.count() == 0
@@ -336,64 +336,6 @@ class TestProgress:
             TaskLog.objects.filter(pk=log.pk).update(progress=101)
 
 
-class TestProgressBuffer:
-    def test_first_value_is_written_then_buffered_within_the_interval(self) -> None:
-        buf = lifecycle.ProgressBuffer(min_interval=1.0, step=5)
-        assert buf.offer(1, "", None, now=0.0) == ProgressWrite(1, "", None, True)
-        assert buf.offer(2, "", None, now=0.5) is None
-        assert buf.offer(3, "", None, now=0.9) is None
-        assert buf.offer(4, "", None, now=1.0) == ProgressWrite(4, "", None, False)
-
-    def test_flush_returns_the_newest_buffered_value_once(self) -> None:
-        buf = lifecycle.ProgressBuffer(min_interval=10.0, step=5)
-        buf.offer(1, "a", None, now=0.0)
-        buf.offer(50, "b", None, now=1.0)
-        buf.offer(99.6, "c", {"k": 1}, now=2.0)
-        assert buf.flush() == ProgressWrite(99, "c", {"k": 1}, True)
-        assert buf.flush() is None
-
-    def test_flush_puts_the_last_written_value_in_the_history(self) -> None:
-        buf = lifecycle.ProgressBuffer(min_interval=0.0, step=10)
-        buf.offer(90, "", None, now=0.0)
-        assert buf.offer(93, "", None, now=1.0) == ProgressWrite(93, "", None, False)
-        assert buf.flush() == ProgressWrite(93, "", None, True)
-        assert buf.flush() is None
-
-    def test_history_on_step_or_message_change(self) -> None:
-        buf = lifecycle.ProgressBuffer(min_interval=0.0, step=10)
-        got = [
-            buf.offer(p, m, None, now=float(i))
-            for i, (p, m) in enumerate([(0, "a"), (5, "a"), (10, "a"), (11, "b"), (12, "b")])
-        ]
-        assert [w.history for w in got if w] == [True, False, True, True, False]
-
-    def test_thousands_of_calls_cause_a_bounded_number_of_writes(self) -> None:
-        buf = lifecycle.ProgressBuffer(min_interval=0.5, step=5)
-        # 10,000 calls over 2 simulated seconds: one write per half second at most.
-        writes = [buf.offer(i / 100, f"item {i}", None, now=i * 0.0002) for i in range(10_000)]
-        assert sum(w is not None for w in writes) == 4
-        final = buf.flush()
-        assert final is not None
-        assert final.progress == 99
-
-    @pytest.mark.parametrize(
-        ("args", "expected"),
-        [
-            ((40, None, None), 40.0),
-            ((None, 3, 4), 75.0),
-            ((150, None, None), 100.0),
-            ((-3, None, None), 0.0),
-        ],
-    )
-    def test_percent_from(self, args: tuple[Any, Any, Any], expected: float) -> None:
-        assert lifecycle.percent_from(*args) == expected
-
-    @pytest.mark.parametrize("args", [(None, None, None), (None, 1, 0), (float("nan"), None, None)])
-    def test_percent_from_rejects(self, args: tuple[Any, Any, Any]) -> None:
-        with pytest.raises(ValueError, match=r"percentage|total|NaN"):
-            lifecycle.percent_from(*args)
-
-
 class TestRerun:
     def test_failed_task_runs_again_with_the_same_arguments(self, celery_app: Any) -> None:
         user = factories.user("bob")
@@ -401,7 +343,7 @@ class TestRerun:
             task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"]
         )
         lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
-        new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), user=user)
+        new = actions.rerun(TaskLog.objects.get(pk=log.pk), user=user)
         assert new.pk != log.pk
         assert new.celery_task_id != log.celery_task_id
         new.refresh_from_db()
@@ -416,14 +358,14 @@ class TestRerun:
         log = factories.task(task_name="tests.echo")
         lifecycle.mark_completed(log.celery_task_id, result=1)
         with pytest.raises(TransitionRefused, match="completed"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
 
     def test_active_task_needs_force(self, celery_app: Any) -> None:
         log = factories.task(task_name="tests.echo")
         started(log)
         with pytest.raises(TransitionRefused, match="force"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
-        new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk), force=True)
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
+        new = actions.rerun(TaskLog.objects.get(pk=log.pk), force=True)
         old = TaskLog.objects.get(pk=log.pk)
         assert (old.status, old.error_code) == (TaskStatus.CANCELLED, "superseded")
         assert new.retry_of_id == log.pk
@@ -432,13 +374,13 @@ class TestRerun:
         log = factories.task(task_name="tests.echo", kwargs={"password": "x"})
         lifecycle.mark_failed(log.celery_task_id, error_message="boom")
         with pytest.raises(TransitionRefused, match="redacted"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
 
     def test_unknown_task_is_refused(self, celery_app: Any) -> None:
         log = factories.task(task_name="not.registered")
         lifecycle.mark_failed(log.celery_task_id, error_message="boom")
         with pytest.raises(TransitionRefused, match="not a registered TrackedTask"):
-            lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+            actions.rerun(TaskLog.objects.get(pk=log.pk))
 
 
 class TestPresumedFailures:
@@ -524,7 +466,7 @@ class TestPresumedFailures:
     ) -> None:
         log = factories.task(task_name="tests.echo")
         self.lost(log)
-        lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+        actions.rerun(TaskLog.objects.get(pk=log.pk))
         # The presumption is not superseded (the re-run is the new attempt), but
         # the old message's body does run, and the row says so.
         outcome = started(log)
@@ -720,7 +662,7 @@ class TestSignals:
                 # A late failure report changes nothing: nothing is sent.
                 lifecycle.mark_failed(log.celery_task_id, pk=log.pk, error_message="late")
                 other = factories.task()
-                lifecycle.cancel(other, revoke=False)
+                actions.cancel(other, revoke=False)
         finally:
             task_status_changed.disconnect(on_status)
             task_progress.disconnect(on_progress)

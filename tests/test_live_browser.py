@@ -23,6 +23,7 @@ from django.urls import reverse
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
+from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.status import TaskStatus
 from tests.browser import BROWSER_MARKS, screenshot_dir, start_chromium
 
@@ -143,14 +144,14 @@ def task_in(status: str, *, file_name: str, progress: int = 0, message: str = ""
 
 
 def step(task: TaskLog, progress: int, message: str) -> None:
-    lifecycle.record_progress(lifecycle.ProgressWrite(progress, message, None, True), pk=task.pk)
+    lifecycle.record_progress(ProgressWrite(progress, message, None, True), pk=task.pk)
 
 
 def finish(task: TaskLog, message: str) -> None:
     lifecycle.mark_completed(
         task.celery_task_id,
         result={"ok": True},
-        progress=lifecycle.ProgressWrite(100, message, None, True),
+        progress=ProgressWrite(100, message, None, True),
     )
 
 

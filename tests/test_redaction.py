@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
-from django_taskqueue.lifecycle import ProgressWrite
 from django_taskqueue.models import TaskEventLog, TaskLog
 from tests import factories, tasks
 from tests.live import wait_finished
@@ -96,7 +95,7 @@ def test_a_rerun_of_a_task_whose_metadata_alone_was_redacted_is_allowed(
     original.refresh_from_db()
     assert original.metadata == {"api_token": MASK}
     assert not original.args_redacted
-    again = lifecycle.rerun(original)
+    again = actions.rerun(original)
     assert (again.args, again.metadata) == ([2, 3], {"api_token": MASK})
 
     secret_args = tasks.echo.submit(kwargs={"api_token": "t"})
@@ -104,7 +103,7 @@ def test_a_rerun_of_a_task_whose_metadata_alone_was_redacted_is_allowed(
     lifecycle.mark_failed(secret_args.celery_task_id, error_message="boom")
     secret_args.refresh_from_db()
     with pytest.raises(TransitionRefused, match="redacted"):
-        lifecycle.rerun(secret_args)
+        actions.rerun(secret_args)
 
 
 # --- with a worker: the message carries the real values ------------------------------------

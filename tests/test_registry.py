@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from django_taskqueue import lifecycle, registry
+from django_taskqueue import actions, lifecycle, registry
 from django_taskqueue.checks import check_task_types
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
@@ -144,7 +144,7 @@ def test_rerun_finds_a_task_of_an_installed_app_not_imported_yet(
     install(settings, unimported_tasks.package)
     log = factories.task(task_name=unimported_tasks.thumbnail, args=["/srv/a.txt"])
     lifecycle.mark_failed(log.celery_task_id, error_message="boom")
-    new = lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+    new = actions.rerun(TaskLog.objects.get(pk=log.pk))
     assert (new.task_name, new.status, new.retry_of_id) == (
         unimported_tasks.thumbnail,
         TaskStatus.RETRYING,
@@ -159,4 +159,4 @@ def test_rerun_refuses_a_task_no_module_defines(
     log = factories.task(task_name=unimported_tasks.resize)
     lifecycle.mark_failed(log.celery_task_id, error_message="boom")
     with pytest.raises(TransitionRefused, match="is not a registered TrackedTask"):
-        lifecycle.rerun(TaskLog.objects.get(pk=log.pk))
+        actions.rerun(TaskLog.objects.get(pk=log.pk))

@@ -1,4 +1,4 @@
-"""Running a task again (``lifecycle.rerun``): one active run per lineage, published alike."""
+"""Running a task again (``actions.rerun``): one active run per lineage, published alike."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
@@ -52,32 +52,32 @@ class TestOneActiveRunPerLineage:
         self, celery_app: Any, side_queue: str
     ) -> None:
         first = failed(args=[1])
-        rerun = lifecycle.rerun(first)
+        rerun = actions.rerun(first)
         for force in (False, True):
             with pytest.raises(TransitionRefused, match=f"still retrying \\({rerun.pk}\\)"):
-                lifecycle.rerun(fresh(first), force=force)
+                actions.rerun(fresh(first), force=force)
         assert TaskLog.objects.filter(retry_of=first).count() == 1
         end(rerun)
-        second = lifecycle.rerun(fresh(first))  # the first re-run has ended
+        second = actions.rerun(fresh(first))  # the first re-run has ended
         assert second.retry_of_id == first.pk
 
     def test_every_run_of_the_lineage_counts(self, celery_app: Any, side_queue: str) -> None:
         a = failed(args=[1])
-        b = lifecycle.rerun(a)
+        b = actions.rerun(a)
         end(b)
-        c = lifecycle.rerun(fresh(b))  # a -> b -> c
+        c = actions.rerun(fresh(b))  # a -> b -> c
         for run in (a, b):
             with pytest.raises(TransitionRefused, match="still retrying"):
-                lifecycle.rerun(fresh(run))
+                actions.rerun(fresh(run))
         end(c, TaskStatus.COMPLETED)
-        d = lifecycle.rerun(fresh(a))
+        d = actions.rerun(fresh(a))
         assert (d.retry_of_id, d.retry_count) == (a.pk, 1)
         assert TaskLog.objects.count() == 4
 
     def test_force_cancels_the_run_it_supersedes(self, celery_app: Any, side_queue: str) -> None:
         stuck = factories.task(task_name="tests.echo", args=[1], queue=side_queue)
         lifecycle.mark_started(stuck.celery_task_id)
-        new = lifecycle.rerun(fresh(stuck), force=True, terminate=True)
+        new = actions.rerun(fresh(stuck), force=True, terminate=True)
         old = fresh(stuck)
         assert (old.status, old.error_code) == (TaskStatus.CANCELLED, "superseded")
         assert old.error_message == f"superseded: run again as {new.celery_task_id}"
@@ -85,7 +85,7 @@ class TestOneActiveRunPerLineage:
         assert cancelled.metadata["terminate"] is True
         # The new run is the lineage's active run now: forcing the old one again is refused.
         with pytest.raises(TransitionRefused, match="still retrying"):
-            lifecycle.rerun(old, force=True)
+            actions.rerun(old, force=True)
 
 
 class TestPublishedLikeTheOriginal:
@@ -99,9 +99,9 @@ class TestPublishedLikeTheOriginal:
         assert log.eta is not None
         assert before + timedelta(seconds=600) <= log.eta <= timezone.now() + timedelta(seconds=600)
         assert (log.queue, log.priority) == (side_queue, 3)
-        lifecycle.cancel(log, revoke=False)  # cancelled while it waited for its time
+        actions.cancel(log, revoke=False)  # cancelled while it waited for its time
         with published() as sent:
-            new = lifecycle.rerun(fresh(log))
+            new = actions.rerun(fresh(log))
         [message] = [m for m in sent if m.headers["id"] == new.celery_task_id]
         assert message.routing_key == side_queue
         assert message.properties["priority"] == 3
@@ -113,9 +113,9 @@ class TestPublishedLikeTheOriginal:
     def test_an_eta_that_has_passed_is_dropped(self, celery_app: Any, side_queue: str) -> None:
         task = celery_app.tasks["tests.echo"]
         log = task.submit(args=[1], eta=timezone.now() - timedelta(hours=1), queue=side_queue)
-        lifecycle.cancel(log, revoke=False)
+        actions.cancel(log, revoke=False)
         with published() as sent:
-            new = lifecycle.rerun(fresh(log))
+            new = actions.rerun(fresh(log))
         [message] = [m for m in sent if m.headers["id"] == new.celery_task_id]
         assert message.headers["eta"] is None
         assert fresh(new).eta is None

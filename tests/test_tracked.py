@@ -14,7 +14,7 @@ import pytest
 from celery import current_app
 from django.db import connection
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import MessageRefused
 from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.signals import task_status_changed
@@ -191,7 +191,7 @@ def test_cancel_stops_a_running_task_at_its_next_check(worker: Any) -> None:
     log = wait_for(
         lambda: TaskLog.objects.filter(celery_task_id=result.id, status="processing").first()
     )
-    lifecycle.cancel(log, reason="user cancelled")
+    actions.cancel(log, reason="user cancelled")
     done = wait_finished(result.id)
     assert done.status == TaskStatus.CANCELLED
     assert done.result is None
@@ -208,7 +208,7 @@ def test_cancel_before_start_is_never_run(celery_app: Any, transactional_db: Any
     result = tasks.echo.delay(marker)
     log = TaskLog.objects.get(celery_task_id=result.id)
     # No worker is up: the revoke reaches nobody; the record alone must stop the run.
-    lifecycle.cancel(log, reason="changed my mind")
+    actions.cancel(log, reason="changed my mind")
     with start_worker(celery_app, pool="threads", perform_ping_check=False, loglevel="WARNING"):
         wait_for(lambda: log.events.filter(event_type="revoked").exists(), what="the revoke")
         # Revoked the way Celery revokes: a caller waiting on the result is answered.

@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _t
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from django_taskqueue import lifecycle, live
+from django_taskqueue import actions, live
 from django_taskqueue.admin.charts import Bar, Segment, bar_chart
 from django_taskqueue.admin.filters import DateRangeFilter, OwnerFilter, TaskTypeFilter
 from django_taskqueue.admin.history import EventInline, ProgressInline, pretty_json
@@ -599,12 +599,12 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description=_("Cancel the selected tasks"), permissions=["cancel"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        """Cancel each selected task through :func:`django_taskqueue.lifecycle.cancel`."""
+        """Cancel each selected task through :func:`django_taskqueue.actions.cancel`."""
         reason = _t("cancelled in the admin")
         self._apply(
             request,
             queryset,
-            lambda task: lifecycle.cancel(task, reason=reason, user=request.user),
+            lambda task: actions.cancel(task, reason=reason, user=request.user),
             lambda n: (
                 ngettext("Cancelled %(count)d task.", "Cancelled %(count)d tasks.", n)
                 % {"count": n}
@@ -615,11 +615,11 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         description=_("Run the selected failed or cancelled tasks again"), permissions=["retry"]
     )
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        """Run each selected task again through :func:`django_taskqueue.lifecycle.rerun`."""
+        """Run each selected task again through :func:`django_taskqueue.actions.rerun`."""
         self._apply(
             request,
             queryset,
-            lambda task: lifecycle.rerun(task, user=request.user),
+            lambda task: actions.rerun(task, user=request.user),
             lambda n: (
                 ngettext("Started %(count)d task again.", "Started %(count)d tasks again.", n)
                 % {"count": n}
@@ -663,7 +663,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return HttpResponseNotAllowed(["POST"])
         task = self._task_for_post(request, object_id, self.has_cancel_permission(request))
         try:
-            lifecycle.cancel(task, reason=_t("cancelled in the admin"), user=request.user)
+            actions.cancel(task, reason=_t("cancelled in the admin"), user=request.user)
         except TransitionRefused as refused:
             self.message_user(request, capfirst(str(refused)) + ".", messages.WARNING)
         else:
@@ -676,7 +676,7 @@ class TaskLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return HttpResponseNotAllowed(["POST"])
         task = self._task_for_post(request, object_id, self.has_retry_permission(request))
         try:
-            new_task = lifecycle.rerun(task, user=request.user)
+            new_task = actions.rerun(task, user=request.user)
         except TransitionRefused as refused:
             self.message_user(request, capfirst(str(refused)) + ".", messages.WARNING)
             return HttpResponseRedirect(self._url("change", task.pk))

@@ -34,7 +34,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.formatting import markup_description
 
-from django_taskqueue import bulk, http_policy, lifecycle, publishing
+from django_taskqueue import actions, http_policy, publishing
 from django_taskqueue.api.docstrings import markdown_description
 from django_taskqueue.api.filters import TaskLogFilter
 from django_taskqueue.api.pagination import TaskPagination
@@ -81,13 +81,9 @@ from django_taskqueue.files import resolve_allowed_file
 from django_taskqueue.models import TaskLog
 from django_taskqueue.serialization import error_message_for
 from django_taskqueue.status import (
-    ACTIVE_STATUSES,
-    BULK_TASK_NAME,
     TERMINAL_STATUSES,
-    EventType,
     TaskStatus,
 )
-from django_taskqueue.tasks import publish_bulk
 
 logger = logging.getLogger("django_taskqueue")
 
@@ -399,17 +395,14 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         try:
             # submit() checks the message before it writes the row: a refusal
             # (options the task cannot take, too deep...) leaves nothing behind.
-            log = task.submit(
-                args=(file["file_path"],),
+            started = actions.start(
+                task,
+                file,
                 kwargs=metadata,
+                celery_task_id=celery_task_id,
+                idempotency_key=key,
                 owner=request.user,
                 task_type=data["task_type"],
-                metadata=metadata,
-                file_path=file["file_path"],
-                file_name=file["file_name"],
-                file_size=file["file_size"],
-                task_id=celery_task_id,
-                idempotency_key=key,
             )
         except MessageRefused as exc:
             raise serializers.ValidationError({"metadata": exc.messages}) from None
@@ -420,7 +413,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
                 {"detail": " ".join(exc.messages), "code": "idempotency_key_reused"},
                 status=http.HTTP_422_UNPROCESSABLE_ENTITY,
             )
-        if log.celery_task_id != celery_task_id:
+        log = started.task_log
+        if started.replayed:
             # The key's first request started this task: answer as it was answered.
             return Response(
                 TaskLogSerializer(log).data,
@@ -457,44 +451,23 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         task = http_policy.startable_task(data["task_type"])
         metadata = data.get("metadata") or {}
         parallel = bool(data["parallel"])
+        parent_task_id = str(uuid.uuid4())
         try:
-            # Before any row: every child's message must be one the task takes.
-            bulk.check_children(task, data["file_paths"], metadata)
+            started = actions.start_bulk(
+                task,
+                data["file_paths"],
+                kwargs=metadata,
+                parallel=parallel,
+                parent_task_id=parent_task_id,
+                task_type=data["task_type"],
+                owner=request.user,
+                event_metadata={"by_user_id": request.user.pk},
+            )
         except MessageRefused as exc:
             raise serializers.ValidationError({"metadata": exc.messages}) from None
-        parent, children = lifecycle.create_bulk(
-            task.name,
-            data["file_paths"],
-            task_type=data["task_type"],
-            kwargs=metadata,
-            parallel=parallel,
-            owner=request.user,
-            max_retries=task.max_retries,
-            event_metadata={"by_user_id": request.user.pk},
-        )
-        try:
-            if parallel:
-                # One message; a worker publishes the group (see django_taskqueue.bulk).
-                publishing.send(
-                    publish_bulk.apply_async, (str(parent.pk),), {"task_kwargs": metadata}
-                )
-            else:
-                publishing.send(bulk.publish_chain, parent, children, metadata)
         except PublishError as exc:
-            if exc.sent is None:
-                lifecycle.record_event(
-                    EventType.PUBLISH_UNKNOWN,
-                    str(exc),
-                    {"error_code": lifecycle.PUBLISH_UNKNOWN},
-                    pk=parent.pk,
-                )
-            else:
-                lifecycle.fail_bulk(
-                    parent.pk,
-                    error_message=f"could not publish the tasks: {exc}",
-                    error_code=lifecycle.PUBLISH_FAILED,
-                )
-            return _unavailable(exc, parent.celery_task_id)
+            return _unavailable(exc, parent_task_id)
+        parent, children = started.parent, started.children
         body = {
             "id": parent.pk,
             "celery_task_id": parent.celery_task_id,
@@ -533,13 +506,8 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         task_log = self.get_object()
         serializer = CancelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        active_children = (
-            TaskLog.objects.filter(parent=task_log, status__in=list(ACTIVE_STATUSES)).count()
-            if task_log.task_name == BULK_TASK_NAME
-            else 0
-        )
         try:
-            lifecycle.cancel(
+            cancelled = actions.cancel(
                 task_log,
                 reason=serializer.validated_data["reason"],
                 user=request.user,
@@ -547,7 +515,10 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
             )
         except TransitionRefused as exc:
             return _conflict(exc)
-        body = {"status": TaskStatus.CANCELLED.value, "cancelled_children": active_children}
+        body = {
+            "status": TaskStatus.CANCELLED.value,
+            "cancelled_children": len(cancelled.children),
+        }
         return Response(CancelledSerializer(body).data)
 
     @extend_schema(
@@ -583,14 +554,14 @@ class TaskLogViewSet(viewsets.ReadOnlyModelViewSet[TaskLog]):
         force = serializer.validated_data["force"]
         try:
             http_policy.check_http_rerun(task_log)
-            lifecycle.check_rerun(task_log, force=force)
+            actions.check_rerun(task_log, force=force)
             file = resolve_allowed_file(http_policy.http_rerun_file(task_log))
         except TransitionRefused as exc:
             return _conflict(exc)
         except (DjangoValidationError, serializers.ValidationError) as exc:
             return _refused(exc, task_log)
         try:
-            new_log = lifecycle.rerun(
+            new_log = actions.rerun(
                 task_log,
                 force=force,
                 user=request.user,

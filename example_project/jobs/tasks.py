@@ -227,7 +227,7 @@ def process_video(
     """Read a large file in chunks: checksum it and write a segment index.
 
     Progress is reported per chunk and the task stops at the next chunk when it is
-    cancelled (from the admin, the API or :func:`django_taskqueue.lifecycle.cancel`).
+    cancelled (from the admin, the API or :func:`django_taskqueue.actions.cancel`).
 
     Args:
         file_path: the file (the demo's is ~50 MB of random bytes).

@@ -96,10 +96,11 @@ def _sample_data() -> TaskLog:
         args=[1, 2],
     )
     from django_taskqueue import lifecycle
+    from django_taskqueue.progress import ProgressWrite
 
     for percent in (10, 25, 40, 55):
         lifecycle.record_progress(
-            lifecycle.ProgressWrite(percent, f"{percent * 1200} rows", None, True), pk=target.pk
+            ProgressWrite(percent, f"{percent * 1200} rows", None, True), pk=target.pk
         )
     return target
 

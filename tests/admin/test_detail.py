@@ -13,6 +13,7 @@ from django_taskqueue import lifecycle
 from django_taskqueue.admin.history import INLINE_CAP
 from django_taskqueue.admin.tasklog import LINEAGE_CAP
 from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.status import EventType, TaskStatus
 from tests import factories
 
@@ -100,7 +101,7 @@ def test_progress_history_inline(admin_client: Any) -> None:
     task = factories.task(TaskStatus.PROCESSING, **factories.SAMPLE_TASK)
     for percent in (20, 60):
         lifecycle.record_progress(
-            lifecycle.ProgressWrite(percent, f"at {percent}", {"rows": percent}, True), pk=task.pk
+            ProgressWrite(percent, f"at {percent}", {"rows": percent}, True), pk=task.pk
         )
     html = admin_client.get(change_url(task)).content.decode()
     assert html.index("at 60") < html.index("at 20")

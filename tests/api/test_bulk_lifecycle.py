@@ -1,4 +1,4 @@
-"""The bulk rows and their aggregation, in lifecycle.py (no Celery involved)."""
+"""The bulk rows and their aggregation, in django_taskqueue.lifecycle (no Celery involved)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog
 from django_taskqueue.status import BULK_TASK_NAME
@@ -112,7 +112,7 @@ def test_cancelling_the_parent_cancels_its_active_children() -> None:
     parent, children = bulk()
     end(children[0], "completed")
     lifecycle.mark_started(children[1].celery_task_id)
-    lifecycle.cancel(parent, reason="enough", revoke=False)
+    actions.cancel(parent, reason="enough", revoke=False)
     statuses = dict(TaskLog.objects.filter(parent=parent).values_list("pk", "status"))
     assert statuses == {
         children[0].pk: "completed",
@@ -130,7 +130,7 @@ def test_a_rerun_child_counts_instead_of_the_run_it_replaces(celery_app: Any) ->
     parent, children = bulk()
     end(children[0], "failed")
     failed = TaskLog.objects.get(pk=children[0].pk)
-    rerun = lifecycle.rerun(failed)
+    rerun = actions.rerun(failed)
     assert rerun.parent_id == parent.pk
     end(children[1], "completed")
     end(children[2], "completed")
@@ -147,7 +147,7 @@ def test_a_bulk_parent_is_not_rerun_as_a_whole() -> None:
         end(child, "failed")
     parent.refresh_from_db()
     with pytest.raises(TransitionRefused, match="retry its failed or cancelled children"):
-        lifecycle.rerun(parent)
+        actions.rerun(parent)
 
 
 def test_fail_bulk_fails_the_parent_and_its_pending_children() -> None:
@@ -184,5 +184,5 @@ def test_publish_group_skips_a_parent_that_ended(celery_app: Any) -> None:
     from django_taskqueue import bulk as publishing
 
     parent, _ = bulk()
-    lifecycle.cancel(parent, revoke=False)
+    actions.cancel(parent, revoke=False)
     assert publishing.publish_group(parent.pk, {}) == 0

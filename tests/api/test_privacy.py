@@ -11,7 +11,7 @@ pytest.importorskip("rest_framework")
 
 from celery.result import AsyncResult
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.models import TaskLog
 from tests import factories
 from tests.api.conftest import client_for
@@ -86,7 +86,7 @@ def tasks_of_alice(alice: Any, staff: Any) -> tuple[TaskLog, TaskLog]:
     )
     cancelled = factories.task(owner=alice, **factories.FILE_TASK)
     lifecycle.mark_started(cancelled.celery_task_id, worker=WORKER)
-    lifecycle.cancel(cancelled, reason="maintenance", user=staff, revoke=False)
+    actions.cancel(cancelled, reason="maintenance", user=staff, revoke=False)
     return failed, cancelled
 
 

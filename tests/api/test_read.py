@@ -270,7 +270,7 @@ def test_detail_has_the_computed_fields_history_and_events(api: Any, alice: Any)
     task = factories.task(owner=alice, **factories.FILE_TASK)
     lifecycle.mark_started(task.celery_task_id)
     lifecycle.record_progress(
-        lifecycle.ProgressWrite(40, "resized", {"w": 1}, True), celery_task_id=task.celery_task_id
+        ProgressWrite(40, "resized", {"w": 1}, True), celery_task_id=task.celery_task_id
     )
     body = api.get(f"{LIST}{task.pk}/").json()
     assert body["status"] == "processing"
@@ -293,9 +293,7 @@ def test_history_and_events_are_paginated_sub_resources(
     task = factories.task(owner=alice, **factories.FILE_TASK)
     lifecycle.mark_started(task.celery_task_id)
     for percent in (10, 20, 30):
-        lifecycle.record_progress(
-            lifecycle.ProgressWrite(percent, f"{percent}", None, True), pk=task.pk
-        )
+        lifecycle.record_progress(ProgressWrite(percent, f"{percent}", None, True), pk=task.pk)
     history = api.get(f"{LIST}{task.pk}/progress-history/").json()
     assert history["count"] == 3
     assert [row["progress"] for row in history["results"]] == [10, 20]

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("rest_framework")
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.models import TaskLog
 from tests import factories
 from tests.api.conftest import client_for
@@ -67,7 +67,7 @@ def test_a_task_the_host_started_is_not_run_again_over_http(
     assert response.status_code == 200, response.content
     assert TaskLog.objects.get(pk=pending.pk).status == "cancelled"
     # Outside HTTP (the admin, the host's code) the host's own rules apply.
-    assert lifecycle.rerun(failed).retry_of_id == failed.pk
+    assert actions.rerun(failed).retry_of_id == failed.pk
 
 
 @pytest.mark.parametrize(

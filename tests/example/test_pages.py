@@ -161,6 +161,7 @@ import json, uuid
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django_taskqueue import lifecycle
+from django_taskqueue.progress import ProgressWrite
 
 user = get_user_model().objects.create_user("alice-pages", password="alice")
 task = lifecycle.create_task_log(
@@ -168,7 +169,7 @@ task = lifecycle.create_task_log(
     file_name="sunrise.png", owner=user,
 )
 lifecycle.mark_started(task.celery_task_id)
-lifecycle.record_progress(lifecycle.ProgressWrite(40, "resized", None, True), pk=task.pk)
+lifecycle.record_progress(ProgressWrite(40, "resized", None, True), pk=task.pk)
 client = Client()
 client.force_login(user)
 print(json.dumps({"pk": str(task.pk), "session": client.cookies["sessionid"].value}))

@@ -23,10 +23,10 @@ def _synchronous_commit() -> str:
 
 
 def test_a_callers_transaction_keeps_its_commit_setting() -> None:
-    from django_taskqueue.lifecycle import _recording
+    from django_taskqueue.lifecycle.records import recording
 
     # Inside the test's transaction the caller owns the commit: nothing is changed.
-    with _recording():
+    with recording():
         assert _synchronous_commit() == "on"
     lifecycle.create_task_log("caller-1", task_name="t")
     assert _synchronous_commit() == "on"
@@ -36,14 +36,14 @@ def test_a_callers_transaction_keeps_its_commit_setting() -> None:
 def test_owned_transactions_commit_asynchronously_unless_asked() -> None:
     from django.test import override_settings
 
-    from django_taskqueue.lifecycle import _recording
+    from django_taskqueue.lifecycle.records import recording
 
-    with _recording():
+    with recording():
         assert _synchronous_commit() == "off"
     # SET LOCAL: gone with the transaction, the session (and the host's next
     # transaction) is untouched, as a pooler in transaction mode needs.
     assert _synchronous_commit() == "on"
-    with override_settings(DJANGO_TASKQUEUE={"SYNCHRONOUS_COMMIT": True}), _recording():
+    with override_settings(DJANGO_TASKQUEUE={"SYNCHRONOUS_COMMIT": True}), recording():
         assert _synchronous_commit() == "on"
 
 

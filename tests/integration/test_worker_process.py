@@ -12,7 +12,7 @@ import pytest
 from celery import current_app
 from django.db import close_old_connections, connection, transaction
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
@@ -75,7 +75,7 @@ def test_hard_time_limit_is_recorded_by_the_main_process(live_worker: Any) -> No
 def test_revoke_before_start(live_worker: Any) -> None:
     result = tasks.add.apply_async((1, 1), countdown=3)
     log = wait_for(lambda: TaskLog.objects.filter(celery_task_id=result.id).first())
-    lifecycle.cancel(log, reason="not needed")
+    actions.cancel(log, reason="not needed")
     done = wait_finished(result.id)
     assert done.status == TaskStatus.CANCELLED
     wait_for(lambda: "revoked" in factories.events(done), what="the worker's revoke confirmation")
@@ -86,7 +86,7 @@ def test_revoke_before_start(live_worker: Any) -> None:
 def test_cancel_a_running_cooperative_task(live_worker: Any) -> None:
     result = tasks.wait_for_cancel.delay(20)
     log = running(result.id)
-    lifecycle.cancel(log, reason="stop")
+    actions.cancel(log, reason="stop")
     done = wait_finished(result.id)
     assert done.status == TaskStatus.CANCELLED
     wait_for(lambda: done.events.filter(message__contains="cancel check").exists())
@@ -96,7 +96,7 @@ def test_cancel_a_running_cooperative_task(live_worker: Any) -> None:
 def test_terminate_a_running_task(live_worker: Any) -> None:
     result = tasks.sleepy.delay(30)
     log = running(result.id)
-    lifecycle.cancel(log, reason="kill it", terminate=True)
+    actions.cancel(log, reason="kill it", terminate=True)
     wait_for(lambda: "revoked" in factories.events(log), what="the terminate confirmation")
     log.refresh_from_db()
     assert log.status == TaskStatus.CANCELLED
@@ -168,7 +168,7 @@ def test_cancel_racing_completion_ends_in_one_state(live_worker: Any) -> None:
         ) -> None:
             barrier.wait()
             try:
-                lifecycle.cancel(TaskLog.objects.get(pk=log.pk), revoke=False)
+                actions.cancel(TaskLog.objects.get(pk=log.pk), revoke=False)
                 applied.append("cancelled")
             except TransitionRefused:
                 pass

@@ -103,6 +103,7 @@ def make_tasks(seeds: dict[str, list[str]]) -> None:
     from django.contrib.auth import get_user_model
 
     from django_taskqueue import lifecycle
+    from django_taskqueue.progress import ProgressWrite
 
     document = seeds["document"][0]
     for user in get_user_model().objects.all():
@@ -122,7 +123,7 @@ def make_tasks(seeds: dict[str, list[str]]) -> None:
                 continue
             lifecycle.mark_started(celery_task_id)
             lifecycle.record_progress(
-                lifecycle.ProgressWrite(40, "halfway", None, history=True),
+                ProgressWrite(40, "halfway", None, history=True),
                 celery_task_id=celery_task_id,
             )
             if status == "completed":

@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.test import Client
 
-from django_taskqueue import lifecycle
+from django_taskqueue import actions
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TERMINAL_STATUSES, TaskStatus
 from example_project import urls as urls_module
@@ -135,9 +135,7 @@ class Command(BaseCommand):
 
         cancel = single["video_cancel"]
         self._wait(lambda: TaskLog.objects.filter(pk=cancel.pk, progress__gt=0).exists(), timeout)
-        lifecycle.cancel(
-            cancel, reason="no longer needed", user=model.objects.get(username="admin")
-        )
+        actions.cancel(cancel, reason="no longer needed", user=model.objects.get(username="admin"))
 
         ids = [log.celery_task_id for log in single.values()]
         ids += [cid for group in canvas.values() for cid in group]

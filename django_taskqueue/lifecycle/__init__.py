@@ -1,0 +1,132 @@
+"""Every write of a tracked task's life: plain functions over the three models.
+
+The task base class, the operations of :mod:`django_taskqueue.actions`, the
+admin, the management commands and the housekeeping tasks all write through
+these, and they can be tested without Celery: nothing in this package imports
+Celery, nor anything that does (an import-linter contract in ``pyproject.toml``
+keeps it so).
+
+- :mod:`~django_taskqueue.lifecycle.transitions`: the conditional-update engine
+  and every status change (a worker's marks, a cancel, a bulk parent's aggregate);
+- :mod:`~django_taskqueue.lifecycle.creation`: the rows written before a message
+  is published (and those of canvas steps never published);
+- :mod:`~django_taskqueue.lifecycle.bulk`: a bulk run's parent and children;
+- :mod:`~django_taskqueue.lifecycle.recovery`: stuck, lost and re-queued tasks,
+  and the heartbeats;
+- :mod:`~django_taskqueue.lifecycle.records`: what they share (the outcome, the
+  events, the transaction).
+
+These functions raise on database errors; :class:`~django_taskqueue.TrackedTask`
+wraps its calls so that a failure to record never fails the user's task.
+
+``cancel``, ``rerun``, ``check_rerun``, ``rerun_options`` and ``send_revoke``
+moved to :mod:`django_taskqueue.actions` (they reach Celery); the names here
+still work and warn.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from django_taskqueue.lifecycle.bulk import create_bulk, fail_bulk
+from django_taskqueue.lifecycle.creation import (
+    check_rerun_status,
+    create_idempotent_task_log,
+    create_rerun,
+    create_task_log,
+    find_by_idempotency_key,
+    mark_republished,
+    record_publish,
+    record_unpublished,
+)
+from django_taskqueue.lifecycle.records import (
+    LINEAGE_FIELDS,
+    PUBLISH_FAILED,
+    PUBLISH_UNKNOWN,
+    FillEmpty,
+    KeepFirst,
+    Outcome,
+    orm_updates,
+    stored_arguments,
+    stored_json,
+    stored_text,
+)
+from django_taskqueue.lifecycle.recovery import mark_lost, mark_stale, requeue_stale, touch_many
+from django_taskqueue.lifecycle.transitions import (
+    cancel_with_children,
+    mark_cancelled,
+    mark_completed,
+    mark_failed,
+    mark_publish_failed,
+    mark_publish_unknown,
+    mark_retrying,
+    mark_started,
+    record_event,
+    record_progress,
+    record_revoked,
+    status_of,
+    touch,
+)
+from django_taskqueue.progress import ProgressBuffer, ProgressWrite, percent_from
+
+__all__ = [
+    "LINEAGE_FIELDS",
+    "PUBLISH_FAILED",
+    "PUBLISH_UNKNOWN",
+    "FillEmpty",
+    "KeepFirst",
+    "Outcome",
+    "ProgressBuffer",
+    "ProgressWrite",
+    "cancel_with_children",
+    "check_rerun_status",
+    "create_bulk",
+    "create_idempotent_task_log",
+    "create_rerun",
+    "create_task_log",
+    "fail_bulk",
+    "find_by_idempotency_key",
+    "mark_cancelled",
+    "mark_completed",
+    "mark_failed",
+    "mark_lost",
+    "mark_publish_failed",
+    "mark_publish_unknown",
+    "mark_republished",
+    "mark_retrying",
+    "mark_stale",
+    "mark_started",
+    "orm_updates",
+    "percent_from",
+    "record_event",
+    "record_progress",
+    "record_publish",
+    "record_revoked",
+    "record_unpublished",
+    "requeue_stale",
+    "status_of",
+    "stored_arguments",
+    "stored_json",
+    "stored_text",
+    "touch",
+    "touch_many",
+]
+
+#: Names that moved to :mod:`django_taskqueue.actions`, still reachable from here.
+_MOVED_TO_ACTIONS = frozenset({"cancel", "rerun", "check_rerun", "rerun_options", "send_revoke"})
+
+
+def __getattr__(name: str) -> Any:
+    # The one import upward from this package (declared in the import-linter
+    # contracts): made on first use of an old name only, never at import time.
+    if name in _MOVED_TO_ACTIONS:
+        warnings.warn(
+            f"django_taskqueue.lifecycle.{name} moved to django_taskqueue.actions.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from django_taskqueue import actions
+
+        return getattr(actions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
