@@ -1,4 +1,4 @@
-"""The operations that reach Celery (django_taskqueue.actions): what they return, old names."""
+"""The operations that reach Celery (django_taskqueue.actions): what they return."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import TaskStatus
-from tests.helpers import make_log
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def test_cancel_returns_the_bulk_children_it_cancelled() -> None:
 
 
 def test_cancel_of_a_finished_task_is_refused_and_writes_nothing_more() -> None:
-    log = make_log()
+    log = factories.task()
     lifecycle.mark_completed(log.celery_task_id, result=1)
 
     with pytest.raises(TransitionRefused) as refused:
@@ -40,18 +40,6 @@ def test_cancel_of_a_finished_task_is_refused_and_writes_nothing_more() -> None:
 
     assert refused.value.status == TaskStatus.COMPLETED
     assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
-
-
-@pytest.mark.parametrize("name", ["cancel", "rerun", "check_rerun", "rerun_options", "send_revoke"])
-def test_the_old_lifecycle_names_still_work_and_warn(name: str) -> None:
-    with pytest.warns(DeprecationWarning, match=f"moved to django_taskqueue.actions.{name}"):
-        found: Any = getattr(lifecycle, name)
-    assert found is getattr(actions, name)
-
-
-def test_an_unknown_lifecycle_name_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
-        lifecycle.nothing_here  # noqa: B018
 
 
 def test_start_says_when_an_idempotency_key_replays_an_earlier_start(celery_app: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskEventLog, TaskLog
+from django_taskqueue.progress import ProgressWrite
 from tests import factories, tasks
 from tests.live import wait_finished
 

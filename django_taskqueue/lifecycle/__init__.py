@@ -19,15 +19,11 @@ keeps it so).
 These functions raise on database errors; :class:`~django_taskqueue.TrackedTask`
 wraps its calls so that a failure to record never fails the user's task.
 
-``cancel``, ``rerun``, ``check_rerun``, ``rerun_options`` and ``send_revoke``
-moved to :mod:`django_taskqueue.actions` (they reach Celery); the names here
-still work and warn.
+Cancelling (with Celery's revoke) and running again are operations of
+:mod:`django_taskqueue.actions`, which reach Celery and call these.
 """
 
 from __future__ import annotations
-
-import warnings
-from typing import Any
 
 from django_taskqueue.lifecycle.bulk import create_bulk, fail_bulk
 from django_taskqueue.lifecycle.creation import (
@@ -112,21 +108,3 @@ __all__ = [
     "touch",
     "touch_many",
 ]
-
-#: Names that moved to :mod:`django_taskqueue.actions`, still reachable from here.
-_MOVED_TO_ACTIONS = frozenset({"cancel", "rerun", "check_rerun", "rerun_options", "send_revoke"})
-
-
-def __getattr__(name: str) -> Any:
-    # The one import upward from this package (declared in the import-linter
-    # contracts): made on first use of an old name only, never at import time.
-    if name in _MOVED_TO_ACTIONS:
-        warnings.warn(
-            f"django_taskqueue.lifecycle.{name} moved to django_taskqueue.actions.{name}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from django_taskqueue import actions
-
-        return getattr(actions, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

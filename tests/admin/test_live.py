@@ -12,7 +12,6 @@ from django.test import Client
 from django.urls import reverse
 
 from django_taskqueue.admin.tasklog import TaskLogAdmin
-from django_taskqueue.progress import ProgressWrite
 from django_taskqueue.status import TaskStatus
 from tests import factories
 

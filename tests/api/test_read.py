@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from django_taskqueue import lifecycle
 from django_taskqueue.models import TaskLog
+from django_taskqueue.progress import ProgressWrite
 from tests import factories
 from tests.api.conftest import client_for
 
