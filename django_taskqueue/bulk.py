@@ -41,6 +41,10 @@ from django_taskqueue.status import TaskStatus
 if TYPE_CHECKING:
     from django_taskqueue.tracked import TrackedTask
 
+#: The name of :func:`django_taskqueue.tasks.continue_bulk`, the success callback of
+#: each child of a sequential run.
+CONTINUE_BULK = "django_taskqueue.continue_bulk"
+
 
 def check_children(
     task: TrackedTask, files: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]
@@ -93,11 +97,13 @@ def chain_step(
     kwargs: Mapping[str, Any],
 ) -> Signature[Any]:
     """One child of a sequential run, linked to the step that publishes the next child."""
-    from django_taskqueue.tasks import continue_bulk
-
     signature = child_signature(task_name, celery_task_id, file_path, kwargs)
-    # Called when the child succeeds, as a chain's next step would be.
-    signature.link(continue_bulk.si(str(parent_id), celery_task_id, dict(kwargs)))
+    # Called when the child succeeds, as a chain's next step would be. Named, not
+    # imported: the task module calls this one (see django_taskqueue.tasks).
+    step = current_app.signature(
+        CONTINUE_BULK, args=(str(parent_id), celery_task_id, dict(kwargs)), immutable=True
+    )
+    signature.link(step)
     return signature
 
 
