@@ -133,6 +133,8 @@ class _RunState:
     """What one run of a task remembers between its hooks."""
 
     buffer: progress.ProgressBuffer
+    # This run's id in the record (its start and its end name it): see lifecycle.mark_started.
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
     pk: uuid.UUID | None = None
     parent_id: uuid.UUID | None = None
     parent_known: bool = False
@@ -666,6 +668,7 @@ class TrackedTask(_TaskBase):
             task_id,
             attempt=int(self.request.retries or 0),
             worker=str(self.request.hostname or ""),
+            run=state.run,
             defaults={
                 "task_name": self.name,
                 "task_type": self.task_type,
@@ -882,6 +885,7 @@ class TrackedTask(_TaskBase):
             "parent_id": state.parent_id,
             "parent_known": state.parent_known,
             "progress": state.buffer.flush(),
+            "run": state.run,
         }
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:

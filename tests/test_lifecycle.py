@@ -228,6 +228,78 @@ class TestEnd:
         assert lifecycle.mark_completed("nope", result=1) == lifecycle.Outcome(False, None, None)
 
 
+class TestOverlappingRuns:
+    """One message delivered twice while its first copy runs: two runs, two ends."""
+
+    @staticmethod
+    def two_runs(log: TaskLog) -> None:
+        lifecycle.mark_started(log.celery_task_id, worker="w1@host", run="first")
+        lifecycle.mark_started(log.celery_task_id, worker="w2@host", run="second")
+
+    def test_the_end_that_arrives_last_is_the_outcome_and_none_is_ignored(self) -> None:
+        log = factories.task()
+        self.two_runs(log)
+        first = lifecycle.mark_failed(
+            log.celery_task_id, error_message="boom", error_code="ValueError", run="first"
+        )
+        second = lifecycle.mark_completed(log.celery_task_id, result=2, run="second")
+        assert first.applied and second.applied
+        log.refresh_from_db()
+        assert (log.status, log.result, log.error_code) == ("completed", 2, "")
+        trail = factories.events(log)
+        assert trail == ["created", "started", "started", "failed", "reopened", "completed"]
+        reopened = log.events.get(event_type="reopened").metadata
+        assert (reopened["previous_status"], reopened["previous_error_code"]) == (
+            "failed",
+            "ValueError",
+        )
+
+    def test_a_failure_that_arrives_last_wins_over_a_success(self) -> None:
+        log = factories.task()
+        self.two_runs(log)
+        lifecycle.mark_completed(log.celery_task_id, result=1, run="second")
+        assert lifecycle.mark_failed(log.celery_task_id, error_message="late", run="first").applied
+        log.refresh_from_db()
+        assert (log.status, log.error_message) == ("failed", "late")
+
+    def test_the_same_run_reporting_its_end_twice_is_ignored(self) -> None:
+        log = factories.task()
+        lifecycle.mark_started(log.celery_task_id, run="only")
+        lifecycle.mark_completed(log.celery_task_id, result=1, run="only")
+        assert not lifecycle.mark_completed(log.celery_task_id, result=2, run="only").applied
+        assert TaskLog.objects.get(pk=log.pk).result == 1
+        assert factories.events(log)[-1] == "ignored"
+
+    def test_an_end_of_a_run_never_started_here_is_ignored(self) -> None:
+        log = factories.task()
+        lifecycle.mark_started(log.celery_task_id, run="known")
+        lifecycle.mark_completed(log.celery_task_id, result=1, run="known")
+        assert not lifecycle.mark_failed(log.celery_task_id, error_message="x", run="other").applied
+        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.COMPLETED
+
+    def test_an_end_of_an_older_attempt_than_the_task_is_ignored(self) -> None:
+        log = factories.task()
+        lifecycle.mark_started(log.celery_task_id, attempt=0, run="old")
+        lifecycle.mark_retrying(log.celery_task_id, next_attempt=1, reason="again")
+        lifecycle.mark_started(log.celery_task_id, attempt=1, run="new")
+        lifecycle.mark_completed(log.celery_task_id, result="new", run="new")
+        assert not lifecycle.mark_completed(log.celery_task_id, result="old", run="old").applied
+        assert TaskLog.objects.get(pk=log.pk).result == "new"
+
+    def test_an_end_never_replaces_a_cancel(self) -> None:
+        log = factories.task()
+        self.two_runs(log)
+        lifecycle.mark_cancelled(log.celery_task_id, reason="stop")
+        assert not lifecycle.mark_completed(log.celery_task_id, result=1, run="first").applied
+        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.CANCELLED
+
+    def test_an_end_without_a_run_is_ignored_as_before(self) -> None:
+        log = factories.task()
+        self.two_runs(log)
+        lifecycle.mark_completed(log.celery_task_id, result=1, run="first")
+        assert not lifecycle.mark_completed(log.celery_task_id, result=2).applied
+
+
 class TestCancel:
     def test_cancel_records_at_once(self) -> None:
         user = factories.user("alice")

@@ -70,6 +70,7 @@ def transition(
     parent_known: bool = False,
     evidence: bool = False,
     again: bool = False,
+    run: str = "",
 ) -> Outcome:
     """Move one task to ``target`` if its status allows it, with its event.
 
@@ -80,8 +81,10 @@ def transition(
     ran the task) a presumed failure is superseded too (see
     :data:`~django_taskqueue.status.PRESUMED_FAILURES`); with ``again`` (a
     worker is starting the task) any status but ``cancelled`` gives way: see
-    :func:`_run_again`. Those rare cases cost a few more statements, never
-    the common one.
+    :func:`_run_again`. With ``run`` (the worker's id of the run that ends) an
+    end that finds the task ended by another run of it is recorded after that
+    one: see :func:`_end_again`. Those rare cases cost a few more statements,
+    never the common one.
     """
     updates, event = stored_updates(updates), stored_event(event)
     with recording():
@@ -109,6 +112,7 @@ def transition(
                 before=before,
                 evidence=evidence,
                 again=again,
+                run=run,
             )
             if outcome.pk is None:
                 return outcome
@@ -137,12 +141,14 @@ def _refused(
     before: Callable[[uuid.UUID], None] | None,
     evidence: bool,
     again: bool = False,
+    run: str = "",
 ) -> Outcome:
     """The conditional update matched nothing: supersede a presumed failure, or say why not.
 
     Returns the superseding change when there was one (see
-    :func:`_supersede_presumed`); otherwise leaves an ``ignored`` event and
-    returns the status that refused the change (no pk when there is no row).
+    :func:`_supersede_presumed`, :func:`_run_again`, :func:`_end_again`);
+    otherwise leaves an ``ignored`` event and returns the status that refused
+    the change (no pk when there is no row).
     """
     row = rows.values_list("pk", "status", "error_code").first()
     if row is None:
@@ -157,6 +163,10 @@ def _refused(
         if started is not None:
             return started
         status = TaskStatus.CANCELLED  # cancelled meanwhile
+    if run and status in _RUN_ENDS and target in _RUN_ENDS:
+        ended = _end_again(pk, target, updates, event, before, run)
+        if ended is not None:
+            return ended
     kind, message, meta = event
     write_events(
         pk,
@@ -167,6 +177,38 @@ def _refused(
         ),
     )
     return Outcome(False, status, pk)
+
+
+def _locked(rows: models.QuerySet[TaskLog], *fields: str) -> tuple[Any, ...] | None:
+    """``fields`` of the one row of ``rows``, locked until the transaction ends, or ``None``."""
+    found: tuple[Any, ...] | None = rows.select_for_update().values_list(*fields).first()
+    return found
+
+
+def _move_locked(
+    pk: uuid.UUID,
+    target: str,
+    changes: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    *,
+    before: Callable[[uuid.UUID], None] | None = None,
+    reopened: tuple[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Move a row found by :func:`_locked` to ``target``, with its event.
+
+    The rare ways a task's record changes against its status (a presumed failure
+    superseded, a run started or ended again) all end here: ``reopened`` (why,
+    and what the row said before) becomes a ``reopened`` event ahead of the
+    transition's own, so the trail keeps what the change replaced.
+    """
+    TaskLog.objects.filter(pk=pk).update(status=target, **orm_updates(changes))
+    if before is not None:
+        before(pk)
+    if reopened is None:
+        write_events(pk, event)
+    else:
+        why, earlier = reopened
+        write_events(pk, (EventType.REOPENED, why, earlier), event)
 
 
 def _supersede_presumed(
@@ -192,38 +234,23 @@ def _supersede_presumed(
     if guard is not None:
         rows = rows.filter(guard)
     with transaction.atomic():
-        found = (
-            rows.select_for_update()
-            .values_list("parent_id", "error_code", "error_message", "completed_at")
-            .first()
-        )
+        found = _locked(rows, "parent_id", "error_code", "error_message", "completed_at")
         if found is None:
             return None
         parent_id, code, presumption, presumed_at = found
         changes = dict(updates)
         if target == TaskStatus.PROCESSING:
             changes.update(completed_at=None, error_message="", error_code="", traceback="")
-        TaskLog.objects.filter(pk=pk).update(status=target, **orm_updates(changes))
-        if before is not None:
-            before(pk)
-        if target == TaskStatus.PROCESSING:
             why = f"delivered again after it was presumed failed ({code})"
         else:
             why = f"the worker reported its end after it was presumed failed ({code})"
-        write_events(
-            pk,
-            (
-                EventType.REOPENED,
-                why,
-                {
-                    "presumed_error_code": code,
-                    "presumed_error_message": presumption,
-                    "presumed_at": presumed_at,
-                    "status": target,
-                },
-            ),
-            event,
-        )
+        presumed = {
+            "presumed_error_code": code,
+            "presumed_error_message": presumption,
+            "presumed_at": presumed_at,
+            "status": target,
+        }
+        _move_locked(pk, target, changes, event, before=before, reopened=(why, presumed))
         if parent_id is not None and target != TaskStatus.FAILED:
             _reopen_parent(parent_id, child_pk=pk)
     return Outcome(True, target, pk, parent_id, parent_known=True)
@@ -247,20 +274,15 @@ def _run_again(
     revokes the message (see :meth:`~django_taskqueue.TrackedTask.before_start`).
     """
     with transaction.atomic():
-        found = (
-            TaskLog.objects.filter(pk=pk)
-            .exclude(status=TaskStatus.CANCELLED)
-            .select_for_update()
-            .values_list(
-                "status",
-                "error_code",
-                "error_message",
-                "completed_at",
-                "attempt",
-                "worker",
-                "parent_id",
-            )
-            .first()
+        found = _locked(
+            TaskLog.objects.filter(pk=pk).exclude(status=TaskStatus.CANCELLED),
+            "status",
+            "error_code",
+            "error_message",
+            "completed_at",
+            "attempt",
+            "worker",
+            "parent_id",
         )
         if found is None:
             return None
@@ -268,25 +290,78 @@ def _run_again(
         changes = dict(updates)
         kind, text, meta = event
         meta = {**(meta or {}), "again": True, "previous_status": status}
-        events: list[tuple[str, str, Mapping[str, Any] | None]] = []
+        reopened = None
         if status in TERMINAL_STATUSES:
             now = changes.get("heartbeat_at") or timezone.now()
             changes.update(FRESH_RUN, started_at=now)
-            events.append(
-                (
-                    EventType.REOPENED,
-                    f"run again by a worker after it was {status}",
-                    earlier_outcome(status, code, message, completed_at),
-                )
-            )
+            why = f"run again by a worker after it was {status}"
+            reopened = (why, earlier_outcome(status, code, message, completed_at))
         else:
             changes["attempt"] = max(int(attempt or 0), int(changes.get("attempt") or 0))
             meta["previous_worker"] = worker
             text = f"{text} again" if status == TaskStatus.PROCESSING else text
-        events.append((kind, text, meta))
-        TaskLog.objects.filter(pk=pk).update(status=TaskStatus.PROCESSING, **orm_updates(changes))
-        write_events(pk, *(stored_event(e) for e in events))
+        event = stored_event((kind, text, meta))
+        _move_locked(pk, TaskStatus.PROCESSING, changes, event, reopened=reopened)
     return Outcome(True, TaskStatus.PROCESSING, pk, parent_id, parent_known=True)
+
+
+#: The ends a run of a task reports (a cancel is no run's end).
+_RUN_ENDS = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+def _end_again(
+    pk: uuid.UUID,
+    target: str,
+    updates: Mapping[str, Any],
+    event: tuple[str, str, Mapping[str, Any] | None],
+    before: Callable[[uuid.UUID], None] | None,
+    run: str,
+) -> Outcome | None:
+    """Record the end of a run that finds its task ended by another run; ``None`` if not so.
+
+    Two runs of one id overlap when a message is delivered twice (published
+    twice, or redelivered while its first copy runs): both bodies run, and
+    both ends are facts. The end that arrives second is recorded after the
+    first, as the task's outcome (the last body's), with a ``reopened`` event
+    that keeps the earlier one. Only for a run whose start was recorded here
+    (its ``started`` event names ``run``), whose attempt is still the task's,
+    and when the end on file is another run's: the same run reporting twice,
+    or a run older than a newer attempt, is still ignored.
+    """
+    with transaction.atomic():
+        found = _locked(
+            TaskLog.objects.filter(pk=pk, status__in=_RUN_ENDS),
+            "status",
+            "error_code",
+            "error_message",
+            "completed_at",
+            "attempt",
+        )
+        if found is None:
+            return None
+        status, code, message, completed_at, attempt = found
+        events = TaskEventLog.objects.filter(task_id=pk)
+        started = (
+            events.filter(event_type=EventType.STARTED, metadata__run=run)
+            .values_list("metadata", flat=True)
+            .first()
+        )
+        last_end = (
+            events.filter(event_type__in=_RUN_ENDS)
+            .order_by("-created_at", "-id")
+            .values_list("metadata", flat=True)
+            .first()
+        )
+        if (
+            started is None
+            or int(started.get("attempt") or 0) < int(attempt or 0)
+            or (last_end or {}).get("run") == run
+        ):
+            return None
+        why = f"another run of the task ended after it was {status}"
+        earlier = earlier_outcome(status, code, message, completed_at)
+        _move_locked(pk, target, updates, event, before=before, reopened=(why, earlier))
+    return Outcome(True, target, pk)
 
 
 def _reopen_parent(parent_pk: uuid.UUID, *, child_pk: uuid.UUID) -> None:
@@ -337,8 +412,13 @@ def mark_started(
     attempt: int = 0,
     worker: str = "",
     defaults: Mapping[str, Any] | None = None,
+    run: str = "",
 ) -> Outcome:
     """Record that a worker started running the task (attempt ``attempt``).
+
+    ``run`` is the worker's id of this run (any string unique to it): its end,
+    given the same ``run``, is then recorded even when another run of the task
+    ended first (see :func:`mark_completed`).
 
     When no row exists yet (the task was sent without TrackedTask, or the
     producer's transaction has not committed), the row is created here from
@@ -379,7 +459,7 @@ def mark_started(
     event = (
         EventType.STARTED,
         f"started on {worker}" if worker else "started",
-        {"attempt": attempt, "worker": worker},
+        {"attempt": attempt, "worker": worker, **({"run": run} if run else {})},
     )
     task_name = str((defaults or {}).get("task_name") or "")[:255]
     if task_name:
@@ -549,6 +629,7 @@ def mark_completed(
     error_message: str = "",
     error_code: str = "",
     evidence: bool = False,
+    run: str = "",
 ) -> Outcome:
     """Record success.
 
@@ -558,7 +639,10 @@ def mark_completed(
     ``result_not_stored``); by default an earlier error is cleared. With
     ``evidence`` (the worker that ran the task reports it) the success also
     supersedes a presumed failure (see
-    :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`). With ``run`` (the id
+    its start was recorded with, see :func:`mark_started`) it is recorded
+    after the end of another run of the same task: a message delivered twice
+    ran twice, and the task's outcome is the last body's.
     """
     now = timezone.now()
     updates = {
@@ -577,11 +661,12 @@ def mark_completed(
         celery_task_id=celery_task_id,
         pk=pk,
         updates=updates,
-        event=(EventType.COMPLETED, "completed", None),
+        event=(EventType.COMPLETED, "completed", {"run": run} if run else None),
         before=_progress_writer(progress),
         parent_id=parent_id,
         parent_known=parent_known,
         evidence=evidence,
+        run=run,
     )
 
 
@@ -599,13 +684,15 @@ def mark_failed(
     parent_known: bool = False,
     guard: Q | None = None,
     evidence: bool = False,
+    run: str = "",
 ) -> Outcome:
     """Record failure, with the error's message, code (exception class) and traceback.
 
     ``guard`` narrows the conditional update further (the housekeeping
     detectors re-check their own condition in it). With ``evidence`` (the
     worker that ran the task reports the failure) it also supersedes a
-    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`).
+    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`);
+    ``run`` is as for :func:`mark_completed`.
     """
     now = timezone.now()
     updates = {
@@ -615,7 +702,7 @@ def mark_failed(
         "traceback": traceback,
         "next_retry_at": None,
     }
-    meta = {"error_code": error_code, **(metadata or {})}
+    meta = {"error_code": error_code, **({"run": run} if run else {}), **(metadata or {})}
     return transition(
         TaskStatus.FAILED,
         celery_task_id=celery_task_id,
@@ -627,6 +714,7 @@ def mark_failed(
         parent_id=parent_id,
         parent_known=parent_known,
         evidence=evidence,
+        run=run,
     )
 
 

@@ -16,10 +16,14 @@ is truthful when every body that ran has a ``started`` event, no start was
 ``ignored``, nothing is left ``processing``, and the row's final status is the
 outcome of the body that ended last.
 
-Measured today (both copies complete): both starts are recorded (the second as
-``started`` marked ``again``), the row ends ``completed``, and the second
-copy's end is recorded as an ``ignored`` event (``completed ignored: the task
-is completed``), since the row had already ended.
+Three ids each time: both copies complete; the first copy raises and the
+second completes; the first completes and the second raises. Neither copy's
+end may be recorded as ``ignored``: both bodies ran to their end.
+
+Each run names itself in its ``started`` event and its end (``run``): the end
+that arrives after another run's is recorded after it, with a ``reopened``
+event keeping the earlier outcome. (Before runs were named, the row kept the
+outcome of the copy that ended first and the other end was ``ignored``.)
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from tests.live import wait_for, worker_env, worker_process
 pytestmark = pytest.mark.faults
 
 #: Which run of each id raises (0: none).
-OUTCOMES = {"both complete": 0}
+OUTCOMES = {"both complete": 0, "first fails": 1, "second fails": 2}
 PUBLISHED_SECONDS = 1.5
 # Redelivery: the worker's visibility timeout, and a body that outlives it.
 VISIBILITY_TIMEOUT = 2
@@ -115,6 +119,7 @@ def test_a_message_delivered_twice_while_it_runs(
         assert seen["bodies"] == 2, f"{outcome}: the experiment needs two deliveries"
         assert seen["started_events"] == seen["bodies"], f"{outcome}: a run has no start"
         assert seen["ignored_starts"] == 0, f"{outcome}: a start was ignored while its body ran"
+        assert seen["ignored_ends"] == [], f"{outcome}: an end was ignored though its body ran"
         assert seen["status"] == seen["last_body"], (
             f"{outcome}: recorded {seen['status']}, the last body {seen['last_body']}"
         )
