@@ -1,5 +1,10 @@
 """System checks for the ``DJANGO_TASKQUEUE`` settings and unsafe setups.
 
+The settings' own check (:func:`check_settings`, :func:`setting_errors`) lives in
+:mod:`django_taskqueue.setting_checks`, which reads values only, so that
+:mod:`django_taskqueue.conf` can run it without importing this module's checks of
+the environment (Celery, the registry, the URLconf); it is re-exported here.
+
 Every id is listed in ``docs/checks.md``, where it has an anchor of its own
 (``#e004``) that its hint links to. The checks carry the tag :data:`TAG` too, so
 ``manage.py check --tag django_taskqueue`` runs the package's checks alone.
@@ -8,343 +13,47 @@ Every id is listed in ``docs/checks.md``, where it has an anchor of its own
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
 from numbers import Real
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning
+from django.core.checks import CheckMessage, Tags
 from django.core.checks import register as register_check
 from django.db import router
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from django_taskqueue.conf import DEFAULTS, DOCS_URL, RETENTION_STATUSES, as_timedelta
+from django_taskqueue.defaults import DEFAULTS, DOCS_URL, docs_url
+from django_taskqueue.setting_checks import (
+    MAX_MESSAGE_DEPTH,
+    check_settings,
+    error,
+    setting_errors,
+    warning,
+)
+
+__all__ = [
+    "MAX_MESSAGE_DEPTH",
+    "TAG",
+    "check_api_apps",
+    "check_celery_app",
+    "check_publish_waits",
+    "check_settings",
+    "check_setup",
+    "check_task_types",
+    "docs_url",
+    "log_checks",
+    "register",
+    "setting_errors",
+]
 
 logger = logging.getLogger("django_taskqueue")
 
-_PREFIX = "django_taskqueue"
-
 #: The tag of the package's checks (besides Django's ``compatibility``).
 TAG = "django_taskqueue"
-
-
-def docs_url(check_id: str) -> str:
-    """The address of a check's entry in the documentation's checks page.
-
-    Args:
-        check_id: the check's id, ``"django_taskqueue.E004"`` (or just ``"E004"``).
-    """
-    return f"{DOCS_URL}checks.html#{check_id.rsplit('.', 1)[-1].lower()}"
-
-
-def _with_link(check_id: str, hint: str | None) -> str:
-    """The hint, followed by where the docs explain the check."""
-    link = f"See {docs_url(check_id)}"
-    return f"{hint} {link}" if hint else link
-
-
-def _error(n: int, msg: str, hint: str | None = None) -> Error:
-    check_id = f"{_PREFIX}.E{n:03d}"
-    return Error(msg, hint=_with_link(check_id, hint), id=check_id)
-
-
-def _warning(n: int, msg: str, hint: str | None = None) -> Warning:
-    check_id = f"{_PREFIX}.W{n:03d}"
-    return Warning(msg, hint=_with_link(check_id, hint), id=check_id)
-
-
-def check_settings(**kwargs: Any) -> list[CheckMessage]:
-    """Validate ``settings.DJANGO_TASKQUEUE``."""
-    return _settings_messages(getattr(settings, "DJANGO_TASKQUEUE", {}))
-
-
-# An error about one key names it first, as DJANGO_TASKQUEUE['KEY'].
-_KEY = re.compile(r"DJANGO_TASKQUEUE\['(\w+)'\]")
-
-
-def setting_errors(user: Mapping[str, Any]) -> dict[str, CheckMessage]:
-    """The keys of ``user`` (a ``DJANGO_TASKQUEUE`` dict) the checks reject, with the error.
-
-    What :mod:`django_taskqueue.conf` reads as the default instead. Warnings do
-    not count: the value works.
-    """
-    wrong: dict[str, CheckMessage] = {}
-    for message in _settings_messages(user):
-        named = _KEY.search(message.msg)
-        if message.is_serious() and named and named[1] in user:
-            wrong.setdefault(named[1], message)
-    return wrong
-
-
-def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one check per key)
-    if not isinstance(user, Mapping):
-        return [_error(1, f"DJANGO_TASKQUEUE must be a dict, not {type(user).__name__}.")]
-    errors: list[CheckMessage] = []
-    unknown = sorted(str(key) for key in set(user) - set(DEFAULTS))
-    if unknown:
-        errors.append(
-            _warning(
-                1,
-                f"DJANGO_TASKQUEUE has unknown keys: {', '.join(unknown)}.",
-                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
-            )
-        )
-
-    task_types = user.get("TASK_TYPES", {})
-    if not isinstance(task_types, Mapping) or not all(
-        isinstance(k, str) and k and isinstance(v, str) and v for k, v in task_types.items()
-    ):
-        errors.append(
-            _error(
-                2,
-                "DJANGO_TASKQUEUE['TASK_TYPES'] must map task type names to Celery task names "
-                "(both non-empty strings).",
-                hint='For example {"image": "jobs.tasks.process_image"}.',
-            )
-        )
-    elif any(len(k) > 64 for k in task_types):
-        errors.append(
-            _error(2, "DJANGO_TASKQUEUE['TASK_TYPES'] keys are stored in a 64-character field.")
-        )
-
-    roots = user.get("ALLOWED_FILE_ROOTS", [])
-    if (
-        isinstance(roots, (str, bytes))
-        or not isinstance(roots, (list, tuple))
-        or not all(isinstance(r, (str, os.PathLike)) for r in roots)
-    ):
-        errors.append(
-            _error(3, "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must be a list of directories.")
-        )
-    else:
-        relative = [str(r) for r in roots if not os.path.isabs(os.fspath(r))]
-        if relative:
-            errors.append(
-                _error(
-                    3,
-                    "DJANGO_TASKQUEUE['ALLOWED_FILE_ROOTS'] must hold absolute paths; "
-                    f"got {', '.join(relative)}.",
-                )
-            )
-
-    interval = user.get("PROGRESS_MIN_INTERVAL", DEFAULTS["PROGRESS_MIN_INTERVAL"])
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, Real)
-        or not 0 <= float(interval) < math.inf  # NaN fails too
-    ):
-        errors.append(
-            _error(4, "DJANGO_TASKQUEUE['PROGRESS_MIN_INTERVAL'] must be a number of seconds >= 0.")
-        )
-
-    step = user.get("PROGRESS_HISTORY_STEP", DEFAULTS["PROGRESS_HISTORY_STEP"])
-    if isinstance(step, bool) or not isinstance(step, Real) or not 0 < float(step) <= 100:
-        errors.append(
-            _error(5, "DJANGO_TASKQUEUE['PROGRESS_HISTORY_STEP'] must be a number in (0, 100].")
-        )
-
-    for name in ("REDACT_KEYS", "REDACT_EXTRA_KEYS"):
-        keys = user.get(name, DEFAULTS[name])
-        if (
-            isinstance(keys, (str, bytes))
-            or not isinstance(keys, (list, tuple))
-            or not all(isinstance(k, str) and any(c.isalnum() for c in k) for k in keys)
-        ):
-            errors.append(
-                _error(
-                    6,
-                    f"DJANGO_TASKQUEUE['{name}'] must be a list of strings with a letter or digit.",
-                )
-            )
-
-    for n, name in ((7, "RESULT_MAX_BYTES"), (8, "TRACEBACK_MAX_CHARS")):
-        value = user.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, int) or value < 64:
-            errors.append(_error(n, f"DJANGO_TASKQUEUE['{name}'] must be an integer >= 64."))
-    if not isinstance(user.get("SYNCHRONOUS_COMMIT", DEFAULTS["SYNCHRONOUS_COMMIT"]), bool):
-        errors.append(_error(16, "DJANGO_TASKQUEUE['SYNCHRONOUS_COMMIT'] must be True or False."))
-    timeout = user.get("PUBLISH_TIMEOUT", DEFAULTS["PUBLISH_TIMEOUT"])
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < float(timeout) <= 3600
-    ):
-        errors.append(
-            _error(
-                17,
-                "DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] must be a number of seconds in (0, 3600] "
-                "or None.",
-                hint="For example 10; None leaves Celery's own publish retry policy in place.",
-            )
-        )
-    errors.extend(_check_messages(user))
-    errors.extend(_check_api(user))
-    errors.extend(_check_housekeeping(user))
-    return errors
-
-
-#: The deepest MESSAGE_MAX_DEPTH allowed: pickling a message for the pool recurses
-#: once or twice per level, and the worker's main process dies a few hundred deep.
-MAX_MESSAGE_DEPTH = 200
-
-
-def _check_messages(user: Mapping[str, Any]) -> list[CheckMessage]:
-    """``MESSAGE_MAX_DEPTH`` and ``MESSAGE_MAX_BYTES`` (one id, E018; the message names the key)."""
-    errors: list[CheckMessage] = []
-    for name, low, high in (
-        ("MESSAGE_MAX_DEPTH", 1, MAX_MESSAGE_DEPTH),
-        ("MESSAGE_MAX_BYTES", 1024, None),
-    ):
-        value = user.get(name, DEFAULTS[name])
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < low
-            or (high is not None and value > high)
-        ):
-            what = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            errors.append(_error(18, f"DJANGO_TASKQUEUE['{name}'] must be an integer {what}."))
-    return errors
-
-
-def _is_duration(value: Any, unit: timedelta = timedelta(seconds=1)) -> bool:
-    """A positive number of ``unit``s that a timedelta can hold, or a positive timedelta."""
-    if isinstance(value, timedelta):
-        return value > timedelta(0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        return False
-    try:
-        as_timedelta(value, unit)
-    except (OverflowError, ValueError):  # more than 999,999,999 days, or not finite
-        return False
-    return True
-
-
-def _check_housekeeping(user: Mapping[str, Any]) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    retention = user.get("RETENTION", DEFAULTS["RETENTION"])
-    if retention is not None and not isinstance(retention, Mapping):
-        errors.append(
-            _error(
-                9,
-                "DJANGO_TASKQUEUE['RETENTION'] must be a dict of terminal status to days.",
-                hint='For example {"completed": 30, "failed": 90, "cancelled": 30}; None keeps.',
-            )
-        )
-    elif retention:
-        unknown = sorted(str(k) for k in retention if k not in RETENTION_STATUSES)
-        bad = sorted(
-            str(k)
-            for k, v in retention.items()
-            if k in RETENTION_STATUSES and v is not None and not _is_duration(v, timedelta(days=1))
-        )
-        if unknown or bad:
-            errors.append(
-                _error(
-                    9,
-                    "DJANGO_TASKQUEUE['RETENTION'] keys must be "
-                    f"{', '.join(RETENTION_STATUSES)} and values a positive number of days, "
-                    f"a timedelta or None; wrong: {', '.join(unknown + bad)}.",
-                )
-            )
-    batch = user.get("RETENTION_BATCH_SIZE", DEFAULTS["RETENTION_BATCH_SIZE"])
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
-        errors.append(
-            _error(10, "DJANGO_TASKQUEUE['RETENTION_BATCH_SIZE'] must be an integer in [1, 10000].")
-        )
-    for n, name in ((11, "STALE_AFTER"), (12, "LOST_AFTER")):
-        if not _is_duration(user.get(name, DEFAULTS[name])):
-            errors.append(
-                _error(
-                    n,
-                    f"DJANGO_TASKQUEUE['{name}'] must be a positive number of seconds.",
-                )
-            )
-    heartbeat = user.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
-    if heartbeat is not None and heartbeat != 0 and not _is_duration(heartbeat):
-        errors.append(
-            _error(
-                13,
-                "DJANGO_TASKQUEUE['HEARTBEAT_INTERVAL'] must be a positive number of seconds, "
-                "a timedelta, or None/0 to turn heartbeats off.",
-            )
-        )
-    recipients = user.get("REPORT_RECIPIENTS", DEFAULTS["REPORT_RECIPIENTS"])
-    if (
-        isinstance(recipients, (str, bytes))
-        or not isinstance(recipients, (list, tuple))
-        or not all(isinstance(r, str) and "@" in r for r in recipients)
-    ):
-        errors.append(
-            _error(14, "DJANGO_TASKQUEUE['REPORT_RECIPIENTS'] must be a list of e-mail addresses.")
-        )
-    if not errors:
-        stale = as_timedelta(user.get("STALE_AFTER", DEFAULTS["STALE_AFTER"]), timedelta(seconds=1))
-        if heartbeat and stale <= 2 * as_timedelta(heartbeat, timedelta(seconds=1)):
-            errors.append(
-                _warning(
-                    5,
-                    "DJANGO_TASKQUEUE['STALE_AFTER'] is not more than twice HEARTBEAT_INTERVAL: "
-                    "a healthy task that reports no progress may be marked as stuck.",
-                    hint="Make STALE_AFTER several heartbeats long (the defaults: 900 s and 60 s).",
-                )
-            )
-        elif not heartbeat:
-            errors.append(
-                _warning(
-                    6,
-                    "DJANGO_TASKQUEUE['HEARTBEAT_INTERVAL'] is off: a long task that reports no "
-                    "progress for STALE_AFTER is marked as stuck by the mark_stale task.",
-                    hint="Keep heartbeats on, or set stale_after on long-running task classes.",
-                )
-            )
-    return errors
-
-
-def _check_api(user: Mapping[str, Any]) -> list[CheckMessage]:
-    """The ``API_*`` keys (one id, E015, whose message names the key)."""
-    wrong: list[tuple[str, str]] = []
-    classes = user.get("API_PERMISSION_CLASSES", DEFAULTS["API_PERMISSION_CLASSES"])
-    if (
-        isinstance(classes, (str, bytes))
-        or not isinstance(classes, (list, tuple))
-        or not all(isinstance(c, str) and "." in c for c in classes)
-    ):
-        wrong.append(("API_PERMISSION_CLASSES", "a list of dotted paths to permission classes"))
-    for name, low in (
-        ("API_PAGE_SIZE", 1),
-        ("API_MAX_PAGE_SIZE", 1),
-        ("API_METADATA_MAX_BYTES", 2),
-        ("API_JSON_MAX_DEPTH", 2),
-        ("API_BULK_MAX_FILES", 1),
-    ):
-        value = user.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            wrong.append((name, f"an integer >= {low}"))
-    if not wrong and user.get("API_PAGE_SIZE", DEFAULTS["API_PAGE_SIZE"]) > user.get(
-        "API_MAX_PAGE_SIZE", DEFAULTS["API_MAX_PAGE_SIZE"]
-    ):
-        wrong.append(("API_PAGE_SIZE", "no larger than API_MAX_PAGE_SIZE"))
-    for name in ("API_STREAM_POLL_INTERVAL", "API_STREAM_HEARTBEAT", "API_STREAM_MAX_SECONDS"):
-        value = user.get(name, DEFAULTS[name])
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, Real)
-            or not 0 < float(value) < math.inf
-        ):
-            wrong.append((name, "a positive number of seconds"))
-    per_user = user.get("API_STREAM_MAX_PER_USER", DEFAULTS["API_STREAM_MAX_PER_USER"])
-    if per_user is not None and (
-        isinstance(per_user, bool) or not isinstance(per_user, int) or per_user < 1
-    ):
-        wrong.append(("API_STREAM_MAX_PER_USER", "an integer >= 1, or None for no cap"))
-    for name in ("API_CANCEL_TERMINATE", "API_EXPOSE_ERROR_DETAILS"):
-        if not isinstance(user.get(name, False), bool):
-            wrong.append((name, "True or False"))
-    return [_error(15, f"DJANGO_TASKQUEUE['{key}'] must be {what}.") for key, what in wrong]
 
 
 def check_setup(**kwargs: Any) -> list[CheckMessage]:
@@ -352,7 +61,7 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
     warnings: list[CheckMessage] = []
     if getattr(settings, "CELERY_DB_REUSE_MAX", None) is None:
         warnings.append(
-            _warning(
+            warning(
                 2,
                 "CELERY_DB_REUSE_MAX is not set: Celery workers open a new database "
                 "connection for every task.",
@@ -369,7 +78,7 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
             or str(options.get("transaction_mode", "")).upper() != "IMMEDIATE"
         ):
             warnings.append(
-                _warning(
+                warning(
                     3,
                     f"Database {alias!r} is SQLite without WAL and immediate transactions: "
                     "a worker and the web process writing at once will see 'database is locked'.",
@@ -380,7 +89,7 @@ def check_setup(**kwargs: Any) -> list[CheckMessage]:
     warnings.extend(_check_timeouts())
     if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
         warnings.append(
-            _warning(
+            warning(
                 4,
                 "CELERY_TASK_ALWAYS_EAGER is on: tasks run inside the caller, so tracking "
                 "records them but revoke, time limits and worker fields do not apply.",
@@ -423,7 +132,7 @@ def _check_timeouts() -> list[CheckMessage]:
     if not missing:
         return []
     return [
-        _warning(
+        warning(
             8,
             f"Database {alias!r} records the tasks on PostgreSQL without "
             f"{' or '.join(missing)} in its OPTIONS: a worker that connects to a frozen "
@@ -476,7 +185,7 @@ def check_publish_waits(**kwargs: Any) -> list[CheckMessage]:
     if not loose:
         return []
     return [
-        _warning(
+        warning(
             9,
             f"Celery's {', '.join(loose)} let a publish to a down or frozen Redis wait longer "
             f"than DJANGO_TASKQUEUE['PUBLISH_TIMEOUT'] ({limit:g} s).",
@@ -510,7 +219,7 @@ def check_task_types(**kwargs: Any) -> list[CheckMessage]:
             tracked_task(name)
         except ValidationError as exc:
             errors.append(
-                _error(
+                error(
                     20 if exc.code == "not_tracked" else 19,
                     f"DJANGO_TASKQUEUE['TASK_TYPES'][{key!r}]: {' '.join(exc.messages)}",
                     hint="Until this is fixed the API answers this task type with a 400.",
@@ -559,7 +268,7 @@ def check_api_apps(**kwargs: Any) -> list[CheckMessage]:
         for app, what in _API_APPS:
             if not apps.is_installed(app):
                 errors.append(
-                    _error(
+                    error(
                         25,
                         f"The URLconf routes django_taskqueue.api, but {app!r} is not in "
                         f"INSTALLED_APPS: {what} fails with a 500 (its templates are missing).",
@@ -570,7 +279,7 @@ def check_api_apps(**kwargs: Any) -> list[CheckMessage]:
         "drf_spectacular"
     ):
         errors.append(
-            _error(
+            error(
                 26,
                 "The URLconf routes a drf-spectacular view (the API's schema or docs), but "
                 "'drf_spectacular' is not in INSTALLED_APPS: /api/docs/ and /api/redoc/ fail "
@@ -604,7 +313,7 @@ def check_celery_app(**kwargs: Any) -> list[CheckMessage]:
     # initialized"; the fallback app it makes is called "default".
     if current_app.main == "default" and isinstance(current_app.loader, FallbackLoader):
         return [
-            _warning(
+            warning(
                 12,
                 "No Celery app of the project is loaded: Celery's default app is current, "
                 "so tasks are sent to its default broker (amqp://guest@localhost//) and no "
@@ -630,7 +339,7 @@ def check_celery_app(**kwargs: Any) -> list[CheckMessage]:
             'read by app.config_from_object("django.conf:settings", namespace="CELERY").'
         )
     return [
-        _warning(
+        warning(
             13,
             f"The Celery app {current_app.main!r} has no broker_url: tasks are sent to "
             "Celery's default broker (amqp://guest@localhost//).",

@@ -2,9 +2,9 @@
 
 Every key is optional. The values are looked up on each access, never cached at
 import time, so ``override_settings`` and settings changed in tests just work.
-System checks (:mod:`django_taskqueue.checks`) validate the values; a value they
-call an error is read as its default, with one logged error (a bad setting must
-not fail every task a worker records).
+The settings' system check (:mod:`django_taskqueue.setting_checks`) validates the
+values; a value it calls an error is read as its default, with one logged error (a
+bad setting must not fail every task a worker records).
 """
 
 from __future__ import annotations
@@ -17,86 +17,34 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from django_taskqueue.defaults import (
+    DEFAULT_REDACT_KEYS,
+    DEFAULTS,
+    DOCS_URL,
+    FALLBACKS,
+    RETENTION_STATUSES,
+    as_timedelta,
+    docs_url,
+)
+from django_taskqueue.setting_checks import setting_errors
+
 if TYPE_CHECKING:
     from django.core.checks import CheckMessage
 
+# The defaults and helpers live in django_taskqueue.defaults; they are re-exported here,
+# where callers have always imported them from.
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_REDACT_KEYS",
+    "DOCS_URL",
+    "FALLBACKS",
+    "RETENTION_STATUSES",
+    "TaskQueueSettings",
+    "as_timedelta",
+    "conf",
+]
+
 logger = logging.getLogger("django_taskqueue")
-
-#: Where the documentation is published; the hints of the system checks link to it.
-DOCS_URL = "https://django-taskqueue.readthedocs.io/en/latest/"
-
-#: Terms of the keys whose values are replaced before anything is stored. Case and
-#: separators do not count (``api_key`` also matches ``X-Api-Key`` and ``apiKey``); a
-#: term of up to four characters must be a whole word of the key, a longer one may be
-#: anywhere in it (see :class:`django_taskqueue.serialization.SecretKeys`).
-DEFAULT_REDACT_KEYS: tuple[str, ...] = (
-    "password",
-    "passwd",
-    "passphrase",
-    "pwd",
-    "secret",
-    "token",
-    "api_key",
-    "auth",
-    "authorization",
-    "credential",
-    "private_key",
-    "session",
-    "cookie",
-)
-
-DEFAULTS: dict[str, Any] = {
-    "ENABLED": True,
-    "TASK_TYPES": {},
-    "ALLOWED_FILE_ROOTS": [],
-    "STORE_ARGS": True,
-    "REDACT_KEYS": DEFAULT_REDACT_KEYS,
-    "REDACT_EXTRA_KEYS": (),
-    "REDACTED_VALUE": "********",
-    "PROGRESS_MIN_INTERVAL": 0.5,
-    "PROGRESS_HISTORY_STEP": 5.0,
-    "RESULT_MAX_BYTES": 65_536,
-    "TRACEBACK_MAX_CHARS": 20_000,
-    # What a tracked task may publish (docs/tracked-task.md).
-    "MESSAGE_MAX_DEPTH": 64,
-    "MESSAGE_MAX_BYTES": 1_048_576,
-    "SYNCHRONOUS_COMMIT": False,
-    "PUBLISH_TIMEOUT": 10.0,
-    # The REST API (docs/api.md).
-    "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
-    "API_PAGE_SIZE": 20,
-    "API_MAX_PAGE_SIZE": 100,
-    "API_METADATA_MAX_BYTES": 8192,
-    "API_JSON_MAX_DEPTH": 32,
-    "API_BULK_MAX_FILES": 1000,
-    "API_CANCEL_TERMINATE": False,
-    "API_EXPOSE_ERROR_DETAILS": False,
-    "API_STREAM_POLL_INTERVAL": 1.0,
-    "API_STREAM_HEARTBEAT": 15.0,
-    "API_STREAM_MAX_SECONDS": 25,
-    "API_STREAM_MAX_PER_USER": 2,
-    # Housekeeping (docs/housekeeping.md).
-    "RETENTION": {"completed": 30, "failed": 90, "cancelled": 30},
-    "RETENTION_BATCH_SIZE": 1000,
-    "STALE_AFTER": 900,
-    "LOST_AFTER": 3600,
-    "HEARTBEAT_INTERVAL": 60,
-    "REPORT_RECIPIENTS": [],
-}
-
-#: What a value the checks reject is read as, where that is not the default: a wrong
-#: ``RETENTION`` keeps every task rather than deleting them after the default ages.
-FALLBACKS: dict[str, tuple[Any, str]] = {"RETENTION": (None, "None (every task is kept)")}
-
-#: The statuses ``RETENTION`` may name: the terminal ones.
-RETENTION_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
-
-
-def as_timedelta(value: Any, unit: timedelta) -> timedelta:
-    """A duration setting as a timedelta: a timedelta as is, a number in ``unit``s."""
-    if isinstance(value, timedelta):
-        return value
-    return unit * float(value)
 
 
 class TaskQueueSettings:
@@ -135,9 +83,6 @@ class TaskQueueSettings:
 
     def _check(self, user: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, CheckMessage]]:
         """Run the settings' system checks on ``user``; remember which keys they reject."""
-        # Imported here: the checks import this module.
-        from django_taskqueue.checks import setting_errors
-
         try:
             wrong = setting_errors(user)
         except Exception:  # a value the checks cannot handle: read the values as given
@@ -149,8 +94,6 @@ class TaskQueueSettings:
 
     def _report(self, name: str, check_id: str, problem: str, value: Any) -> None:
         """Log, once per key and value in this process, that a default replaces a wrong value."""
-        from django_taskqueue.checks import docs_url
-
         shown = repr(value) if name else f"a {type(value).__name__}"
         key = (name, shown)
         if key in self._reported:
