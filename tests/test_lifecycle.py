@@ -243,7 +243,8 @@ class TestOverlappingRuns:
             log.celery_task_id, error_message="boom", error_code="ValueError", run="first"
         )
         second = lifecycle.mark_completed(log.celery_task_id, result=2, run="second")
-        assert first.applied and second.applied
+        assert first.applied
+        assert second.applied
         log.refresh_from_db()
         assert (log.status, log.result, log.error_code) == ("completed", 2, "")
         trail = factories.events(log)
