@@ -40,14 +40,7 @@ def mark_stale(
     completion landing between the detector's query and this write wins: the
     task is left alone (with an ``ignored`` event).
     """
-    return mark_failed(
-        pk=pk,
-        error_message=error_message,
-        error_code="worker_lost",
-        event_type=EventType.STALE,
-        metadata=metadata,
-        guard=_stale_guard(cutoff),
-    )
+    return _presume_failed(pk, "worker_lost", _stale_guard(cutoff), error_message, metadata)
 
 
 def requeue_stale(
@@ -97,13 +90,29 @@ def mark_lost(
     Guarded on the status still being ``pending`` and on the creation time, so
     a task that a worker starts meanwhile is not touched.
     """
+    guard = Q(status=TaskStatus.PENDING, created_at__lt=created_before)
+    return _presume_failed(pk, "lost", guard, error_message, metadata)
+
+
+def _presume_failed(
+    pk: uuid.UUID,
+    error_code: str,
+    guard: Q,
+    error_message: str,
+    metadata: Mapping[str, Any] | None,
+) -> Outcome:
+    """Fail a task no worker reported on, with a ``stale`` event, if ``guard`` still holds.
+
+    A presumption (:data:`~django_taskqueue.status.PRESUMED_FAILURES`): a worker's
+    later evidence replaces it.
+    """
     return mark_failed(
         pk=pk,
         error_message=error_message,
-        error_code="lost",
+        error_code=error_code,
         event_type=EventType.STALE,
         metadata=metadata,
-        guard=Q(status=TaskStatus.PENDING, created_at__lt=created_before),
+        guard=guard,
     )
 
 
