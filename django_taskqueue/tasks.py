@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import shared_task
 
-from django_taskqueue import housekeeping
+from django_taskqueue import bulk, housekeeping
 
 
 @shared_task(name="django_taskqueue.cleanup")
@@ -70,12 +70,10 @@ def publish_bulk(parent_id: str, task_kwargs: dict[str, Any] | None = None) -> i
     The REST API sends this one message instead of a thousand, so that
     ``bulk_create`` answers at once; the worker publishes the group.
     """
-    from django_taskqueue import bulk
-
     return bulk.publish_group(uuid.UUID(parent_id), task_kwargs or {})
 
 
-@shared_task(name="django_taskqueue.continue_bulk", ignore_result=True)
+@shared_task(name=bulk.CONTINUE_BULK, ignore_result=True)
 def continue_bulk(
     parent_id: str, after: str, task_kwargs: dict[str, Any] | None = None
 ) -> str | None:
@@ -84,6 +82,4 @@ def continue_bulk(
     Each child of the run carries this as its success callback, so the run
     goes on one file at a time without a message that holds them all.
     """
-    from django_taskqueue import bulk
-
     return bulk.publish_next(uuid.UUID(parent_id), after, task_kwargs or {})

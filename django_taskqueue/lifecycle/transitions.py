@@ -300,13 +300,12 @@ def _run_again(
             changes["attempt"] = max(int(attempt or 0), int(changes.get("attempt") or 0))
             meta["previous_worker"] = worker
             text = f"{text} again" if status == TaskStatus.PROCESSING else text
-        event = stored_event((kind, text, meta))
-        _move_locked(pk, TaskStatus.PROCESSING, changes, event, reopened=reopened)
+        _move_locked(pk, TaskStatus.PROCESSING, changes, (kind, text, meta), reopened=reopened)
     return Outcome(True, TaskStatus.PROCESSING, pk, parent_id, parent_known=True)
 
 
-#: The ends a run of a task reports (a cancel is no run's end).
-_RUN_ENDS = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+#: The ends a run of a task reports: the final statuses but a cancel, which is no run's end.
+_RUN_ENDS = TERMINAL_STATUSES - {TaskStatus.CANCELLED}
 
 
 def _end_again(
