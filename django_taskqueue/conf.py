@@ -191,6 +191,25 @@ class TaskQueueSettings:
         return None if value is None else float(value)
 
     @property
+    def HELD_RECORDS_MAX(self) -> int:
+        """Most records a worker process holds while its database is unavailable.
+
+        See :mod:`django_taskqueue.holding`; beyond it a record is dropped (and
+        the log says so once).
+        """
+        return int(self._get("HELD_RECORDS_MAX"))
+
+    @property
+    def HELD_RECORDS_WAIT(self) -> float:
+        """Seconds held records may delay an ``acks_late`` task's acknowledgement, or an exit.
+
+        An ``acks_late`` task whose end is held waits up to this long for it to
+        be stored before its message is acknowledged; a stopping worker process
+        waits as long for all it holds.
+        """
+        return float(self._get("HELD_RECORDS_WAIT"))
+
+    @property
     def TRACEBACK_MAX_CHARS(self) -> int:
         """Longest traceback stored; the end of a longer one is kept."""
         return int(self._get("TRACEBACK_MAX_CHARS"))

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "MESSAGE_MAX_BYTES": 1_048_576,
     "SYNCHRONOUS_COMMIT": False,
     "PUBLISH_TIMEOUT": 10.0,
+    # Records held through a database outage (docs/production.md).
+    "HELD_RECORDS_MAX": 10_000,
+    "HELD_RECORDS_WAIT": 60.0,
     # The REST API (docs/api.md).
     "API_PERMISSION_CLASSES": ["django_taskqueue.api.permissions.IsOwnerOrStaff"],
     "API_PAGE_SIZE": 20,

@@ -33,6 +33,7 @@ def on_task_revoked(
         terminated=bool(terminated),
         expired=bool(expired),
         signum=signum,
+        hold=True,
     )
 
 
@@ -85,6 +86,18 @@ def on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     log_checks()
 
 
+def on_process_shutdown(**kwargs: Any) -> None:
+    """Store what the process holds through a database outage before it exits.
+
+    Sent in a pool child that exits (``worker_process_shutdown``) and in the
+    worker's main process (``worker_shutdown``); waits up to ``HELD_RECORDS_WAIT``
+    seconds, and says what it could not store.
+    """
+    from django_taskqueue import holding
+
+    holding.drain()
+
+
 def connect() -> None:
     """Connect the receivers (idempotent: Celery signals dedupe by ``dispatch_uid``)."""
     signals.task_revoked.connect(
@@ -98,4 +111,10 @@ def connect() -> None:
     )
     signals.celeryd_after_setup.connect(
         on_worker_start, dispatch_uid="django_taskqueue.worker_start", weak=False
+    )
+    signals.worker_process_shutdown.connect(
+        on_process_shutdown, dispatch_uid="django_taskqueue.process_shutdown", weak=False
+    )
+    signals.worker_shutdown.connect(
+        on_process_shutdown, dispatch_uid="django_taskqueue.worker_shutdown", weak=False
     )

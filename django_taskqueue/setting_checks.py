@@ -176,9 +176,26 @@ def _settings_messages(user: Any) -> list[CheckMessage]:  # noqa: PLR0912 (one c
                 hint="For example 10; None leaves Celery's own publish retry policy in place.",
             )
         )
+    errors.extend(_check_held_records(user))
     errors.extend(_check_messages(user))
     errors.extend(_check_api(user))
     errors.extend(_check_housekeeping(user))
+    return errors
+
+
+def _check_held_records(user: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    limit = user.get("HELD_RECORDS_MAX", DEFAULTS["HELD_RECORDS_MAX"])
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        errors.append(error(27, "DJANGO_TASKQUEUE['HELD_RECORDS_MAX'] must be an integer >= 0."))
+    wait = user.get("HELD_RECORDS_WAIT", DEFAULTS["HELD_RECORDS_WAIT"])
+    if isinstance(wait, bool) or not isinstance(wait, Real) or not 0 <= float(wait) <= 3600:
+        errors.append(
+            error(
+                27,
+                "DJANGO_TASKQUEUE['HELD_RECORDS_WAIT'] must be a number of seconds in [0, 3600].",
+            )
+        )
     return errors
 
 

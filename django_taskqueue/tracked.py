@@ -7,6 +7,7 @@ recording is logged and swallowed, so tracking never fails the user's task.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -23,13 +24,13 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, Time
 from celery.result import AsyncResult
 from celery.utils import uuid as celery_uuid
 from django.core.exceptions import ValidationError
-from django.db import connections
 from django.utils import timezone
 
 from django_taskqueue import canvas, heartbeat, lifecycle, messages, progress, publishing
 from django_taskqueue.conf import conf
 from django_taskqueue.exceptions import PublishError, TaskCancelled
 from django_taskqueue.failurelog import recording_failures
+from django_taskqueue.holding import drop_broken_connections, held_writes, hold_if_unavailable
 from django_taskqueue.serialization import (
     bound_traceback,
     encode_result,
@@ -57,7 +58,12 @@ _STATE_ATTR = "_taskqueue_run"
 
 
 def record_safely(
-    what: str, task_id: str | None, func: Callable[..., _T], *args: Any, **kwargs: Any
+    what: str,
+    task_id: str | None,
+    func: Callable[..., _T],
+    *args: Any,
+    hold: bool = False,
+    **kwargs: Any,
 ) -> _T | None:
     """Call a lifecycle function; log and swallow any error.
 
@@ -69,7 +75,19 @@ def record_safely(
     Failures go to :data:`~django_taskqueue.failurelog.recording_failures`: an
     outage logs one line per kind of write, not a traceback per call, and a
     summary once a write succeeds again.
+
+    With ``hold`` (a start, a retry, an end: what the record cannot do without)
+    a write the database is unavailable for is held and stored once it is back
+    (see :mod:`django_taskqueue.holding`). While a task has writes held, its
+    later writes wait behind them (``hold``) or are skipped (a progress value,
+    a cancel check: they would land out of order); those return ``None``.
     """
+    if held_writes.holds(task_id):
+        if hold:
+            write = functools.partial(func, *args, **kwargs)
+            held_writes.hold(what, task_id, write, timezone.now())
+        return None
+    at = timezone.now() if hold else None
     try:
         value = func(*args, **kwargs)
     except SoftTimeLimitExceeded:
@@ -78,29 +96,12 @@ def record_safely(
         recording_failures.failed(
             what, exc, "django_taskqueue could not record %s for task %s", what, task_id
         )
-        _drop_broken_connections()
+        drop_broken_connections()
+        if at is not None:
+            hold_if_unavailable(what, task_id, exc, functools.partial(func, *args, **kwargs), at)
         return None
     recording_failures.succeeded()
     return value
-
-
-def _drop_broken_connections() -> None:
-    """Close this thread's database connections that a failed write left unusable.
-
-    Django replaces a broken connection only at the end of a request, and a
-    worker with ``CELERY_DB_REUSE_MAX`` keeps its connection across tasks: a
-    connection lost while the database restarted would fail every later write
-    of the process, long after the database is back. A connection inside the
-    caller's transaction (or with autocommit turned off) is left alone: closing
-    it would discard their work.
-    """
-    for conn in connections.all(initialized_only=True):
-        try:
-            if conn.connection is None or conn.in_atomic_block or not conn.get_autocommit():
-                continue
-            conn.close_if_unusable_or_obsolete()
-        except Exception:
-            logger.debug("could not close a broken database connection", exc_info=True)
 
 
 def _scheduling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,7 +305,7 @@ class TrackedTask(_TaskBase):
             task_type=self.task_type,
             max_retries=self.max_retries,
             **_scheduling_fields(options),
-            **canvas.from_options(task_id, options, self.app).fields(),
+            **cast("dict[str, Any]", canvas.from_options(task_id, options, self.app).fields()),
         )
         # Published as Celery publishes it: Celery's retry policy, Celery's errors.
         return self._publish(
@@ -635,6 +636,7 @@ class TrackedTask(_TaskBase):
             traceback=text,
             evidence=True,
             **self._end_args(state),
+            hold=True,
         )
 
     # --- the worker side -----------------------------------------------------------
@@ -678,6 +680,7 @@ class TrackedTask(_TaskBase):
                 "queue": str(delivery.get("routing_key") or ""),
                 **canvas.from_request(self.request).fields(),
             },
+            hold=True,
         )
         if outcome is None:
             return
@@ -808,6 +811,7 @@ class TrackedTask(_TaskBase):
             {"worker": self.request.hostname},
             celery_task_id=self.request.id,
             pk=state.pk,
+            hold=True,
         )
         raise TaskCancelled(f"task {self.request.id} was cancelled")
 
@@ -852,6 +856,7 @@ class TrackedTask(_TaskBase):
                 error_code=error_code_for(exc) if exc is not None else "",
                 eta=eta if isinstance(eta, datetime) else None,
                 progress=state.buffer.flush(),
+                hold=True,
             )
             state.retry_recorded = outcome is not None
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
@@ -873,6 +878,7 @@ class TrackedTask(_TaskBase):
             next_attempt=int(self.request.retries or 0) + 1,
             reason=error_message_for(exc),
             error_code=error_code_for(exc),
+            hold=True,
         )
 
     @staticmethod
@@ -916,7 +922,31 @@ class TrackedTask(_TaskBase):
             # The body returned: that outweighs a failure housekeeping presumed.
             evidence=True,
             **self._end_args(state),
+            hold=True,
         )
+        self._stored_before_ack(task_id)
+
+    def _stored_before_ack(self, task_id: str) -> None:
+        """Wait until this task's held records are stored, if its message waits for them.
+
+        An ``acks_late`` message is acknowledged when this hook returns: a record
+        still held then (the database is down) would be lost with the process,
+        with the message already gone. So the end waits for the database, up to
+        ``HELD_RECORDS_WAIT`` seconds, while the message stays unacknowledged.
+        """
+        if not self.acks_late or self.request.is_eager or not held_writes.holds(task_id):
+            return
+        try:
+            stored = held_writes.wait_stored(task_id, conf.HELD_RECORDS_WAIT)
+        except SoftTimeLimitExceeded:
+            return  # the task's limit ends the wait: the records stay held
+        if not stored:
+            logger.warning(
+                "django_taskqueue: the records of task %s are still held after %.0f s "
+                "(HELD_RECORDS_WAIT); its message is acknowledged without them",
+                task_id,
+                conf.HELD_RECORDS_WAIT,
+            )
 
     def on_failure(
         self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
@@ -941,8 +971,10 @@ class TrackedTask(_TaskBase):
             traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
             evidence=True,
             **self._end_args(state),
+            hold=True,
         )
         record_safely("canvas steps not run", task_id, record_unpublished_steps, self, exc)
+        self._stored_before_ack(task_id)
 
 
 # --- errors outside the task body (connected in receivers.py) ------------------------
@@ -1002,6 +1034,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             error_message=message,
             error_code=RESULT_NOT_STORED,
             **TrackedTask._end_args(state),
+            hold=True,
         )
     elif state is not None and state.retry_recorded:
         message = f"Celery could not store the retry: {celery_error}"
@@ -1021,6 +1054,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             error_code=RESULT_NOT_STORED,
             traceback=_traceback_of(body_error or exception),
             **TrackedTask._end_args(state),
+            hold=True,
         )
     else:
         message = f"Celery failed before the task ran: {celery_error}"
@@ -1032,6 +1066,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
             error_message=message,
             error_code=INTERNAL_ERROR,
             traceback=_traceback_of(exception),
+            hold=True,
         )
     record_safely(
         "internal error",
@@ -1042,6 +1077,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
         {"exception": celery_class, "celery_error": celery_error},
         celery_task_id=task_id,
         pk=state.pk if state is not None else None,
+        hold=True,
     )
     if run is not None:
         run.recorded = True

@@ -40,6 +40,7 @@ class TrackedRequest(Request):
             error_message=f"hard time limit ({timeout}s) exceeded",
             error_code="TimeLimitExceeded",
             evidence=True,
+            hold=True,
         )
 
     def on_failure(
@@ -72,6 +73,7 @@ class TrackedRequest(Request):
                 + error_message_for(exc),
                 {"error_code": "worker_lost"},
                 celery_task_id=self.id,
+                hold=True,
             )
             return
         record_safely(
@@ -81,6 +83,7 @@ class TrackedRequest(Request):
             self.id,
             error_message=error_message_for(exc),
             error_code="worker_lost",
+            hold=True,
         )
 
     def _record_reject(self, exc: Reject) -> None:
@@ -104,6 +107,7 @@ class TrackedRequest(Request):
                 f"{message}; it goes back to the queue",
                 {"error_code": REJECTED},
                 celery_task_id=self.id,
+                hold=True,
             )
             return
         record_safely(
@@ -114,4 +118,5 @@ class TrackedRequest(Request):
             error_message=message,
             error_code=REJECTED,
             evidence=True,
+            hold=True,
         )

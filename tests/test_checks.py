@@ -53,6 +53,10 @@ def test_defaults_pass() -> None:
         ({"MESSAGE_MAX_DEPTH": 64.0}, ["django_taskqueue.E018"]),
         ({"MESSAGE_MAX_BYTES": 1023}, ["django_taskqueue.E018"]),
         ({"MESSAGE_MAX_BYTES": True}, ["django_taskqueue.E018"]),
+        ({"HELD_RECORDS_MAX": -1}, ["django_taskqueue.E027"]),
+        ({"HELD_RECORDS_MAX": 10.5}, ["django_taskqueue.E027"]),
+        ({"HELD_RECORDS_WAIT": "60"}, ["django_taskqueue.E027"]),
+        ({"HELD_RECORDS_WAIT": 7200}, ["django_taskqueue.E027"]),
     ],
 )
 def test_bad_settings(value: Any, expected: list[str]) -> None:
@@ -72,6 +76,8 @@ def test_good_values() -> None:
         "PUBLISH_TIMEOUT": 2.5,
         "MESSAGE_MAX_DEPTH": 200,
         "MESSAGE_MAX_BYTES": 1024,
+        "HELD_RECORDS_MAX": 0,
+        "HELD_RECORDS_WAIT": 0.5,
     }
     with override_settings(DJANGO_TASKQUEUE=good):
         assert check_settings() == []

@@ -13,10 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from django_taskqueue.lifecycle.creation import create_task_log
-from django_taskqueue.lifecycle.records import BATCH, Outcome, stored_arguments
+from django_taskqueue.lifecycle.records import BATCH, Outcome, record_time, stored_arguments
 from django_taskqueue.lifecycle.transitions import end_children, mark_failed
 from django_taskqueue.models import TaskEventLog, TaskLog
 from django_taskqueue.status import BULK_TASK_NAME, EventType, TaskStatus
@@ -68,7 +67,7 @@ def create_bulk(
     Returns:
         ``(parent, children)``, the children in the order of ``files``.
     """
-    now = timezone.now()
+    now = record_time()
     tag_list = list(tags or [])
     parent_id = parent_task_id or str(uuid.uuid4())
     with transaction.atomic():

@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from django_taskqueue.canvas import UPSTREAM_FAILED, Step
 from django_taskqueue.lifecycle.records import (
@@ -24,6 +23,7 @@ from django_taskqueue.lifecycle.records import (
     Outcome,
     announce,
     earlier_outcome,
+    record_time,
     recording,
     stored_arguments,
     stored_event,
@@ -367,7 +367,7 @@ def record_unpublished(
             celery_task_id__in=[step.celery_task_id for step in steps]
         ).values_list("celery_task_id", flat=True)
     )
-    now = timezone.now()
+    now = record_time()
     message = stored_text(
         f"Not run: the earlier step {upstream_name}[{upstream_id}] failed ({reason})"
     )[:10_000]

@@ -13,6 +13,7 @@ import functools
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -21,6 +22,7 @@ from django.core.signals import setting_changed
 from django.db import models, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from django_taskqueue.conf import conf
 from django_taskqueue.models import TaskEventLog, TaskLog
@@ -33,6 +35,31 @@ PUBLISH_FAILED = "publish_failed"
 PUBLISH_UNKNOWN = "publish_unknown"
 #: The TaskLog fields of a task's place in a Celery canvas (see :mod:`django_taskqueue.canvas`).
 LINEAGE_FIELDS = ("celery_parent_id", "celery_root_id", "celery_group_id")
+
+
+# The moment a write being stored late happened (see recorded_at); None: now.
+_recorded_at: ContextVar[datetime | None] = ContextVar("taskqueue_recorded_at", default=None)
+
+
+def record_time() -> datetime:
+    """The time a lifecycle write records: now, or when the write being stored happened.
+
+    Every timestamp the lifecycle writes (``started_at``, ``completed_at``,
+    heartbeats, events, progress rows) comes from here, so a write held through
+    a database outage and stored later (see :mod:`django_taskqueue.holding`)
+    keeps the time it happened, not the time the database came back.
+    """
+    return _recorded_at.get() or timezone.now()
+
+
+@contextmanager
+def recorded_at(moment: datetime) -> Iterator[None]:
+    """Store the lifecycle writes made inside as having happened at ``moment``."""
+    token = _recorded_at.set(moment)
+    try:
+        yield
+    finally:
+        _recorded_at.reset(token)
 
 
 #: What a new run of an id that had finished clears: the earlier outcome
@@ -181,9 +208,11 @@ def orm_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_events(pk: uuid.UUID, *events: tuple[str, str, Mapping[str, Any] | None]) -> None:
     """Insert the task's events ``(type, message, metadata)``, redacted, in one statement."""
+    at = record_time()
     rows = [
         TaskEventLog(
             task_id=pk,
+            created_at=at,
             event_type=kind,
             message=stored_text(message)[:10_000],
             metadata=stored_json(dict(meta or {})),

@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import F, Q
-from django.utils import timezone
 
-from django_taskqueue.lifecycle.records import Outcome
+from django_taskqueue.lifecycle.records import Outcome, record_time
 from django_taskqueue.lifecycle.transitions import mark_failed, transition
 from django_taskqueue.models import TaskLog
 from django_taskqueue.status import ALLOWED_FROM, EventType, TaskStatus
@@ -66,7 +65,7 @@ def requeue_stale(
         "error_message": reason,
         "error_code": "worker_lost",
         "next_retry_at": None,
-        "heartbeat_at": timezone.now(),
+        "heartbeat_at": record_time(),
     }
     meta = {"error_code": "worker_lost", "attempt": next_attempt, **(metadata or {})}
     return transition(
@@ -122,4 +121,4 @@ def touch_many(pks: Sequence[uuid.UUID]) -> int:
         return 0
     return TaskLog.objects.filter(
         pk__in=list(pks), status__in=ALLOWED_FROM[TaskStatus.COMPLETED]
-    ).update(heartbeat_at=timezone.now())
+    ).update(heartbeat_at=record_time())

@@ -20,7 +20,6 @@ from typing import Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
-from django.utils import timezone
 
 from django_taskqueue.lifecycle.records import (
     BATCH,
@@ -34,6 +33,7 @@ from django_taskqueue.lifecycle.records import (
     announce,
     earlier_outcome,
     orm_updates,
+    record_time,
     recording,
     rows_of,
     stored_arguments,
@@ -292,7 +292,7 @@ def _run_again(
         meta = {**(meta or {}), "again": True, "previous_status": status}
         reopened = None
         if status in TERMINAL_STATUSES:
-            now = changes.get("heartbeat_at") or timezone.now()
+            now = changes.get("heartbeat_at") or record_time()
             changes.update(FRESH_RUN, started_at=now)
             why = f"run again by a worker after it was {status}"
             reopened = (why, earlier_outcome(status, code, message, completed_at))
@@ -372,7 +372,7 @@ def _reopen_parent(parent_pk: uuid.UUID, *, child_pk: uuid.UUID) -> None:
         completed_at=None,
         error_message="",
         error_code="",
-        heartbeat_at=timezone.now(),
+        heartbeat_at=record_time(),
     )
     if reopened:
         write_events(
@@ -400,7 +400,11 @@ def _write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
         return
     data = stored_json(write.data)
     TaskProgress.objects.create(
-        task_id=pk, progress=write.progress, message=stored_text(write.message)[:255], data=data
+        task_id=pk,
+        created_at=record_time(),
+        progress=write.progress,
+        message=stored_text(write.message)[:255],
+        data=data,
     )
     write_events(pk, (EventType.PROGRESS, write.message, {"progress": write.progress}))
 
@@ -436,7 +440,7 @@ def mark_started(
     fill those columns where they are still empty: the message is
     authoritative, but never overwrites what the producer recorded.
     """
-    now = timezone.now()
+    now = record_time()
     updates: dict[str, Any] = {
         "started_at": KeepFirst(now),
         "heartbeat_at": now,
@@ -487,6 +491,7 @@ def mark_started(
             log = TaskLog(
                 celery_task_id=celery_task_id,
                 status=TaskStatus.PROCESSING,
+                created_at=now,
                 started_at=now,
                 heartbeat_at=now,
                 worker=worker[:255],
@@ -526,7 +531,7 @@ def record_progress(
     cancelled task it returns ``status == "cancelled"`` so the caller can stop.
     """
     qs = rows_of(celery_task_id, pk)
-    now = timezone.now()
+    now = record_time()
     with recording():
         changed = qs.filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED]).update(
             progress=write.progress,
@@ -582,7 +587,7 @@ def record_event(
 def touch(*, celery_task_id: str | None = None, pk: uuid.UUID | None = None) -> bool:
     """Refresh the heartbeat of a running task (one ``UPDATE``); ``True`` if it is still active."""
     qs = rows_of(celery_task_id, pk).filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED])
-    return bool(qs.update(heartbeat_at=timezone.now()))
+    return bool(qs.update(heartbeat_at=record_time()))
 
 
 def mark_retrying(
@@ -596,7 +601,7 @@ def mark_retrying(
     progress: ProgressWrite | None = None,
 ) -> Outcome:
     """Record that attempt ``next_attempt`` (Celery's ``retries``) was scheduled."""
-    now = timezone.now()
+    now = record_time()
     updates = {
         "retry_count": F("retry_count") + 1,
         "attempt": next_attempt,
@@ -643,7 +648,7 @@ def mark_completed(
     after the end of another run of the same task: a message delivered twice
     ran twice, and the task's outcome is the last body's.
     """
-    now = timezone.now()
+    now = record_time()
     updates = {
         "completed_at": now,
         "heartbeat_at": now,
@@ -693,7 +698,7 @@ def mark_failed(
     presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`);
     ``run`` is as for :func:`mark_completed`.
     """
-    now = timezone.now()
+    now = record_time()
     updates = {
         "completed_at": now,
         "error_message": error_message,
@@ -725,7 +730,7 @@ def mark_publish_failed(pk: uuid.UUID, *, error_message: str) -> Outcome:
     this row: nothing of it was queued.
     """
     key = TaskLog.objects.filter(pk=pk).values_list("idempotency_key", flat=True).first()
-    now = timezone.now()
+    now = record_time()
     return transition(
         TaskStatus.FAILED,
         pk=pk,
@@ -782,7 +787,7 @@ def mark_cancelled(
     error_code: str = "cancelled",
 ) -> Outcome:
     """Record that the task was cancelled, and why (``error_code``: why, for machines)."""
-    now = timezone.now()
+    now = record_time()
     updates = {
         "cancelled_at": now,
         "completed_at": now,
@@ -872,7 +877,7 @@ def end_children(
     batched ``UPDATE``s and events. Used for a cancelled parent, a broken chain
     and a bulk run that could not be published.
     """
-    now = timezone.now()
+    now = record_time()
     message = stored_text(message)
     updates: dict[str, Any] = {
         "status": target,
@@ -930,7 +935,7 @@ def update_parent(child_pk: uuid.UUID, child_status: str) -> None:
     with transaction.atomic():
         touched = TaskLog.objects.filter(
             pk=Subquery(parent_of_child), status__in=list(ACTIVE_STATUSES)
-        ).update(heartbeat_at=timezone.now())
+        ).update(heartbeat_at=record_time())
         if not touched:
             return
         parent = TaskLog.objects.filter(pk=Subquery(parent_of_child))

@@ -1,0 +1,272 @@
+"""Records the database could not take, held in order and stored once it is back.
+
+A worker keeps running tasks while its database is down: Celery's broker and
+result backend are elsewhere. Each start, retry and end that cannot be written
+then would be gone for good, and once the database is back the housekeeping
+would fail the finished tasks as ``lost`` (their rows still say ``pending``) or
+``worker_lost`` (``processing``, with a heartbeat that stopped). Instead, a
+write that fails because the database is *unavailable* (Django's
+:exc:`~django.db.OperationalError` or :exc:`~django.db.InterfaceError`: refused,
+timed out, connection lost) is held here and stored by a thread of the process
+as soon as the database answers again, with the time it happened (see
+:func:`~django_taskqueue.lifecycle.recorded_at`):
+
+- the writes of one task are stored in the order they were made: while a task
+  has writes held, its later ones are held behind them, never tried first;
+- the held writes of one process are bounded by ``HELD_RECORDS_MAX``; beyond it
+  a write is dropped (and said so, once), as it was before there was holding;
+- the outage is said in the log once when the first write is held, and once
+  when the last is stored (how many, after how long);
+- a write that fails for any other reason (a bug, a constraint) is not an
+  outage: it is logged and dropped, never retried forever;
+- a stopping worker process waits up to ``HELD_RECORDS_WAIT`` seconds for its
+  held writes to be stored (:func:`drain`); an ``acks_late`` task waits as long
+  for its own before its message is acknowledged
+  (:meth:`HeldWrites.wait_stored`), so a crash after the ack cannot lose them.
+
+What is held lives in the process's memory: a process killed while holding
+loses those records, which the detectors then report (``lost``,
+``worker_lost``), as they did before.
+
+It imports neither Celery nor the lifecycle: the caller hands it the write to
+make, as a function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import InterfaceError, OperationalError, connections
+
+from django_taskqueue.conf import conf
+from django_taskqueue.failurelog import recording_failures
+from django_taskqueue.lifecycle.records import recorded_at
+
+logger = logging.getLogger("django_taskqueue")
+
+#: The errors that mean the database is unavailable, not that the write is wrong.
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (so the write can wait)."""
+    return isinstance(exc, UNAVAILABLE)
+
+
+@dataclass
+class _Held:
+    what: str
+    task_id: str
+    at: datetime
+    write: Callable[[], Any]
+
+
+class HeldWrites:
+    """The writes of one process that wait for the database, and the thread that stores them.
+
+    Args:
+        first_retry: seconds before the first retry after a failed attempt; each
+            failure doubles it, up to ``longest_retry``.
+        longest_retry: the longest wait between two attempts.
+    """
+
+    def __init__(self, first_retry: float = 0.2, longest_retry: float = 2.0) -> None:
+        self.first_retry = first_retry
+        self.longest_retry = longest_retry
+        self._lock = threading.Condition()
+        self._reset()
+        # A forked process (a pool child) starts with nothing held and no thread:
+        # the parent's held writes are the parent's to store.
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Condition()
+        self._queue: deque[_Held] = deque()
+        self._per_task: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+        self._episode_began: float | None = None
+        self._stored = 0
+        self._dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def holds(self, task_id: str | None) -> bool:
+        """Whether writes of ``task_id`` are held (a later one must wait behind them)."""
+        # Read without the lock: a dict lookup is atomic, and this runs on every write.
+        return bool(task_id) and self._per_task.get(str(task_id), 0) > 0
+
+    def hold(self, what: str, task_id: str | None, write: Callable[[], Any], at: datetime) -> bool:
+        """Keep ``write`` (what happened at ``at``) to be stored when the database is back.
+
+        Returns:
+            ``False`` if it was dropped: the process holds ``HELD_RECORDS_MAX`` already.
+        """
+        key = str(task_id or "")
+        with self._lock:
+            if len(self._queue) >= _limit():
+                self._dropped += 1
+                if self._dropped == 1:
+                    logger.error(
+                        "django_taskqueue holds %d records waiting for the database "
+                        "(HELD_RECORDS_MAX): dropping %s for task %s and the records after "
+                        "it until some are stored",
+                        len(self._queue),
+                        what,
+                        key,
+                    )
+                return False
+            if not self._queue and self._episode_began is None:
+                self._episode_began = time.monotonic()
+                logger.warning(
+                    "django_taskqueue cannot reach the database: holding the records of "
+                    "this process (pid %d) and storing them once it is back",
+                    os.getpid(),
+                )
+            self._queue.append(_Held(what, key, at, write))
+            if key:
+                self._per_task[key] += 1
+            self._ensure_thread()
+            self._lock.notify_all()
+        return True
+
+    def wait_stored(self, task_id: str | None, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no write of ``task_id`` is held.
+
+        Returns:
+            Whether they were all stored (or dropped) in time.
+        """
+        key = str(task_id or "")
+        with self._lock:
+            return self._lock.wait_for(lambda: self._per_task.get(key, 0) == 0, timeout)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every held write is stored; log what is left."""
+        with self._lock:
+            if not self._queue:
+                return True
+            done = self._lock.wait_for(lambda: not self._queue, timeout)
+            if not done:
+                logger.error(
+                    "django_taskqueue: %d records held through a database outage are lost "
+                    "with this process (pid %d): the database did not come back within %.0f s",
+                    len(self._queue),
+                    os.getpid(),
+                    timeout,
+                )
+            return done
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="django-taskqueue-held-records", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = self.first_retry
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: bool(self._queue))
+                held = self._queue[0]
+            if self._store(held):
+                delay = self.first_retry
+                continue
+            time.sleep(delay)
+            delay = min(delay * 2, self.longest_retry)
+
+    def _store(self, held: _Held) -> bool:
+        """Try the oldest held write; ``False`` while the database is still unavailable."""
+        try:
+            with recorded_at(held.at):
+                held.write()
+        except Exception as exc:
+            drop_broken_connections()
+            if unavailable(exc):
+                recording_failures.failed(
+                    "held records", exc, "django_taskqueue could not store held records yet"
+                )
+                return False
+            logger.exception(
+                "django_taskqueue could not store the held %s of task %s; it is dropped",
+                held.what,
+                held.task_id,
+            )
+        else:
+            self._stored += 1
+            recording_failures.succeeded()
+        self._done(held)
+        return True
+
+    def _done(self, held: _Held) -> None:
+        with self._lock:
+            self._queue.popleft()
+            if held.task_id:
+                self._per_task[held.task_id] -= 1
+                if self._per_task[held.task_id] <= 0:
+                    del self._per_task[held.task_id]
+            if not self._queue:
+                began = self._episode_began or time.monotonic()
+                logger.warning(
+                    "django_taskqueue stored %d held records after %.1f s%s",
+                    self._stored,
+                    time.monotonic() - began,
+                    f"; {self._dropped} were dropped (HELD_RECORDS_MAX)" if self._dropped else "",
+                )
+                self._episode_began = None
+                self._stored = self._dropped = 0
+                # Like the heartbeat thread: no idle connection kept between outages.
+                connections.close_all()
+            self._lock.notify_all()
+
+
+def drop_broken_connections() -> None:
+    """Close this thread's database connections that a failed write left unusable.
+
+    Django replaces a broken connection only at the end of a request, and a
+    worker with ``CELERY_DB_REUSE_MAX`` keeps its connection across tasks: a
+    connection lost while the database restarted would fail every later write
+    of the process, long after the database is back. A connection inside the
+    caller's transaction (or with autocommit turned off) is left alone: closing
+    it would discard their work.
+    """
+    for conn in connections.all(initialized_only=True):
+        try:
+            if conn.connection is None or conn.in_atomic_block or not conn.get_autocommit():
+                continue
+            conn.close_if_unusable_or_obsolete()
+        except Exception:
+            logger.debug("could not close a broken database connection", exc_info=True)
+
+
+def _limit() -> int:
+    try:
+        return conf.HELD_RECORDS_MAX
+    except Exception:
+        return 10_000
+
+
+#: The held writes of this process.
+held_writes = HeldWrites()
+
+
+def hold_if_unavailable(
+    what: str, task_id: str | None, exc: BaseException, write: Callable[[], Any], at: datetime
+) -> bool:
+    """Hold ``write`` if ``exc`` says the database is unavailable; whether it was held."""
+    return unavailable(exc) and held_writes.hold(what, task_id, write, at)
+
+
+def drain(timeout: float | None = None) -> bool:
+    """Store this process's held writes, waiting up to ``HELD_RECORDS_WAIT`` seconds."""
+    return held_writes.drain(conf.HELD_RECORDS_WAIT if timeout is None else timeout)
