@@ -61,12 +61,21 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
 
 
+#: Seconds the recorder thread lets ends gather before it writes them (see queue()).
+LINGER = 0.01
+#: The most ends one batch writes.
+BATCH_MAX = 500
+
+
 @dataclass
 class _Held:
     what: str
     task_id: str
     at: datetime
     write: Callable[[], Any]
+    # Writes that can be made together: the function that writes many, and this one's part.
+    batch: Callable[[list[Any]], Any] | None = None
+    item: Any = None
 
 
 class HeldWrites:
@@ -111,33 +120,63 @@ class HeldWrites:
         Returns:
             ``False`` if it was dropped: the process holds ``HELD_RECORDS_MAX`` already.
         """
-        key = str(task_id or "")
+        with self._lock:
+            self._outage()
+            return self._append(_Held(what, str(task_id or ""), at, write), what)
+
+    def queue(
+        self,
+        what: str,
+        task_id: str | None,
+        write: Callable[[], Any],
+        at: datetime,
+        *,
+        batch: Callable[[list[Any]], Any],
+        item: Any,
+    ) -> bool:
+        """Have the thread store ``write`` with what else queues meanwhile, off the caller's path.
+
+        Consecutive queued writes with the same ``batch`` function are stored by
+        one call of it, with their ``item`` s; ``write`` stores one alone (when
+        the batch fails for another reason than an outage, to find the bad one).
+
+        Returns:
+            ``False`` when the queue is full: the caller writes it itself.
+        """
         with self._lock:
             if len(self._queue) >= _limit():
-                self._dropped += 1
-                if self._dropped == 1:
-                    logger.error(
-                        "django_taskqueue holds %d records waiting for the database "
-                        "(HELD_RECORDS_MAX): dropping %s for task %s and the records after "
-                        "it until some are stored",
-                        len(self._queue),
-                        what,
-                        key,
-                    )
                 return False
-            if not self._queue and self._episode_began is None:
-                self._episode_began = time.monotonic()
-                logger.warning(
-                    "django_taskqueue cannot reach the database: holding the records of "
-                    "this process (pid %d) and storing them once it is back",
-                    os.getpid(),
+            return self._append(_Held(what, str(task_id or ""), at, write, batch, item), what)
+
+    def _append(self, held: _Held, what: str) -> bool:
+        if len(self._queue) >= _limit():
+            self._dropped += 1
+            if self._dropped == 1:
+                logger.error(
+                    "django_taskqueue holds %d records waiting for the database "
+                    "(HELD_RECORDS_MAX): dropping %s for task %s and the records after "
+                    "it until some are stored",
+                    len(self._queue),
+                    what,
+                    held.task_id,
                 )
-            self._queue.append(_Held(what, key, at, write))
-            if key:
-                self._per_task[key] += 1
-            self._ensure_thread()
-            self._lock.notify_all()
+            return False
+        self._queue.append(held)
+        if held.task_id:
+            self._per_task[held.task_id] += 1
+        self._ensure_thread()
+        self._lock.notify_all()
         return True
+
+    def _outage(self) -> None:
+        """Say once that this process holds records for a database that is gone."""
+        if self._episode_began is None:
+            self._episode_began = time.monotonic()
+            logger.warning(
+                "django_taskqueue cannot reach the database: holding the records of "
+                "this process (pid %d) and storing them once it is back",
+                os.getpid(),
+            )
 
     def wait_stored(self, task_id: str | None, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until no write of ``task_id`` is held.
@@ -178,12 +217,53 @@ class HeldWrites:
         while True:
             with self._lock:
                 self._lock.wait_for(lambda: bool(self._queue))
-                held = self._queue[0]
-            if self._store(held):
+                lingering = self._queue[0].batch is not None and self._episode_began is None
+            if lingering:
+                time.sleep(LINGER)  # let the ends of the next few tasks join this batch
+            with self._lock:
+                batch = self._next_batch()
+            if self._store_batch(batch):
                 delay = self.first_retry
                 continue
             time.sleep(delay)
             delay = min(delay * 2, self.longest_retry)
+
+    def _next_batch(self) -> list[_Held]:
+        """The oldest write, with the writes after it that its batch function can take."""
+        first = self._queue[0]
+        batch = [first]
+        if first.batch is None:
+            return batch
+        for held in list(self._queue)[1:BATCH_MAX]:
+            if held.batch is not first.batch:
+                break
+            batch.append(held)
+        return batch
+
+    def _store_batch(self, batch: list[_Held]) -> bool:
+        """Store ``batch``; ``False`` while the database is unavailable (all of it kept)."""
+        first = batch[0]
+        if first.batch is None or len(batch) == 1:
+            return self._store(first)
+        try:
+            first.batch([held.item for held in batch])
+        except Exception as exc:
+            drop_broken_connections()
+            if unavailable(exc):
+                self._failed(exc)
+                return False
+            # Not an outage: one of them is bad. Alone, each is stored or dropped.
+            return all(self._store(held) for held in batch)
+        recording_failures.succeeded()
+        self._done(batch)
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._outage()
+        recording_failures.failed(
+            "held records", exc, "django_taskqueue could not store held records yet"
+        )
 
     def _store(self, held: _Held) -> bool:
         """Try the oldest held write; ``False`` while the database is still unavailable."""
@@ -193,9 +273,7 @@ class HeldWrites:
         except Exception as exc:
             drop_broken_connections()
             if unavailable(exc):
-                recording_failures.failed(
-                    "held records", exc, "django_taskqueue could not store held records yet"
-                )
+                self._failed(exc)
                 return False
             logger.exception(
                 "django_taskqueue could not store the held %s of task %s; it is dropped",
@@ -203,31 +281,36 @@ class HeldWrites:
                 held.task_id,
             )
         else:
-            self._stored += 1
             recording_failures.succeeded()
-        self._done(held)
+        self._done([held])
         return True
 
-    def _done(self, held: _Held) -> None:
+    def _done(self, stored: list[_Held]) -> None:
         with self._lock:
-            self._queue.popleft()
-            if held.task_id:
-                self._per_task[held.task_id] -= 1
-                if self._per_task[held.task_id] <= 0:
-                    del self._per_task[held.task_id]
-            if not self._queue:
-                began = self._episode_began or time.monotonic()
-                logger.warning(
-                    "django_taskqueue stored %d held records after %.1f s%s",
-                    self._stored,
-                    time.monotonic() - began,
-                    f"; {self._dropped} were dropped (HELD_RECORDS_MAX)" if self._dropped else "",
-                )
-                self._episode_began = None
-                self._stored = self._dropped = 0
-                # Like the heartbeat thread: no idle connection kept between outages.
-                connections.close_all()
+            for held in stored:
+                self._queue.popleft()
+                if held.task_id:
+                    self._per_task[held.task_id] -= 1
+                    if self._per_task[held.task_id] <= 0:
+                        del self._per_task[held.task_id]
+            if self._episode_began is not None:
+                self._stored += len(stored)
+                if not self._queue:
+                    self._outage_over()
             self._lock.notify_all()
+
+    def _outage_over(self) -> None:
+        began = self._episode_began or time.monotonic()
+        logger.warning(
+            "django_taskqueue stored %d held records after %.1f s%s",
+            self._stored,
+            time.monotonic() - began,
+            f"; {self._dropped} were dropped (HELD_RECORDS_MAX)" if self._dropped else "",
+        )
+        self._episode_began = None
+        self._stored = self._dropped = 0
+        # Like the heartbeat thread: no connection kept that the outage may have left stale.
+        connections.close_all()
 
 
 def drop_broken_connections() -> None:

@@ -657,6 +657,11 @@ class TrackedTask(_TaskBase):
         super().before_start(task_id, args, kwargs)
         if not self._tracking():
             return
+        if held_writes.holds(task_id):
+            # An earlier run of this id ended in this process a moment ago and its
+            # end is still queued: the start goes after it (and may then stop a
+            # cancelled task), unless the database is gone (then it waits behind it).
+            held_writes.wait_stored(task_id, 2.0)
         state = _RunState(
             buffer=progress.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
         )
@@ -913,17 +918,33 @@ class TrackedTask(_TaskBase):
             state is None and isinstance(retval, Retry)
         ):
             return
-        record_safely(
-            "success",
-            task_id,
-            lifecycle.mark_completed,
+        ending = lifecycle.completion(
             task_id,
             result=encode_result(retval, conf.RESULT_MAX_BYTES),
             # The body returned: that outweighs a failure housekeeping presumed.
             evidence=True,
             **self._end_args(state),
-            hold=True,
         )
+        self._record_end("success", task_id, ending)
+
+    def _record_end(self, what: str, task_id: str, ending: lifecycle.Ending) -> None:
+        """Write a run's end: in a worker, by the process's recorder thread, with others.
+
+        A worker hands the end to the recorder thread
+        (:mod:`django_taskqueue.holding`), which writes the ends of the tasks
+        that finished in the last few milliseconds together
+        (:func:`~django_taskqueue.lifecycle.write_endings`), off the task's
+        path. An ``acks_late`` task writes its own end instead, before its
+        message is acknowledged, and so does an eager run (``apply()``, tests):
+        it is on file when the call returns.
+        """
+        if not (self.acks_late or self.request.is_eager or self.request.called_directly):
+            queued = held_writes.queue(
+                what, task_id, ending.write, ending.at, batch=lifecycle.write_endings, item=ending
+            )
+            if queued:
+                return
+        record_safely(what, task_id, ending.write, hold=True)
         self._stored_before_ack(task_id)
 
     def _stored_before_ack(self, task_id: str) -> None:
@@ -961,20 +982,17 @@ class TrackedTask(_TaskBase):
         if state is not None:
             state.ended = True
         text = getattr(einfo, "traceback", "") or ""
-        record_safely(
-            "failure",
-            task_id,
-            lifecycle.mark_failed,
+        ending = lifecycle.failure(
             task_id,
             error_message=error_message_for(exc),
             error_code=error_code_for(exc),
             traceback=bound_traceback(str(text), conf.TRACEBACK_MAX_CHARS),
             evidence=True,
             **self._end_args(state),
-            hold=True,
         )
+        # The canvas steps Celery failed with it are other tasks' rows: written now.
         record_safely("canvas steps not run", task_id, record_unpublished_steps, self, exc)
-        self._stored_before_ack(task_id)
+        self._record_end("failure", task_id, ending)
 
 
 # --- errors outside the task body (connected in receivers.py) ------------------------

@@ -25,6 +25,7 @@ Cancelling (with Celery's revoke) and running again are operations of
 
 from __future__ import annotations
 
+from django_taskqueue.lifecycle.batch import write_endings
 from django_taskqueue.lifecycle.bulk import create_bulk, fail_bulk
 from django_taskqueue.lifecycle.creation import (
     check_rerun_status,
@@ -52,7 +53,10 @@ from django_taskqueue.lifecycle.records import (
 )
 from django_taskqueue.lifecycle.recovery import mark_lost, mark_stale, requeue_stale, touch_many
 from django_taskqueue.lifecycle.transitions import (
+    Ending,
     cancel_with_children,
+    completion,
+    failure,
     mark_cancelled,
     mark_completed,
     mark_failed,
@@ -72,6 +76,7 @@ __all__ = [
     "LINEAGE_FIELDS",
     "PUBLISH_FAILED",
     "PUBLISH_UNKNOWN",
+    "Ending",
     "FillEmpty",
     "KeepFirst",
     "Outcome",
@@ -79,11 +84,13 @@ __all__ = [
     "ProgressWrite",
     "cancel_with_children",
     "check_rerun_status",
+    "completion",
     "create_bulk",
     "create_idempotent_task_log",
     "create_rerun",
     "create_task_log",
     "fail_bulk",
+    "failure",
     "find_by_idempotency_key",
     "mark_cancelled",
     "mark_completed",
@@ -111,4 +118,5 @@ __all__ = [
     "stored_text",
     "touch",
     "touch_many",
+    "write_endings",
 ]

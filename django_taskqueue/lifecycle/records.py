@@ -206,19 +206,24 @@ def orm_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def event_row(
+    pk: uuid.UUID, event: tuple[str, str, Mapping[str, Any] | None], at: datetime
+) -> TaskEventLog:
+    """An unsaved event row ``(type, message, metadata)`` of the task, redacted, as of ``at``."""
+    kind, message, meta = event
+    return TaskEventLog(
+        task_id=pk,
+        created_at=at,
+        event_type=kind,
+        message=stored_text(message)[:10_000],
+        metadata=stored_json(dict(meta or {})),
+    )
+
+
 def write_events(pk: uuid.UUID, *events: tuple[str, str, Mapping[str, Any] | None]) -> None:
     """Insert the task's events ``(type, message, metadata)``, redacted, in one statement."""
     at = record_time()
-    rows = [
-        TaskEventLog(
-            task_id=pk,
-            created_at=at,
-            event_type=kind,
-            message=stored_text(message)[:10_000],
-            metadata=stored_json(dict(meta or {})),
-        )
-        for kind, message, meta in events
-    ]
+    rows = [event_row(pk, event, at) for event in events]
     if len(rows) == 1:
         rows[0].save(force_insert=True)
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from django_taskqueue.lifecycle.records import (
     earlier_outcome,
     orm_updates,
     record_time,
+    recorded_at,
     recording,
     rows_of,
     stored_arguments,
@@ -390,12 +392,12 @@ def _progress_writer(write: ProgressWrite | None) -> Callable[[uuid.UUID], None]
         return None
 
     def run(pk: uuid.UUID) -> None:
-        _write_progress_rows(pk, write)
+        write_progress_rows(pk, write)
 
     return run
 
 
-def _write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
+def write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
     if not write.history:
         return
     data = stored_json(write.data)
@@ -543,7 +545,7 @@ def record_progress(
             return Outcome(False, None, None) if row is None else Outcome(False, row[1], row[0])
         if pk is None:
             pk = qs.values_list("pk", flat=True).get()
-        _write_progress_rows(pk, write)
+        write_progress_rows(pk, write)
     if task_progress.has_listeners(TaskLog):
         task_log_id, cid = pk, celery_task_id
 
@@ -622,6 +624,87 @@ def mark_retrying(
     )
 
 
+@dataclass(frozen=True)
+class Ending:
+    """A task's end, prepared: what :func:`mark_completed` or :func:`mark_failed` writes.
+
+    :meth:`write` writes it alone; :func:`~django_taskqueue.lifecycle.batch.write_endings`
+    writes many in a few statements, with the same outcome. ``at`` is when it
+    happened: its timestamps and its event carry it, however late it is stored.
+    """
+
+    target: str
+    celery_task_id: str | None
+    pk: uuid.UUID | None
+    updates: Mapping[str, Any]
+    event: tuple[str, str, Mapping[str, Any] | None]
+    at: datetime
+    progress: ProgressWrite | None = None
+    parent_id: uuid.UUID | None = None
+    parent_known: bool = False
+    guard: Q | None = None
+    evidence: bool = False
+    run: str = ""
+
+    def write(self) -> Outcome:
+        """Write this end in its own transaction (the engine's :func:`transition`)."""
+        with recorded_at(self.at):
+            return transition(
+                self.target,
+                celery_task_id=self.celery_task_id,
+                pk=self.pk,
+                updates=self.updates,
+                event=self.event,
+                guard=self.guard,
+                before=_progress_writer(self.progress),
+                parent_id=self.parent_id,
+                parent_known=self.parent_known,
+                evidence=self.evidence,
+                run=self.run,
+            )
+
+
+def completion(
+    celery_task_id: str,
+    *,
+    pk: uuid.UUID | None = None,
+    result: Any = None,
+    progress: ProgressWrite | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_known: bool = False,
+    error_message: str = "",
+    error_code: str = "",
+    evidence: bool = False,
+    run: str = "",
+) -> Ending:
+    """The success :func:`mark_completed` writes, prepared (same arguments)."""
+    now = record_time()
+    updates = {
+        "completed_at": now,
+        "heartbeat_at": now,
+        "progress": 100,
+        "result": result,
+        "next_retry_at": None,
+        "error_message": error_message,
+        "error_code": error_code[:128],
+    }
+    if progress is not None:
+        updates["progress_message"] = progress.message[:255]
+    return Ending(
+        TaskStatus.COMPLETED,
+        celery_task_id,
+        pk,
+        updates,
+        (EventType.COMPLETED, "completed", {"run": run} if run else None),
+        now,
+        progress=progress,
+        parent_id=parent_id,
+        parent_known=parent_known,
+        evidence=evidence,
+        run=run,
+    )
+
+
 def mark_completed(
     celery_task_id: str,
     *,
@@ -648,27 +731,57 @@ def mark_completed(
     after the end of another run of the same task: a message delivered twice
     ran twice, and the task's outcome is the last body's.
     """
+    return completion(
+        celery_task_id,
+        pk=pk,
+        result=result,
+        progress=progress,
+        parent_id=parent_id,
+        parent_known=parent_known,
+        error_message=error_message,
+        error_code=error_code,
+        evidence=evidence,
+        run=run,
+    ).write()
+
+
+def failure(
+    celery_task_id: str | None = None,
+    *,
+    pk: uuid.UUID | None = None,
+    error_message: str,
+    error_code: str = "",
+    traceback: str = "",
+    progress: ProgressWrite | None = None,
+    event_type: str = EventType.FAILED,
+    metadata: Mapping[str, Any] | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_known: bool = False,
+    guard: Q | None = None,
+    evidence: bool = False,
+    run: str = "",
+) -> Ending:
+    """The failure :func:`mark_failed` writes, prepared (same arguments)."""
     now = record_time()
     updates = {
         "completed_at": now,
-        "heartbeat_at": now,
-        "progress": 100,
-        "result": result,
-        "next_retry_at": None,
         "error_message": error_message,
         "error_code": error_code[:128],
+        "traceback": traceback,
+        "next_retry_at": None,
     }
-    if progress is not None:
-        updates["progress_message"] = progress.message[:255]
-    return transition(
-        TaskStatus.COMPLETED,
-        celery_task_id=celery_task_id,
-        pk=pk,
-        updates=updates,
-        event=(EventType.COMPLETED, "completed", {"run": run} if run else None),
-        before=_progress_writer(progress),
+    meta = {"error_code": error_code, **({"run": run} if run else {}), **(metadata or {})}
+    return Ending(
+        TaskStatus.FAILED,
+        celery_task_id,
+        pk,
+        updates,
+        (event_type, error_message, meta),
+        now,
+        progress=progress,
         parent_id=parent_id,
         parent_known=parent_known,
+        guard=guard,
         evidence=evidence,
         run=run,
     )
@@ -698,28 +811,21 @@ def mark_failed(
     presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`);
     ``run`` is as for :func:`mark_completed`.
     """
-    now = record_time()
-    updates = {
-        "completed_at": now,
-        "error_message": error_message,
-        "error_code": error_code[:128],
-        "traceback": traceback,
-        "next_retry_at": None,
-    }
-    meta = {"error_code": error_code, **({"run": run} if run else {}), **(metadata or {})}
-    return transition(
-        TaskStatus.FAILED,
-        celery_task_id=celery_task_id,
+    return failure(
+        celery_task_id,
         pk=pk,
-        updates=updates,
-        event=(event_type, error_message, meta),
-        guard=guard,
-        before=_progress_writer(progress),
+        error_message=error_message,
+        error_code=error_code,
+        traceback=traceback,
+        progress=progress,
+        event_type=event_type,
+        metadata=metadata,
         parent_id=parent_id,
         parent_known=parent_known,
+        guard=guard,
         evidence=evidence,
         run=run,
-    )
+    ).write()
 
 
 def mark_publish_failed(pk: uuid.UUID, *, error_message: str) -> Outcome:

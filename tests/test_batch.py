@@ -1,0 +1,190 @@
+"""Ends written in batches (lifecycle.write_endings): the same outcome as one by one, in fewer statements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_taskqueue import lifecycle
+from django_taskqueue.models import TaskLog
+from django_taskqueue.progress import ProgressWrite
+from django_taskqueue.signals import task_status_changed
+from django_taskqueue.status import TaskStatus
+from tests import factories
+
+# Part of the lifecycle contract: SQLite here, PostgreSQL and PgBouncer in their envs.
+pytestmark = [pytest.mark.django_db, pytest.mark.backends]
+
+#: The columns an end writes, compared between the twin rows.
+COLUMNS = (
+    "status",
+    "result",
+    "error_message",
+    "error_code",
+    "traceback",
+    "progress",
+    "progress_message",
+    "next_retry_at",
+)
+
+
+def _processing() -> TaskLog:
+    return factories.task(TaskStatus.PROCESSING)
+
+
+def _pending() -> TaskLog:
+    return factories.task()
+
+
+def _cancelled() -> TaskLog:
+    return factories.task(TaskStatus.CANCELLED)
+
+
+def _lost() -> TaskLog:
+    log = factories.task(created_at=factories.ago(hours=2))
+    lifecycle.mark_lost(log.pk, created_before=timezone.now(), error_message="lost: gone")
+    return log
+
+
+def _ended_by_another_run() -> TaskLog:
+    log = factories.task()
+    lifecycle.mark_started(log.celery_task_id, worker="w", run="first")
+    lifecycle.mark_started(log.celery_task_id, worker="w", run="second")
+    lifecycle.mark_completed(log.celery_task_id, result="first", run="first")
+    return log
+
+
+def _success(log: TaskLog, **extra: Any) -> lifecycle.Ending:
+    return lifecycle.completion(
+        log.celery_task_id, result={"n": log.celery_task_id[:4]}, evidence=True, **extra
+    )
+
+
+def _failure(log: TaskLog, **extra: Any) -> lifecycle.Ending:
+    return lifecycle.failure(
+        log.celery_task_id,
+        error_message="ValueError: no",
+        error_code="ValueError",
+        traceback="Traceback...",
+        evidence=True,
+        **extra,
+    )
+
+
+SCENARIOS: dict[str, tuple[Callable[[], TaskLog], Callable[[TaskLog], lifecycle.Ending]]] = {
+    "processing completes": (_processing, _success),
+    "processing fails": (_processing, _failure),
+    "processing completes with progress": (
+        _processing,
+        lambda log: _success(log, progress=ProgressWrite(80, "almost", {"k": 1}, True)),
+    ),
+    "pending completes (start never recorded)": (_pending, _success),
+    "cancelled: the end is ignored": (_cancelled, _success),
+    "presumed lost: the end supersedes it": (_lost, _success),
+    "ended by another run: recorded after it": (
+        _ended_by_another_run,
+        lambda log: _failure(log, run="second"),
+    ),
+}
+
+
+def _state(log: TaskLog) -> tuple[Any, ...]:
+    log.refresh_from_db()
+    return (*(getattr(log, c) for c in COLUMNS), factories.events(log))
+
+
+def _comparable(state: tuple[Any, ...], log: TaskLog) -> tuple[Any, ...]:
+    """A twin's state with its own id (in its result) made the same as the other's."""
+    result = state[1]
+    if isinstance(result, dict) and result.get("n") == log.celery_task_id[:4]:
+        result = {"n": "id"}
+    return (state[0], result, *state[2:])
+
+
+def test_a_batch_records_what_each_end_would_record_alone() -> None:
+    alone: dict[str, tuple[Any, ...]] = {}
+    for name, (make, end) in SCENARIOS.items():
+        log = make()
+        end(log).write()
+        alone[name] = _comparable(_state(log), log)
+    twins = {name: make() for name, (make, _) in SCENARIOS.items()}
+    endings = [end(twins[name]) for name, (_, end) in SCENARIOS.items()]
+    outcomes = lifecycle.write_endings(endings)
+    batched = {name: _comparable(_state(log), log) for name, log in twins.items()}
+    assert batched == alone
+    applied = [o.applied for o in outcomes]
+    assert applied == [True, True, True, True, False, True, True]
+
+
+def test_an_end_without_a_row_and_a_second_end_of_one_task() -> None:
+    log = _processing()
+    first = _success(log)
+    again = _failure(log)
+    nowhere = lifecycle.completion("no-such-task", result=1)
+    outcomes = lifecycle.write_endings([first, nowhere, again])
+    assert [(o.applied, o.status) for o in outcomes] == [
+        (True, TaskStatus.COMPLETED),
+        (False, None),
+        (False, TaskStatus.COMPLETED),
+    ]
+    assert factories.events(log) == ["created", "started", "completed", "ignored"]
+
+
+def test_the_time_of_each_end_is_kept() -> None:
+    logs = [_processing() for _ in range(3)]
+    endings = []
+    for n, log in enumerate(logs):
+        with lifecycle.recorded_at(timezone.now() - timedelta(seconds=10 - n)):
+            endings.append(_success(log))
+    lifecycle.write_endings(endings)
+    for log, ending in zip(logs, endings, strict=True):
+        log.refresh_from_db()
+        assert log.completed_at == ending.at
+        assert log.events.get(event_type="completed").created_at == ending.at
+
+
+def test_a_batch_of_many_ends_takes_a_few_statements() -> None:
+    logs = [_processing() for _ in range(30)]
+    endings = [(_success if n % 3 else _failure)(log) for n, log in enumerate(logs)]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = lifecycle.write_endings(endings)
+    assert all(o.applied for o in outcomes)
+    # BEGIN/SAVEPOINT, SET LOCAL on PostgreSQL, the SELECT ... FOR UPDATE, one UPDATE
+    # per kind of end, the events' INSERT, COMMIT/RELEASE: the same for 3 or 300 ends.
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) <= 8, statements
+    assert TaskLog.objects.filter(status=TaskStatus.COMPLETED).count() == 20
+    assert TaskLog.objects.filter(status=TaskStatus.FAILED).count() == 10
+
+
+def test_signals_and_the_bulk_parent_as_for_single_ends(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    parent, children = lifecycle.create_bulk(
+        "tests.process_file", [{"file_path": "/tmp/a"}, {"file_path": "/tmp/b"}], task_type="file"
+    )
+    for child in children:
+        lifecycle.mark_started(child.celery_task_id, worker="w")
+    seen: list[tuple[str, str]] = []
+
+    def receiver(task_log: TaskLog, status: str, **kwargs: Any) -> None:
+        seen.append((task_log.celery_task_id, status))
+
+    task_status_changed.connect(receiver, sender=TaskLog)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            lifecycle.write_endings([_success(child) for child in children])
+    finally:
+        task_status_changed.disconnect(receiver, sender=TaskLog)
+    assert sorted(seen) == sorted(
+        [(c.celery_task_id, TaskStatus.COMPLETED) for c in children]
+        + [(parent.celery_task_id, TaskStatus.COMPLETED)]
+    )
+    parent.refresh_from_db()
+    assert parent.status == TaskStatus.COMPLETED
