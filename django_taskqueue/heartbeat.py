@@ -31,14 +31,14 @@ from django_taskqueue.failurelog import recording_failures
 logger = logging.getLogger("django_taskqueue")
 
 _lock = threading.Lock()
-#: Celery id -> TaskLog pk of the tracked tasks running in this process.
-_running: dict[str, uuid.UUID] = {}
+#: Celery id -> TaskLog pk (None while not known) of the tracked tasks running in this process.
+_running: dict[str, uuid.UUID | None] = {}
 _thread: threading.Thread | None = None
 _thread_pid: int | None = None
 _wake = threading.Event()
 
 
-def running() -> dict[str, uuid.UUID]:
+def running() -> dict[str, uuid.UUID | None]:
     """A copy of the tasks this process is keeping alive (Celery id -> TaskLog pk)."""
     with _lock:
         return dict(_running)
@@ -49,7 +49,7 @@ def start(celery_task_id: str, pk: uuid.UUID | None) -> None:
 
     Never raises: the heartbeat is a convenience, not a reason to fail a task.
     """
-    if pk is None or not celery_task_id:
+    if not celery_task_id:
         return
     try:
         with _lock:
@@ -69,10 +69,15 @@ def stop(celery_task_id: str | None) -> None:
 
 def beat_once() -> int:
     """Refresh the heartbeat of every task running in this process now; return how many rows."""
-    pks = list(running().values())
-    if not pks:
+    return _touch(running())
+
+
+def _touch(tasks: dict[str, uuid.UUID | None]) -> int:
+    if not tasks:
         return 0
-    return lifecycle.touch_many(pks)
+    pks = [pk for pk in tasks.values() if pk is not None]
+    ids = [task_id for task_id, pk in tasks.items() if pk is None]
+    return lifecycle.touch_many(pks, ids)
 
 
 def _on_task_postrun(task_id: str | None = None, **kwargs: Any) -> None:
@@ -118,11 +123,11 @@ def _loop() -> None:
 
 def _tick() -> None:
     """One heartbeat: refresh the running tasks' rows, reporting to the recording failure log."""
-    pks = list(running().values())
-    if not pks:
+    tasks = running()
+    if not tasks:
         return  # no query: nothing learnt about the database
     try:
-        lifecycle.touch_many(pks)
+        _touch(tasks)
     except Exception as exc:
         recording_failures.failed("heartbeat", exc, "django_taskqueue could not refresh heartbeats")
     else:

@@ -1,4 +1,12 @@
-"""Records the database could not take, held in order and stored once it is back.
+"""Each process's recorder thread: a worker's task ends in batches, and what an outage held.
+
+Two kinds of write wait here for the thread, in one queue and one order:
+
+- **Ends queued on purpose** (:meth:`HeldWrites.queue`): a worker's pool process
+  hands each task's end to the thread, which lets the ends of the next
+  ``LINGER`` seconds gather and writes them with one call of
+  :func:`~django_taskqueue.lifecycle.write_marks`, off the tasks' path.
+- **Writes an outage held** (:meth:`HeldWrites.hold`), below.
 
 A worker keeps running tasks while its database is down: Celery's broker and
 result backend are elsewhere. Each start, retry and end that cannot be written
@@ -28,8 +36,8 @@ What is held lives in the process's memory: a process killed while holding
 loses those records, which the detectors then report (``lost``,
 ``worker_lost``), as they did before.
 
-It imports neither Celery nor the lifecycle: the caller hands it the write to
-make, as a function.
+It imports no Celery, and of the lifecycle only its clock: the caller hands it
+the write to make, as a function (and the function that makes many at once).
 """
 
 from __future__ import annotations
@@ -109,6 +117,11 @@ class HeldWrites:
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def outage(self) -> bool:
+        """Whether writes are held because the database was unavailable (until all are stored)."""
+        return self._episode_began is not None
+
     def holds(self, task_id: str | None) -> bool:
         """Whether writes of ``task_id`` are held (a later one must wait behind them)."""
         # Read without the lock: a dict lookup is atomic, and this runs on every write.
@@ -131,8 +144,8 @@ class HeldWrites:
         write: Callable[[], Any],
         at: datetime,
         *,
-        batch: Callable[[list[Any]], Any],
-        item: Any,
+        batch: Callable[[list[Any]], Any] | None = None,
+        item: Any = None,
     ) -> bool:
         """Have the thread store ``write`` with what else queues meanwhile, off the caller's path.
 

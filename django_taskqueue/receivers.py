@@ -87,7 +87,7 @@ def on_worker_start(sender: Any = None, **kwargs: Any) -> None:
 
 
 def on_process_shutdown(**kwargs: Any) -> None:
-    """Store what the process holds through a database outage before it exits.
+    """Store the ends this process queued, and what an outage held, before it exits.
 
     Sent in a pool child that exits (``worker_process_shutdown``) and in the
     worker's main process (``worker_shutdown``); waits up to ``HELD_RECORDS_WAIT``

@@ -53,6 +53,9 @@ logger = logging.getLogger("django_taskqueue")
 
 _T = TypeVar("_T")
 
+#: Seconds a task's write waits for its marks still queued for the recorder thread.
+QUEUED_WAIT = 5.0
+
 # Attribute of Celery's request context that holds this run's tracking state.
 _STATE_ATTR = "_taskqueue_run"
 
@@ -78,14 +81,20 @@ def record_safely(
 
     With ``hold`` (a start, a retry, an end: what the record cannot do without)
     a write the database is unavailable for is held and stored once it is back
-    (see :mod:`django_taskqueue.holding`). While a task has writes held, its
-    later writes wait behind them (``hold``) or are skipped (a progress value,
-    a cancel check: they would land out of order); those return ``None``.
+    (see :mod:`django_taskqueue.holding`). A task whose earlier writes are still
+    queued (the recorder thread writes them within milliseconds) waits for
+    them, up to ``QUEUED_WAIT`` seconds, so its writes land in order; in an
+    outage, or past that wait, its later writes queue behind them (``hold``) or
+    are skipped (a progress value, a cancel check); those return ``None``.
     """
-    if held_writes.holds(task_id):
+    if held_writes.holds(task_id) and not held_writes.wait_stored(
+        task_id, 0 if held_writes.outage else QUEUED_WAIT
+    ):
+        # The task's earlier writes are still queued (the recorder is slow, or the
+        # database is gone): this one waits behind them, or is not worth keeping.
         if hold:
             write = functools.partial(func, *args, **kwargs)
-            held_writes.hold(what, task_id, write, timezone.now())
+            held_writes.queue(what, task_id, write, timezone.now())
         return None
     at = timezone.now() if hold else None
     try:
@@ -657,21 +666,13 @@ class TrackedTask(_TaskBase):
         super().before_start(task_id, args, kwargs)
         if not self._tracking():
             return
-        if held_writes.holds(task_id):
-            # An earlier run of this id ended in this process a moment ago and its
-            # end is still queued: the start goes after it (and may then stop a
-            # cancelled task), unless the database is gone (then it waits behind it).
-            held_writes.wait_stored(task_id, 2.0)
         state = _RunState(
             buffer=progress.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
         )
         setattr(self.request, _STATE_ATTR, state)
         _last_run.state = state
         delivery = self.request.delivery_info or {}
-        outcome = record_safely(
-            "start",
-            task_id,
-            lifecycle.mark_started,
+        start = lifecycle.starting(
             task_id,
             attempt=int(self.request.retries or 0),
             worker=str(self.request.hostname or ""),
@@ -685,8 +686,11 @@ class TrackedTask(_TaskBase):
                 "queue": str(delivery.get("routing_key") or ""),
                 **canvas.from_request(self.request).fields(),
             },
-            hold=True,
         )
+        if self._in_worker() and self._queue_start(task_id, start):
+            heartbeat.start(task_id, None)
+            return
+        outcome = record_safely("start", task_id, start.write, hold=True)
         if outcome is None:
             return
         state.pk = outcome.pk
@@ -698,6 +702,26 @@ class TrackedTask(_TaskBase):
             # An eager run (apply(), task_always_eager) runs in the caller's process:
             # it starts no thread there, and its rows end before anyone could ask.
             heartbeat.start(task_id, state.pk)
+
+    def _in_worker(self) -> bool:
+        """Whether this run is a worker's (not ``apply()``, eager mode or a direct call)."""
+        return not (self.request.is_eager or self.request.called_directly)
+
+    def _queue_start(self, task_id: str, start: lifecycle.Mark) -> bool:
+        """Hand a worker's start to the recorder thread, unless the task was cancelled.
+
+        One ``SELECT`` of the status keeps the promise that a task cancelled
+        before it started never runs its body: a cancelled one (``False``) takes
+        the synchronous path, which records the refused start and revokes it.
+        The start itself is written with the marks of the next few milliseconds
+        (see :func:`~django_taskqueue.lifecycle.write_marks`).
+        """
+        status = record_safely("cancel check", task_id, lifecycle.status_of, celery_task_id=task_id)
+        if status == TaskStatus.CANCELLED:
+            return False
+        return held_writes.queue(
+            "start", task_id, start.write, start.at, batch=lifecycle.write_marks, item=start
+        )
 
     def _revoke_cancelled(self, task_id: str) -> None:
         """Revoke a run whose task was cancelled before it started, as Celery's revoke does.
@@ -918,33 +942,33 @@ class TrackedTask(_TaskBase):
             state is None and isinstance(retval, Retry)
         ):
             return
-        ending = lifecycle.completion(
+        mark = lifecycle.completion(
             task_id,
             result=encode_result(retval, conf.RESULT_MAX_BYTES),
             # The body returned: that outweighs a failure housekeeping presumed.
             evidence=True,
             **self._end_args(state),
         )
-        self._record_end("success", task_id, ending)
+        self._record_end("success", task_id, mark)
 
-    def _record_end(self, what: str, task_id: str, ending: lifecycle.Ending) -> None:
+    def _record_end(self, what: str, task_id: str, mark: lifecycle.Mark) -> None:
         """Write a run's end: in a worker, by the process's recorder thread, with others.
 
         A worker hands the end to the recorder thread
         (:mod:`django_taskqueue.holding`), which writes the ends of the tasks
         that finished in the last few milliseconds together
-        (:func:`~django_taskqueue.lifecycle.write_endings`), off the task's
+        (:func:`~django_taskqueue.lifecycle.write_marks`), off the task's
         path. An ``acks_late`` task writes its own end instead, before its
         message is acknowledged, and so does an eager run (``apply()``, tests):
         it is on file when the call returns.
         """
-        if not (self.acks_late or self.request.is_eager or self.request.called_directly):
+        if not self.acks_late and self._in_worker():
             queued = held_writes.queue(
-                what, task_id, ending.write, ending.at, batch=lifecycle.write_endings, item=ending
+                what, task_id, mark.write, mark.at, batch=lifecycle.write_marks, item=mark
             )
             if queued:
                 return
-        record_safely(what, task_id, ending.write, hold=True)
+        record_safely(what, task_id, mark.write, hold=True)
         self._stored_before_ack(task_id)
 
     def _stored_before_ack(self, task_id: str) -> None:
@@ -982,7 +1006,7 @@ class TrackedTask(_TaskBase):
         if state is not None:
             state.ended = True
         text = getattr(einfo, "traceback", "") or ""
-        ending = lifecycle.failure(
+        mark = lifecycle.failure(
             task_id,
             error_message=error_message_for(exc),
             error_code=error_code_for(exc),
@@ -992,7 +1016,7 @@ class TrackedTask(_TaskBase):
         )
         # The canvas steps Celery failed with it are other tasks' rows: written now.
         record_safely("canvas steps not run", task_id, record_unpublished_steps, self, exc)
-        self._record_end("failure", task_id, ending)
+        self._record_end("failure", task_id, mark)
 
 
 # --- errors outside the task body (connected in receivers.py) ------------------------

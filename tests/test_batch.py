@@ -1,4 +1,4 @@
-"""Ends written in batches (lifecycle.write_endings): the same outcome as one by one, in fewer statements."""
+"""Marks written in batches (lifecycle.write_marks): the outcome of each alone, fewer statements."""
 
 from __future__ import annotations
 
@@ -60,13 +60,13 @@ def _ended_by_another_run() -> TaskLog:
     return log
 
 
-def _success(log: TaskLog, **extra: Any) -> lifecycle.Ending:
+def _success(log: TaskLog, **extra: Any) -> lifecycle.Mark:
     return lifecycle.completion(
         log.celery_task_id, result={"n": log.celery_task_id[:4]}, evidence=True, **extra
     )
 
 
-def _failure(log: TaskLog, **extra: Any) -> lifecycle.Ending:
+def _failure(log: TaskLog, **extra: Any) -> lifecycle.Mark:
     return lifecycle.failure(
         log.celery_task_id,
         error_message="ValueError: no",
@@ -77,7 +77,7 @@ def _failure(log: TaskLog, **extra: Any) -> lifecycle.Ending:
     )
 
 
-SCENARIOS: dict[str, tuple[Callable[[], TaskLog], Callable[[TaskLog], lifecycle.Ending]]] = {
+SCENARIOS: dict[str, tuple[Callable[[], TaskLog], Callable[[TaskLog], lifecycle.Mark]]] = {
     "processing completes": (_processing, _success),
     "processing fails": (_processing, _failure),
     "processing completes with progress": (
@@ -114,8 +114,8 @@ def test_a_batch_records_what_each_end_would_record_alone() -> None:
         end(log).write()
         alone[name] = _comparable(_state(log), log)
     twins = {name: make() for name, (make, _) in SCENARIOS.items()}
-    endings = [end(twins[name]) for name, (_, end) in SCENARIOS.items()]
-    outcomes = lifecycle.write_endings(endings)
+    marks = [end(twins[name]) for name, (_, end) in SCENARIOS.items()]
+    outcomes = lifecycle.write_marks(marks)
     batched = {name: _comparable(_state(log), log) for name, log in twins.items()}
     assert batched == alone
     applied = [o.applied for o in outcomes]
@@ -127,7 +127,7 @@ def test_an_end_without_a_row_and_a_second_end_of_one_task() -> None:
     first = _success(log)
     again = _failure(log)
     nowhere = lifecycle.completion("no-such-task", result=1)
-    outcomes = lifecycle.write_endings([first, nowhere, again])
+    outcomes = lifecycle.write_marks([first, nowhere, again])
     assert [(o.applied, o.status) for o in outcomes] == [
         (True, TaskStatus.COMPLETED),
         (False, None),
@@ -138,22 +138,22 @@ def test_an_end_without_a_row_and_a_second_end_of_one_task() -> None:
 
 def test_the_time_of_each_end_is_kept() -> None:
     logs = [_processing() for _ in range(3)]
-    endings = []
+    marks = []
     for n, log in enumerate(logs):
         with lifecycle.recorded_at(timezone.now() - timedelta(seconds=10 - n)):
-            endings.append(_success(log))
-    lifecycle.write_endings(endings)
-    for log, ending in zip(logs, endings, strict=True):
+            marks.append(_success(log))
+    lifecycle.write_marks(marks)
+    for log, mark in zip(logs, marks, strict=True):
         log.refresh_from_db()
-        assert log.completed_at == ending.at
-        assert log.events.get(event_type="completed").created_at == ending.at
+        assert log.completed_at == mark.at
+        assert log.events.get(event_type="completed").created_at == mark.at
 
 
 def test_a_batch_of_many_ends_takes_a_few_statements() -> None:
     logs = [_processing() for _ in range(30)]
-    endings = [(_success if n % 3 else _failure)(log) for n, log in enumerate(logs)]
+    marks = [(_success if n % 3 else _failure)(log) for n, log in enumerate(logs)]
     with CaptureQueriesContext(connection) as queries:
-        outcomes = lifecycle.write_endings(endings)
+        outcomes = lifecycle.write_marks(marks)
     assert all(o.applied for o in outcomes)
     # BEGIN/SAVEPOINT, SET LOCAL on PostgreSQL, the SELECT ... FOR UPDATE, one UPDATE
     # per kind of end, the events' INSERT, COMMIT/RELEASE: the same for 3 or 300 ends.
@@ -179,7 +179,7 @@ def test_signals_and_the_bulk_parent_as_for_single_ends(
     task_status_changed.connect(receiver, sender=TaskLog)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            lifecycle.write_endings([_success(child) for child in children])
+            lifecycle.write_marks([_success(child) for child in children])
     finally:
         task_status_changed.disconnect(receiver, sender=TaskLog)
     assert sorted(seen) == sorted(
@@ -188,3 +188,30 @@ def test_signals_and_the_bulk_parent_as_for_single_ends(
     )
     parent.refresh_from_db()
     assert parent.status == TaskStatus.COMPLETED
+
+
+def test_starts_and_ends_in_one_batch_as_one_by_one() -> None:
+    """A short task's start and end in one batch; a cancelled one's start refused; no row."""
+
+    def marks_of(log: TaskLog, n: int) -> list[lifecycle.Mark]:
+        start = lifecycle.starting(
+            log.celery_task_id, worker="w@h", attempt=0, defaults={"queue": "q"}, run=f"r{n}"
+        )
+        return [start, _success(log, run=f"r{n}")]
+
+    makers = [_pending, _pending, _cancelled, _lost]
+    alone_logs = [make() for make in makers]
+    for n, log in enumerate(alone_logs):
+        for mark in marks_of(log, n):
+            mark.write()
+    twins = [make() for make in makers]
+    marks = [mark for n, log in enumerate(twins) for mark in marks_of(log, n)]
+    missing = lifecycle.starting("not-recorded-yet", worker="w@h", defaults={"task_name": "x.y"})
+    outcomes = lifecycle.write_marks([*marks, missing])
+    for log, twin in zip(alone_logs, twins, strict=True):
+        assert _comparable(_state(twin), twin) == _comparable(_state(log), log)
+        assert twin.queue == log.queue
+    assert twins[0].queue == "q"
+    assert [o.applied for o in outcomes] == [True, True, True, True, False, False, True, True, True]
+    created = TaskLog.objects.get(celery_task_id="not-recorded-yet")
+    assert (created.status, created.task_name) == (TaskStatus.PROCESSING, "x.y")

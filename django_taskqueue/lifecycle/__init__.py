@@ -25,7 +25,7 @@ Cancelling (with Celery's revoke) and running again are operations of
 
 from __future__ import annotations
 
-from django_taskqueue.lifecycle.batch import write_endings
+from django_taskqueue.lifecycle.batch import write_marks
 from django_taskqueue.lifecycle.bulk import create_bulk, fail_bulk
 from django_taskqueue.lifecycle.creation import (
     check_rerun_status,
@@ -53,7 +53,7 @@ from django_taskqueue.lifecycle.records import (
 )
 from django_taskqueue.lifecycle.recovery import mark_lost, mark_stale, requeue_stale, touch_many
 from django_taskqueue.lifecycle.transitions import (
-    Ending,
+    Mark,
     cancel_with_children,
     completion,
     failure,
@@ -67,6 +67,7 @@ from django_taskqueue.lifecycle.transitions import (
     record_event,
     record_progress,
     record_revoked,
+    starting,
     status_of,
     touch,
 )
@@ -76,9 +77,9 @@ __all__ = [
     "LINEAGE_FIELDS",
     "PUBLISH_FAILED",
     "PUBLISH_UNKNOWN",
-    "Ending",
     "FillEmpty",
     "KeepFirst",
+    "Mark",
     "Outcome",
     "ProgressBuffer",
     "ProgressWrite",
@@ -112,11 +113,12 @@ __all__ = [
     "record_unpublished",
     "recorded_at",
     "requeue_stale",
+    "starting",
     "status_of",
     "stored_arguments",
     "stored_json",
     "stored_text",
     "touch",
     "touch_many",
-    "write_endings",
+    "write_marks",
 ]

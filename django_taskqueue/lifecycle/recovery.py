@@ -115,10 +115,17 @@ def _presume_failed(
     )
 
 
-def touch_many(pks: Sequence[uuid.UUID]) -> int:
-    """Refresh the heartbeat of several running tasks in one ``UPDATE``; returns how many."""
-    if not pks:
+def touch_many(pks: Sequence[uuid.UUID] = (), celery_task_ids: Sequence[str] = ()) -> int:
+    """Refresh the heartbeat of several running tasks in one ``UPDATE``; returns how many.
+
+    Tasks are named by primary key or by Celery id (a task whose start is still
+    queued in its worker has no known primary key yet).
+    """
+    if not pks and not celery_task_ids:
         return 0
-    return TaskLog.objects.filter(
-        pk__in=list(pks), status__in=ALLOWED_FROM[TaskStatus.COMPLETED]
-    ).update(heartbeat_at=record_time())
+    which = Q(pk__in=list(pks)) | Q(celery_task_id__in=list(celery_task_ids))
+    return (
+        TaskLog.objects.filter(which)
+        .filter(status__in=ALLOWED_FROM[TaskStatus.COMPLETED])
+        .update(heartbeat_at=record_time())
+    )

@@ -13,9 +13,10 @@ the parent's end is a transition of the same engine, so the two live together.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -411,6 +412,66 @@ def write_progress_rows(pk: uuid.UUID, write: ProgressWrite) -> None:
     write_events(pk, (EventType.PROGRESS, write.message, {"progress": write.progress}))
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A worker's mark on a task, prepared: a start, a success or a failure.
+
+    What :func:`mark_started`, :func:`mark_completed` and :func:`mark_failed`
+    write: :meth:`write` writes it alone, and
+    :func:`~django_taskqueue.lifecycle.batch.write_marks` writes many in a few
+    statements, with the same outcome. ``at`` is when it happened: its timestamps
+    and its event carry it, however late it is stored.
+    """
+
+    target: str
+    celery_task_id: str | None
+    pk: uuid.UUID | None
+    updates: Mapping[str, Any]
+    event: tuple[str, str, Mapping[str, Any] | None]
+    at: datetime
+    progress: ProgressWrite | None = None
+    parent_id: uuid.UUID | None = None
+    parent_known: bool = False
+    guard: Q | None = None
+    evidence: bool = False
+    again: bool = False
+    run: str = ""
+    #: Applies only while the row's ``attempt`` is at most this (a start of an older
+    #: attempt than the newest recorded is refused).
+    attempt_at_most: int | None = None
+    #: How it is written alone, when that is more than :func:`transition` (a start
+    #: creates the row it does not find).
+    alone: Callable[[], Outcome] | None = field(default=None, compare=False)
+
+    def write(self) -> Outcome:
+        """Write this mark in its own transaction (the engine's :func:`transition`)."""
+        if self.alone is not None:
+            return self.alone()
+        return self.transition()
+
+    def transition(self) -> Outcome:
+        """The engine's :func:`transition` for this mark, at its time."""
+        guard = self.guard
+        if self.attempt_at_most is not None:
+            limit = Q(attempt__lte=self.attempt_at_most)
+            guard = limit if guard is None else guard & limit
+        with recorded_at(self.at):
+            return transition(
+                self.target,
+                celery_task_id=self.celery_task_id,
+                pk=self.pk,
+                updates=self.updates,
+                event=self.event,
+                guard=guard,
+                before=_progress_writer(self.progress),
+                parent_id=self.parent_id,
+                parent_known=self.parent_known,
+                evidence=self.evidence,
+                again=self.again,
+                run=self.run,
+            )
+
+
 def mark_started(
     celery_task_id: str,
     *,
@@ -442,6 +503,20 @@ def mark_started(
     fill those columns where they are still empty: the message is
     authoritative, but never overwrites what the producer recorded.
     """
+    return starting(
+        celery_task_id, attempt=attempt, worker=worker, defaults=defaults, run=run
+    ).write()
+
+
+def starting(
+    celery_task_id: str,
+    *,
+    attempt: int = 0,
+    worker: str = "",
+    defaults: Mapping[str, Any] | None = None,
+    run: str = "",
+) -> Mark:
+    """The start :func:`mark_started` writes, prepared (same arguments)."""
     now = record_time()
     updates: dict[str, Any] = {
         "started_at": KeepFirst(now),
@@ -470,33 +545,43 @@ def mark_started(
     if task_name:
         # A replacement (Task.replace) runs under the replaced task's id.
         updates["task_name"] = task_name
-    start = {
-        "celery_task_id": celery_task_id,
-        "updates": updates,
-        "event": event,
-        "guard": Q(attempt__lte=attempt),
+    mark = Mark(
+        TaskStatus.PROCESSING,
+        celery_task_id,
+        None,
+        updates,
+        event,
+        now,
         # A delivery is a worker's evidence: it reopens a presumed failure.
-        "evidence": True,
-        # And the body runs: a start is recorded whatever the row says, but
-        # for a cancelled task (which the caller revokes instead of running).
-        "again": True,
-    }
-    outcome = transition(TaskStatus.PROCESSING, **start)  # type: ignore[arg-type]
+        evidence=True,
+        # And the body runs: a start is recorded whatever the row says, but for a
+        # cancelled task (which the caller revokes instead of running).
+        again=True,
+        attempt_at_most=attempt,
+    )
+    return replace(mark, alone=functools.partial(_start_alone, mark, dict(defaults or {})))
+
+
+def _start_alone(mark: Mark, defaults: dict[str, Any]) -> Outcome:
+    """Write a start; create the row from ``defaults`` when there is none yet."""
+    outcome = mark.transition()
     if outcome.status is not None:
         return outcome
-    values = dict(defaults or {})
+    assert mark.celery_task_id is not None
+    now, worker, attempt = mark.at, mark.updates["worker"], mark.updates["attempt"]
+    values = dict(defaults)
     stored_args, stored_kwargs, redacted = stored_arguments(
         values.pop("args", None), values.pop("kwargs", None)
     )
     try:
-        with recording():
+        with recording(), recorded_at(now):
             log = TaskLog(
-                celery_task_id=celery_task_id,
+                celery_task_id=mark.celery_task_id,
                 status=TaskStatus.PROCESSING,
                 created_at=now,
                 started_at=now,
                 heartbeat_at=now,
-                worker=worker[:255],
+                worker=worker,
                 attempt=attempt,
                 args=stored_args,
                 kwargs=stored_kwargs,
@@ -511,11 +596,11 @@ def mark_started(
                     "recorded by the worker: the task was sent untracked or not yet committed",
                     {"source": "worker"},
                 ),
-                event,
+                mark.event,
             )
     except IntegrityError:
         # The producer's row appeared (committed) meanwhile: apply the transition to it.
-        return transition(TaskStatus.PROCESSING, **start)  # type: ignore[arg-type]
+        return mark.transition()
     outcome = Outcome(True, TaskStatus.PROCESSING, log.pk, log.parent_id, parent_known=True)
     announce(outcome, EventType.STARTED)
     return outcome
@@ -624,46 +709,6 @@ def mark_retrying(
     )
 
 
-@dataclass(frozen=True)
-class Ending:
-    """A task's end, prepared: what :func:`mark_completed` or :func:`mark_failed` writes.
-
-    :meth:`write` writes it alone; :func:`~django_taskqueue.lifecycle.batch.write_endings`
-    writes many in a few statements, with the same outcome. ``at`` is when it
-    happened: its timestamps and its event carry it, however late it is stored.
-    """
-
-    target: str
-    celery_task_id: str | None
-    pk: uuid.UUID | None
-    updates: Mapping[str, Any]
-    event: tuple[str, str, Mapping[str, Any] | None]
-    at: datetime
-    progress: ProgressWrite | None = None
-    parent_id: uuid.UUID | None = None
-    parent_known: bool = False
-    guard: Q | None = None
-    evidence: bool = False
-    run: str = ""
-
-    def write(self) -> Outcome:
-        """Write this end in its own transaction (the engine's :func:`transition`)."""
-        with recorded_at(self.at):
-            return transition(
-                self.target,
-                celery_task_id=self.celery_task_id,
-                pk=self.pk,
-                updates=self.updates,
-                event=self.event,
-                guard=self.guard,
-                before=_progress_writer(self.progress),
-                parent_id=self.parent_id,
-                parent_known=self.parent_known,
-                evidence=self.evidence,
-                run=self.run,
-            )
-
-
 def completion(
     celery_task_id: str,
     *,
@@ -676,7 +721,7 @@ def completion(
     error_code: str = "",
     evidence: bool = False,
     run: str = "",
-) -> Ending:
+) -> Mark:
     """The success :func:`mark_completed` writes, prepared (same arguments)."""
     now = record_time()
     updates = {
@@ -690,7 +735,7 @@ def completion(
     }
     if progress is not None:
         updates["progress_message"] = progress.message[:255]
-    return Ending(
+    return Mark(
         TaskStatus.COMPLETED,
         celery_task_id,
         pk,
@@ -760,7 +805,7 @@ def failure(
     guard: Q | None = None,
     evidence: bool = False,
     run: str = "",
-) -> Ending:
+) -> Mark:
     """The failure :func:`mark_failed` writes, prepared (same arguments)."""
     now = record_time()
     updates = {
@@ -771,7 +816,7 @@ def failure(
         "next_retry_at": None,
     }
     meta = {"error_code": error_code, **({"run": run} if run else {}), **(metadata or {})}
-    return Ending(
+    return Mark(
         TaskStatus.FAILED,
         celery_task_id,
         pk,
@@ -1029,7 +1074,7 @@ def update_parent(child_pk: uuid.UUID, child_status: str) -> None:
 
     For a row without a parent this is one ``UPDATE`` that matches nothing.
     Otherwise the parent row stays locked while its children are counted, so
-    two children ending at once cannot both miss being the last one.
+    two children mark at once cannot both miss being the last one.
 
     The rule: the parent's progress is the mean of its children's; when no
     child is active any more, the parent is ``completed`` if all completed,
