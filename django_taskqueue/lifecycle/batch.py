@@ -179,7 +179,7 @@ def _pks(marks: Sequence[Mark]) -> list[uuid.UUID | None]:
     return [e.pk if e.pk is not None else found.get(e.celery_task_id or "") for e in marks]
 
 
-_PK: Field[Any, Any] = TaskLog._meta.pk  # type: ignore[assignment]
+_PK: Field[Any, Any] = TaskLog._meta.pk
 
 
 def _plain(updates: Mapping[str, Any]) -> bool:
