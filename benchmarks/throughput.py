@@ -39,8 +39,9 @@ database and the broker have machines of their own: see :class:`SplitLayout`.
 Rounds alternate the variants' order. Rates are medians of the rounds and every
 ratio is also given round by round; compare ratios, not seconds (the machine is
 shared). The script exits non-zero when a target is missed: the worker's
-throughput with TrackedTask at least 0.7 of plain Celery's (the median of the
-rounds' own ratios), and ``update_progress`` at most 1/10 of ``update_state``.
+throughput with TrackedTask at least 0.80 of plain Celery's (0.85 with ``--split``;
+the median of the rounds' own ratios), end to end at least 0.65, and
+``update_progress`` at most 1/10 of ``update_state``.
 """
 
 from __future__ import annotations
@@ -492,7 +493,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
                 f"\nend to end, {opts.tasks} tasks published by this process while the worker runs "
                 f"them ({where}):"
             )
-            print_rates(times, opts.tasks)
+            end_ratio = print_rates(times, opts.tasks)["tracked"]
             tracked = statistics.median(times["tracked"])
             results = statistics.median(times["results"])
             print(f"  tracked vs django-celery-results: {results / tracked:.2f}x")
@@ -549,9 +550,14 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
             worker.send_signal(signal.SIGTERM)
             worker.wait(30)
 
+    # The targets of the recorder's design: the worker alone, with every process
+    # sharing the cores or on a CPU of its own (--split), and end to end.
+    worker_target = 0.85 if opts.split else 0.80
     checks = {
-        f"worker throughput with TrackedTask >= 0.70x plain Celery (round by round): "
-        f"{worker_ratio:.2f}x": worker_ratio >= 0.7,
+        f"worker throughput with TrackedTask >= {worker_target:.2f}x plain Celery (round by "
+        f"round): {worker_ratio:.2f}x": worker_ratio >= worker_target,
+        f"end to end with TrackedTask >= 0.65x plain Celery (round by round): "
+        f"{end_ratio:.2f}x": end_ratio >= 0.65,
         f"update_progress <= 0.1 of update_state: {p / s:.3f}": p / s <= 0.1,
     }
     print("\ntargets:")
