@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
@@ -58,6 +58,8 @@ from django_taskqueue.status import (
     TaskStatus,
     can_move,
 )
+
+_P = ParamSpec("_P")
 
 
 def transition(
@@ -472,15 +474,15 @@ class Mark:
             )
 
 
-def mark_started(
+def starting(
     celery_task_id: str,
     *,
     attempt: int = 0,
     worker: str = "",
     defaults: Mapping[str, Any] | None = None,
     run: str = "",
-) -> Outcome:
-    """Record that a worker started running the task (attempt ``attempt``).
+) -> Mark:
+    """A worker's start of the task (attempt ``attempt``), prepared: see :func:`mark_started`.
 
     ``run`` is the worker's id of this run (any string unique to it): its end,
     given the same ``run``, is then recorded even when another run of the task
@@ -503,20 +505,6 @@ def mark_started(
     fill those columns where they are still empty: the message is
     authoritative, but never overwrites what the producer recorded.
     """
-    return starting(
-        celery_task_id, attempt=attempt, worker=worker, defaults=defaults, run=run
-    ).write()
-
-
-def starting(
-    celery_task_id: str,
-    *,
-    attempt: int = 0,
-    worker: str = "",
-    defaults: Mapping[str, Any] | None = None,
-    run: str = "",
-) -> Mark:
-    """The start :func:`mark_started` writes, prepared (same arguments)."""
     now = record_time()
     updates: dict[str, Any] = {
         "started_at": KeepFirst(now),
@@ -722,7 +710,19 @@ def completion(
     evidence: bool = False,
     run: str = "",
 ) -> Mark:
-    """The success :func:`mark_completed` writes, prepared (same arguments)."""
+    """A success, prepared: see :func:`mark_completed`.
+
+    ``result`` must already be JSON-safe: see
+    :func:`~django_taskqueue.serialization.encode_result`. ``error_message``
+    and ``error_code`` are a warning kept with the success (e.g.
+    ``result_not_stored``); by default an earlier error is cleared. With
+    ``evidence`` (the worker that ran the task reports it) the success also
+    supersedes a presumed failure (see
+    :data:`~django_taskqueue.status.PRESUMED_FAILURES`). With ``run`` (the id
+    its start was recorded with, see :func:`mark_started`) it is recorded
+    after the end of another run of the same task: a message delivered twice
+    ran twice, and the task's outcome is the last body's.
+    """
     now = record_time()
     updates = {
         "completed_at": now,
@@ -750,46 +750,6 @@ def completion(
     )
 
 
-def mark_completed(
-    celery_task_id: str,
-    *,
-    pk: uuid.UUID | None = None,
-    result: Any = None,
-    progress: ProgressWrite | None = None,
-    parent_id: uuid.UUID | None = None,
-    parent_known: bool = False,
-    error_message: str = "",
-    error_code: str = "",
-    evidence: bool = False,
-    run: str = "",
-) -> Outcome:
-    """Record success.
-
-    ``result`` must already be JSON-safe: see
-    :func:`~django_taskqueue.serialization.encode_result`. ``error_message``
-    and ``error_code`` are a warning kept with the success (e.g.
-    ``result_not_stored``); by default an earlier error is cleared. With
-    ``evidence`` (the worker that ran the task reports it) the success also
-    supersedes a presumed failure (see
-    :data:`~django_taskqueue.status.PRESUMED_FAILURES`). With ``run`` (the id
-    its start was recorded with, see :func:`mark_started`) it is recorded
-    after the end of another run of the same task: a message delivered twice
-    ran twice, and the task's outcome is the last body's.
-    """
-    return completion(
-        celery_task_id,
-        pk=pk,
-        result=result,
-        progress=progress,
-        parent_id=parent_id,
-        parent_known=parent_known,
-        error_message=error_message,
-        error_code=error_code,
-        evidence=evidence,
-        run=run,
-    ).write()
-
-
 def failure(
     celery_task_id: str | None = None,
     *,
@@ -806,7 +766,14 @@ def failure(
     evidence: bool = False,
     run: str = "",
 ) -> Mark:
-    """The failure :func:`mark_failed` writes, prepared (same arguments)."""
+    """A failure, prepared (see :func:`mark_failed`): the error's message, code and traceback.
+
+    ``guard`` narrows the conditional update further (the housekeeping
+    detectors re-check their own condition in it). With ``evidence`` (the
+    worker that ran the task reports the failure) it also supersedes a
+    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`);
+    ``run`` is as for :func:`mark_completed`.
+    """
     now = record_time()
     updates = {
         "completed_at": now,
@@ -832,45 +799,40 @@ def failure(
     )
 
 
-def mark_failed(
-    celery_task_id: str | None = None,
-    *,
-    pk: uuid.UUID | None = None,
-    error_message: str,
-    error_code: str = "",
-    traceback: str = "",
-    progress: ProgressWrite | None = None,
-    event_type: str = EventType.FAILED,
-    metadata: Mapping[str, Any] | None = None,
-    parent_id: uuid.UUID | None = None,
-    parent_known: bool = False,
-    guard: Q | None = None,
-    evidence: bool = False,
-    run: str = "",
-) -> Outcome:
-    """Record failure, with the error's message, code (exception class) and traceback.
+def _written(prepare: Callable[_P, Mark], doc: str) -> Callable[_P, Outcome]:
+    """The function that writes at once what ``prepare`` prepares (same arguments)."""
 
-    ``guard`` narrows the conditional update further (the housekeeping
-    detectors re-check their own condition in it). With ``evidence`` (the
-    worker that ran the task reports the failure) it also supersedes a
-    presumed failure (see :data:`~django_taskqueue.status.PRESUMED_FAILURES`);
-    ``run`` is as for :func:`mark_completed`.
-    """
-    return failure(
-        celery_task_id,
-        pk=pk,
-        error_message=error_message,
-        error_code=error_code,
-        traceback=traceback,
-        progress=progress,
-        event_type=event_type,
-        metadata=metadata,
-        parent_id=parent_id,
-        parent_known=parent_known,
-        guard=guard,
-        evidence=evidence,
-        run=run,
-    ).write()
+    def write(*args: _P.args, **kwargs: _P.kwargs) -> Outcome:
+        return prepare(*args, **kwargs).write()
+
+    name = "mark_" + {"starting": "started", "completion": "completed"}.get(
+        prepare.__name__, prepare.__name__.replace("failure", "failed")
+    )
+    write.__name__ = write.__qualname__ = name
+    write.__doc__ = doc
+    return write
+
+
+#: Record that a worker started running the task; the arguments of :func:`starting`.
+mark_started = _written(
+    starting,
+    """Record that a worker started running the task (attempt ``attempt``).
+
+    Writes what :func:`starting` prepares, now, in its own transaction: see there
+    for the arguments and the rules (a cancelled task reports ``status ==
+    "cancelled"``: the caller must not run it).
+    """,
+)
+#: Record success; the arguments of :func:`completion`.
+mark_completed = _written(
+    completion,
+    """Record success: what :func:`completion` prepares (same arguments), written now.""",
+)
+#: Record failure; the arguments of :func:`failure`.
+mark_failed = _written(
+    failure,
+    """Record failure: what :func:`failure` prepares (same arguments), written now.""",
+)
 
 
 def mark_publish_failed(pk: uuid.UUID, *, error_message: str) -> Outcome:
