@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from celery import signals
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connections
 
 from django_taskqueue import lifecycle
@@ -55,6 +56,8 @@ def start(celery_task_id: str, pk: uuid.UUID | None) -> None:
         with _lock:
             _running[celery_task_id] = pk
         _ensure_thread()
+    except SoftTimeLimitExceeded:
+        raise  # the task's own limit, fired here: the task must stop
     except Exception:
         logger.exception("django_taskqueue could not start the heartbeat of %s", celery_task_id)
 

@@ -275,7 +275,7 @@ class HeldWrites:
         with self._lock:
             self._outage()
         recording_failures.failed(
-            "held records", exc, "django_taskqueue could not store held records yet"
+            "held records", exc, "django_taskqueue could not record the held records yet"
         )
 
     def _store(self, held: _Held) -> bool:
@@ -288,8 +288,12 @@ class HeldWrites:
             if unavailable(exc):
                 self._failed(exc)
                 return False
-            logger.exception(
-                "django_taskqueue could not store the held %s of task %s; it is dropped",
+            # Not an outage (a constraint, tables never migrated): said as a task's own
+            # failed write is, through the failure log (once, with any advice), and dropped.
+            recording_failures.failed(
+                held.what,
+                exc,
+                "django_taskqueue could not record %s for task %s",
                 held.what,
                 held.task_id,
             )
@@ -346,10 +350,7 @@ def drop_broken_connections() -> None:
 
 
 def _limit() -> int:
-    try:
-        return conf.HELD_RECORDS_MAX
-    except Exception:
-        return 10_000
+    return conf.HELD_RECORDS_MAX
 
 
 #: The held writes of this process.

@@ -121,7 +121,7 @@ def test_a_write_that_fails_for_another_reason_is_dropped_not_retried(
         assert held.drain(10)
     assert calls == ["broken", "next"]
     said = [r.getMessage() for r in caplog.records]
-    assert any("could not store the held success of task t1" in m for m in said)
+    assert any("could not record success for task t1" in m for m in said)
 
 
 def test_beyond_held_records_max_a_write_is_dropped_and_said_once(

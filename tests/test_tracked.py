@@ -237,6 +237,9 @@ def test_a_task_marked_lost_whose_message_comes_back_runs_and_is_recorded(
     # ...but the broker still had it, and delivers it once a worker comes.
     with start_worker(celery_app, pool="threads", perform_ping_check=False, loglevel="WARNING"):
         assert result.get(timeout=10) == 42
+        # The row is final (lost) before the worker's marks land: wait for them.
+        rows = TaskLog.objects.filter(pk=log.pk, status=TaskStatus.COMPLETED)
+        wait_for(rows.exists, what="the worker's end, recorded after the presumption")
         log = wait_finished(result.id)
     assert (log.status, log.result, log.error_code) == (TaskStatus.COMPLETED, 42, "")
     assert factories.events(log) == ["created", "stale", "reopened", "started", "completed"]

@@ -57,15 +57,16 @@ class Ledger:
         """The tasks whose body returned."""
         return {e.task_id for e in self.entries() if e.event == "done"}
 
-    def running(self, pids: list[int], *, since: float) -> Entry | None:
-        """A body begun by one of ``pids`` since ``since`` (epoch seconds) and not returned."""
+    def running(self, pids: list[int], *, since: float, until: float | None = None) -> Entry | None:
+        """A body begun by one of ``pids`` between ``since`` and ``until`` (epoch seconds),
+        and not returned."""
         entries = self.entries()
         done = {(e.task_id, e.pid) for e in entries if e.event == "done"}
         for entry in reversed(entries):
             if (
                 entry.event == "start"
                 and entry.pid in pids
-                and entry.at >= since
+                and since <= entry.at <= (until if until is not None else entry.at)
                 and (entry.task_id, entry.pid) not in done
             ):
                 return entry
