@@ -1033,6 +1033,12 @@ def note_postrun(sender: Any, task_id: str, retval: Any, celery_state: str | Non
     if not isinstance(sender, TrackedTask):
         return
     state = sender._run_state()
+    if state is not None and not state.ended and held_writes.holds(task_id):
+        # A run that ends without an end of its own (a Reject, an Ignore) may be
+        # recorded by the worker's main process once this process reports back
+        # (TrackedRequest): its start, still queued, must be on file first, or it
+        # would land after that end and reopen the task.
+        held_writes.wait_stored(task_id, QUEUED_WAIT)
     # SUCCESS: the body returned; None: Celery failed while handling its error.
     # (IGNORED, REJECTED and RETRY runs end without those hooks on purpose.)
     if state is None or state.ended or celery_state not in ("SUCCESS", None):
