@@ -154,14 +154,16 @@ class HeldWrites:
         the batch fails for another reason than an outage, to find the bad one).
 
         Returns:
-            ``False`` when the queue is full: the caller writes it itself.
+            ``False`` when the queue is full: a write that can be batched is the
+            caller's to make itself; any other is dropped, as :meth:`hold` drops.
         """
         with self._lock:
-            if len(self._queue) >= _limit():
+            if batch is not None and len(self._queue) >= _limit():
                 return False
             return self._append(_Held(what, str(task_id or ""), at, write, batch, item), what)
 
     def _append(self, held: _Held, what: str) -> bool:
+        """Queue ``held``, or drop it (and say so once) when ``HELD_RECORDS_MAX`` are waiting."""
         if len(self._queue) >= _limit():
             self._dropped += 1
             if self._dropped == 1:

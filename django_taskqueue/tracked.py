@@ -113,6 +113,17 @@ def record_safely(
     return value
 
 
+def _queue_mark(what: str, task_id: str, mark: lifecycle.Mark) -> bool:
+    """Hand a worker's mark to its process's recorder thread, to be written with others.
+
+    Returns:
+        ``False`` when the thread's queue is full: the caller writes it itself.
+    """
+    return held_writes.queue(
+        what, task_id, mark.write, mark.at, batch=lifecycle.write_marks, item=mark
+    )
+
+
 def _scheduling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     """The TaskLog fields that keep how a task was published: its queue, ETA and priority.
 
@@ -719,9 +730,7 @@ class TrackedTask(_TaskBase):
         status = record_safely("cancel check", task_id, lifecycle.status_of, celery_task_id=task_id)
         if status == TaskStatus.CANCELLED:
             return False
-        return held_writes.queue(
-            "start", task_id, start.write, start.at, batch=lifecycle.write_marks, item=start
-        )
+        return _queue_mark("start", task_id, start)
 
     def _revoke_cancelled(self, task_id: str) -> None:
         """Revoke a run whose task was cancelled before it started, as Celery's revoke does.
@@ -962,12 +971,8 @@ class TrackedTask(_TaskBase):
         message is acknowledged, and so does an eager run (``apply()``, tests):
         it is on file when the call returns.
         """
-        if not self.acks_late and self._in_worker():
-            queued = held_writes.queue(
-                what, task_id, mark.write, mark.at, batch=lifecycle.write_marks, item=mark
-            )
-            if queued:
-                return
+        if not self.acks_late and self._in_worker() and _queue_mark(what, task_id, mark):
+            return
         record_safely(what, task_id, mark.write, hold=True)
         self._stored_before_ack(task_id)
 
@@ -979,7 +984,7 @@ class TrackedTask(_TaskBase):
         with the message already gone. So the end waits for the database, up to
         ``HELD_RECORDS_WAIT`` seconds, while the message stays unacknowledged.
         """
-        if not self.acks_late or self.request.is_eager or not held_writes.holds(task_id):
+        if not self.acks_late or not self._in_worker() or not held_writes.holds(task_id):
             return
         try:
             stored = held_writes.wait_stored(task_id, conf.HELD_RECORDS_WAIT)

@@ -26,6 +26,7 @@ bulk child's parent folded in after it.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -163,7 +164,7 @@ def _write_wave(
                 outcomes[n] = outcome
                 announce(outcome, event[0])
             if parent_id is not None and target in TERMINAL_STATUSES:
-                transaction.on_commit(_parent_update(pk, target))
+                transaction.on_commit(functools.partial(update_parent, pk, target))
     TaskEventLog.objects.bulk_create(events)
     return alone, put_off
 
@@ -227,7 +228,3 @@ def _per_row(
         ),
         output_field=field,
     )
-
-
-def _parent_update(child_pk: uuid.UUID, target: str) -> Any:
-    return lambda: update_parent(child_pk, target)

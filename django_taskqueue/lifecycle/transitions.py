@@ -799,15 +799,12 @@ def failure(
     )
 
 
-def _written(prepare: Callable[_P, Mark], doc: str) -> Callable[_P, Outcome]:
-    """The function that writes at once what ``prepare`` prepares (same arguments)."""
+def _written(prepare: Callable[_P, Mark], name: str, doc: str) -> Callable[_P, Outcome]:
+    """The function ``name`` that writes at once what ``prepare`` prepares (same arguments)."""
 
     def write(*args: _P.args, **kwargs: _P.kwargs) -> Outcome:
         return prepare(*args, **kwargs).write()
 
-    name = "mark_" + {"starting": "started", "completion": "completed"}.get(
-        prepare.__name__, prepare.__name__.replace("failure", "failed")
-    )
     write.__name__ = write.__qualname__ = name
     write.__doc__ = doc
     return write
@@ -816,6 +813,7 @@ def _written(prepare: Callable[_P, Mark], doc: str) -> Callable[_P, Outcome]:
 #: Record that a worker started running the task; the arguments of :func:`starting`.
 mark_started = _written(
     starting,
+    "mark_started",
     """Record that a worker started running the task (attempt ``attempt``).
 
     Writes what :func:`starting` prepares, now, in its own transaction: see there
@@ -826,11 +824,13 @@ mark_started = _written(
 #: Record success; the arguments of :func:`completion`.
 mark_completed = _written(
     completion,
+    "mark_completed",
     """Record success: what :func:`completion` prepares (same arguments), written now.""",
 )
 #: Record failure; the arguments of :func:`failure`.
 mark_failed = _written(
     failure,
+    "mark_failed",
     """Record failure: what :func:`failure` prepares (same arguments), written now.""",
 )
 
