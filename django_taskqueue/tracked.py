@@ -176,13 +176,22 @@ class _Unrecorded:
     recorded: bool = False
 
 
-# The newest run started in this thread: an eager apply() that raises (throw,
-# task_eager_propagates) skips the outcome hooks, and apply() records it instead.
-_last_run = threading.local()
+class _ThreadRuns(threading.local):
+    """What one thread (or green thread) remembers of its runs between Celery's calls.
 
-# The run of this thread (or green thread) that ended without its hooks: Celery
-# sends task_internal_error right after task_postrun, in the same thread.
-_unrecorded = threading.local()
+    Both are read in the thread that set them, right after: Celery gives no
+    other handle from the hook that sets them to the code that reads them.
+    """
+
+    # The newest run started in this thread: an eager apply() that raises (throw,
+    # task_eager_propagates) skips the outcome hooks, and apply() records it instead.
+    last: _RunState | None = None
+    # The run that ended without its hooks: Celery sends task_internal_error right
+    # after task_postrun, in the same thread.
+    unrecorded: _Unrecorded | None = None
+
+
+_thread_runs = _ThreadRuns()
 
 #: ``error_code`` of a task whose outcome Celery's result backend could not store.
 RESULT_NOT_STORED = "result_not_stored"
@@ -622,7 +631,7 @@ class TrackedTask(_TaskBase):
         call = (args, kwargs, link, link_error, task_id, retries, throw, logfile, loglevel, headers)
         if not self._tracking():
             return super().apply(*call, **options)
-        _last_run.state = None
+        _thread_runs.last = None
         try:
             result = super().apply(*call, **options)
         except (Retry, Ignore):
@@ -636,8 +645,8 @@ class TrackedTask(_TaskBase):
 
     def _record_eager_end(self, exc: BaseException | None) -> None:
         """Record the end of an eager run whose outcome hooks did not run."""
-        state: _RunState | None = getattr(_last_run, "state", None)
-        _last_run.state = None
+        state = _thread_runs.last
+        _thread_runs.last = None
         if state is None or state.ended or state.pk is None:
             return
         state.ended = True
@@ -681,7 +690,7 @@ class TrackedTask(_TaskBase):
             buffer=progress.ProgressBuffer(conf.PROGRESS_MIN_INTERVAL, conf.PROGRESS_HISTORY_STEP)
         )
         setattr(self.request, _STATE_ATTR, state)
-        _last_run.state = state
+        _thread_runs.last = state
         delivery = self.request.delivery_info or {}
         start = lifecycle.starting(
             task_id,
@@ -1048,7 +1057,7 @@ def note_postrun(sender: Any, task_id: str, retval: Any, celery_state: str | Non
     # (IGNORED, REJECTED and RETRY runs end without those hooks on purpose.)
     if state is None or state.ended or celery_state not in ("SUCCESS", None):
         return
-    _unrecorded.run = _Unrecorded(task_id, state, celery_state, retval)
+    _thread_runs.unrecorded = _Unrecorded(task_id, state, celery_state, retval)
 
 
 def record_internal_error(sender: Any, task_id: str, exception: BaseException | None) -> None:
@@ -1066,7 +1075,7 @@ def record_internal_error(sender: Any, task_id: str, exception: BaseException | 
     """
     if not isinstance(sender, TrackedTask) or not sender._tracking() or not task_id:
         return
-    run: _Unrecorded | None = getattr(_unrecorded, "run", None)
+    run = _thread_runs.unrecorded
     if run is not None and run.task_id != task_id:
         run = None
     if run is not None and run.recorded:
