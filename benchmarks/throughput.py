@@ -409,12 +409,31 @@ def run_rounds(
     return times, cpu
 
 
-def publish_cost(task: Any, n: int) -> float:
-    """Milliseconds per ``delay()`` call, with no worker running the tasks."""
-    start = time.perf_counter()
+def publish_cost(task: Any, n: int) -> tuple[float, float]:
+    """Wall and CPU milliseconds per ``apply_async()`` call, with no worker running the tasks."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         task.apply_async((i,), queue="unconsumed")
-    return (time.perf_counter() - start) / n * 1000
+    return (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
+
+
+def row_publish_cost(task: Any, n: int) -> tuple[float, float]:
+    """``publish_cost`` of a plain publish after one ORM ``INSERT`` of a bare TaskLog row.
+
+    The least that recording a row before the message is published can cost
+    through the ORM: no event, no transaction, no redaction; a yardstick for
+    the producer's side, as ``batched`` is for the worker's.
+    """
+    from celery import uuid as celery_uuid
+
+    from django_taskqueue.models import TaskLog
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        task_id = celery_uuid()
+        TaskLog(celery_task_id=task_id, task_name=task.name, args=[i]).save(force_insert=True)
+        task.apply_async((i,), task_id=task_id, queue="unconsumed")
+    return (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
 
 
 # Each variant's name and the task (in benchmarks.core.tasks) it runs.
@@ -513,11 +532,15 @@ def main() -> None:  # noqa: PLR0915 (one linear script, read top to bottom)
             assert TaskResult.objects.count() == runs * len(stored)
 
             print("\npublishing cost per call (no worker consuming):")
-            costs = {
-                name: publish_cost(task, min(opts.tasks, 1000)) for name, task in variants.items()
-            }
-            for name, ms in costs.items():
-                print(f"  {name:16s} {ms:6.3f} ms per apply_async()")
+            calls = min(opts.tasks, 1000)
+            costs = {name: publish_cost(task, calls) for name, task in variants.items()}
+            costs["row + plain"] = row_publish_cost(tasks.plain, calls)
+            for name, (wall_ms, cpu_ms) in costs.items():
+                print(
+                    f"  {name:16s} {wall_ms:6.3f} ms per apply_async() "
+                    f"({cpu_ms:.3f} ms of this process's CPU)"
+                )
+            TaskLog.objects.filter(task_name=tasks.plain.name).delete()
             redis_client = __import__("redis").Redis.from_url(os.environ["BENCH_BROKER"])
             redis_client.delete("unconsumed")
 
