@@ -356,53 +356,6 @@ class TestProgress:
             TaskLog.objects.filter(pk=log.pk).update(progress=101)
 
 
-class TestRerun:
-    def test_failed_task_runs_again_with_the_same_arguments(self, celery_app: Any) -> None:
-        user = factories.user("bob")
-        log = factories.task(
-            task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"]
-        )
-        lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
-        new = actions.rerun(TaskLog.objects.get(pk=log.pk), user=user)
-        assert new.pk != log.pk
-        assert new.celery_task_id != log.celery_task_id
-        new.refresh_from_db()
-        assert new.status == TaskStatus.RETRYING
-        assert (new.args, new.kwargs, new.owner, new.tags) == ([1], {"x": 2}, user, ["t"])
-        assert new.retry_of_id == log.pk
-        assert new.retry_count == 1
-        assert factories.events(log)[-1] == "rerun"
-        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.FAILED
-
-    def test_completed_task_is_refused(self, celery_app: Any) -> None:
-        log = factories.task(task_name="tests.echo")
-        lifecycle.mark_completed(log.celery_task_id, result=1)
-        with pytest.raises(TransitionRefused, match="completed"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-
-    def test_active_task_needs_force(self, celery_app: Any) -> None:
-        log = factories.task(task_name="tests.echo")
-        started(log)
-        with pytest.raises(TransitionRefused, match="force"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-        new = actions.rerun(TaskLog.objects.get(pk=log.pk), force=True)
-        old = TaskLog.objects.get(pk=log.pk)
-        assert (old.status, old.error_code) == (TaskStatus.CANCELLED, "superseded")
-        assert new.retry_of_id == log.pk
-
-    def test_redacted_arguments_are_refused(self, celery_app: Any) -> None:
-        log = factories.task(task_name="tests.echo", kwargs={"password": "x"})
-        lifecycle.mark_failed(log.celery_task_id, error_message="boom")
-        with pytest.raises(TransitionRefused, match="redacted"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-
-    def test_unknown_task_is_refused(self, celery_app: Any) -> None:
-        log = factories.task(task_name="not.registered")
-        lifecycle.mark_failed(log.celery_task_id, error_message="boom")
-        with pytest.raises(TransitionRefused, match="not a registered TrackedTask"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-
-
 class TestPresumedFailures:
     """A failure housekeeping only presumed gives way to a worker's evidence."""
 
