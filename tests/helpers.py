@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests: published messages and the side queue.
+"""Small helpers shared by the tests: published messages, the side queue, a worker's start.
 
 The rows the tests start from come from :mod:`tests.factories`.
 """
@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from django_taskqueue import lifecycle
+from django_taskqueue.models import TaskLog
 
 
 @dataclass
@@ -67,3 +70,8 @@ def purge_queue(app: Any, name: str = SIDE_QUEUE) -> None:
 
     with app.connection_for_write() as conn, contextlib.suppress(Exception):
         conn.default_channel.queue_purge(name)
+
+
+def started(log: TaskLog, attempt: int = 0, worker: str = "w1@host") -> lifecycle.Outcome:
+    """Record ``log``'s start as its worker would (the lifecycle tests' first step)."""
+    return lifecycle.mark_started(log.celery_task_id, attempt=attempt, worker=worker)

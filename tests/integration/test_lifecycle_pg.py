@@ -1,7 +1,8 @@
 """What only PostgreSQL has: asynchronous commits of the lifecycle's own transactions.
 
-The lifecycle contract itself (tests/test_lifecycle.py, tests/test_reruns.py) is marked
-``backends`` and runs here on PostgreSQL as well as on SQLite.
+The lifecycle contract itself (tests/lifecycle/, tests/test_querysets.py,
+tests/test_status.py and the re-run tests of tests/test_actions.py) is marked ``backends``
+and runs here on PostgreSQL as well as on SQLite.
 """
 
 from __future__ import annotations

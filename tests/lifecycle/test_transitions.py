@@ -1,77 +1,24 @@
-"""The lifecycle module on its own: every transition, every refusal, no Celery worker."""
+"""Every status change (lifecycle/transitions.py): each transition, each refusal, no worker."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_taskqueue import actions, lifecycle
 from django_taskqueue.exceptions import TransitionRefused
 from django_taskqueue.models import TaskLog, TaskProgress
 from django_taskqueue.progress import ProgressWrite
-from django_taskqueue.signals import task_progress, task_status_changed
-from django_taskqueue.status import ALLOWED_FROM, TERMINAL_STATUSES, TaskStatus, can_move
+from django_taskqueue.status import TaskStatus, can_move
 from tests import factories
+from tests.helpers import started
 
 # The lifecycle contract: on SQLite here, and again on PostgreSQL in the integration
 # tier and behind PgBouncer (tox -e integration, tox -e pgbouncer).
 pytestmark = [pytest.mark.django_db, pytest.mark.backends]
-
-
-def started(log: TaskLog, attempt: int = 0, worker: str = "w1@host") -> lifecycle.Outcome:
-    return lifecycle.mark_started(log.celery_task_id, attempt=attempt, worker=worker)
-
-
-class TestCreate:
-    def test_records_pending_with_created_event(self) -> None:
-        log = factories.task(task_type="image", args=[1, "a"], kwargs={"size": 3})
-        log.refresh_from_db()
-        assert log.status == TaskStatus.PENDING
-        assert log.args == [1, "a"]
-        assert log.kwargs == {"size": 3}
-        assert not log.args_redacted
-        assert factories.events(log) == ["created"]
-
-    def test_redacts_secret_looking_keys_at_any_depth(self) -> None:
-        log = factories.task(
-            args=[{"user": "bob", "Password": "hunter2"}],
-            kwargs={"api_key": "k", "nested": {"oauth": {"access_token": "t", "scope": "read"}}},
-        )
-        log.refresh_from_db()
-        assert log.args == [{"user": "bob", "Password": "********"}]
-        assert log.kwargs == {
-            "api_key": "********",
-            "nested": {"oauth": {"access_token": "********", "scope": "read"}},
-        }
-        assert log.args_redacted
-        assert log.events.get().metadata == {"redacted": True}
-
-    def test_redaction_keys_are_configurable(self, settings: Any) -> None:
-        settings.DJANGO_TASKQUEUE = {"REDACT_KEYS": ["pin"], "REDACTED_VALUE": "<hidden>"}
-        log = factories.task(kwargs={"pin": "1234", "password": "visible now"})
-        log.refresh_from_db()
-        assert log.kwargs == {"pin": "<hidden>", "password": "visible now"}
-
-    def test_store_args_off(self, settings: Any) -> None:
-        settings.DJANGO_TASKQUEUE = {"STORE_ARGS": False}
-        log = factories.task(args=[1], kwargs={"a": 1})
-        log.refresh_from_db()
-        assert (log.args, log.kwargs) == ([], {})
-
-    def test_odd_values_are_stored_json_safe(self) -> None:
-        when = timezone.now()
-        log = factories.task(args=[when, {1, 2}, object(), float("nan")])
-        log.refresh_from_db()
-        assert log.args[0] == DjangoJSONEncoder().default(when)
-        assert sorted(log.args[1]) == [1, 2]
-        assert log.args[2].startswith("<object object")
-        assert log.args[3] == "nan"
 
 
 class TestStarted:
@@ -409,53 +356,6 @@ class TestProgress:
             TaskLog.objects.filter(pk=log.pk).update(progress=101)
 
 
-class TestRerun:
-    def test_failed_task_runs_again_with_the_same_arguments(self, celery_app: Any) -> None:
-        user = factories.user("bob")
-        log = factories.task(
-            task_name="tests.echo", args=[1], kwargs={"x": 2}, owner=user, tags=["t"]
-        )
-        lifecycle.mark_failed(log.celery_task_id, error_message="boom", error_code="ValueError")
-        new = actions.rerun(TaskLog.objects.get(pk=log.pk), user=user)
-        assert new.pk != log.pk
-        assert new.celery_task_id != log.celery_task_id
-        new.refresh_from_db()
-        assert new.status == TaskStatus.RETRYING
-        assert (new.args, new.kwargs, new.owner, new.tags) == ([1], {"x": 2}, user, ["t"])
-        assert new.retry_of_id == log.pk
-        assert new.retry_count == 1
-        assert factories.events(log)[-1] == "rerun"
-        assert TaskLog.objects.get(pk=log.pk).status == TaskStatus.FAILED
-
-    def test_completed_task_is_refused(self, celery_app: Any) -> None:
-        log = factories.task(task_name="tests.echo")
-        lifecycle.mark_completed(log.celery_task_id, result=1)
-        with pytest.raises(TransitionRefused, match="completed"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-
-    def test_active_task_needs_force(self, celery_app: Any) -> None:
-        log = factories.task(task_name="tests.echo")
-        started(log)
-        with pytest.raises(TransitionRefused, match="force"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-        new = actions.rerun(TaskLog.objects.get(pk=log.pk), force=True)
-        old = TaskLog.objects.get(pk=log.pk)
-        assert (old.status, old.error_code) == (TaskStatus.CANCELLED, "superseded")
-        assert new.retry_of_id == log.pk
-
-    def test_redacted_arguments_are_refused(self, celery_app: Any) -> None:
-        log = factories.task(task_name="tests.echo", kwargs={"password": "x"})
-        lifecycle.mark_failed(log.celery_task_id, error_message="boom")
-        with pytest.raises(TransitionRefused, match="redacted"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-
-    def test_unknown_task_is_refused(self, celery_app: Any) -> None:
-        log = factories.task(task_name="not.registered")
-        lifecycle.mark_failed(log.celery_task_id, error_message="boom")
-        with pytest.raises(TransitionRefused, match="not a registered TrackedTask"):
-            actions.rerun(TaskLog.objects.get(pk=log.pk))
-
-
 class TestPresumedFailures:
     """A failure housekeeping only presumed gives way to a worker's evidence."""
 
@@ -596,250 +496,6 @@ class TestPresumedFailures:
         assert not can_move(failed, TaskStatus.RETRYING, error_code="lost", evidence=True)
         assert not can_move(failed, processing, error_code="ValueError", evidence=True)
         assert not can_move(TaskStatus.CANCELLED, processing, error_code="lost", evidence=True)
-
-
-class TestStatusRules:
-    def test_terminal_statuses_accept_nothing(self) -> None:
-        for status in TERMINAL_STATUSES:
-            assert not any(can_move(status, target) for target in ALLOWED_FROM)
-
-    def test_processing_cannot_go_back_to_pending(self) -> None:
-        assert not can_move(TaskStatus.PROCESSING, TaskStatus.PENDING)
-        assert can_move(TaskStatus.RETRYING, TaskStatus.PROCESSING)
-
-
-class TestQuerysets:
-    def test_status_counts_in_one_query(self) -> None:
-        for _ in range(3):
-            factories.task()
-        done = factories.task()
-        lifecycle.mark_completed(done.celery_task_id, result=None)
-        with CaptureQueriesContext(connection) as queries:
-            counts = TaskLog.objects.status_counts()
-        assert len(queries) == 1
-        assert counts == {
-            "pending": 3,
-            "processing": 0,
-            "retrying": 0,
-            "completed": 1,
-            "failed": 0,
-            "cancelled": 0,
-            "total": 4,
-        }
-
-    def test_for_user(self) -> None:
-        alice, bob, staff = (
-            factories.user("alice"),
-            factories.user("bob"),
-            factories.user("staff", staff=True),
-        )
-        mine = factories.task(owner=alice)
-        factories.task(owner=bob)
-        assert list(TaskLog.objects.for_user(alice)) == [mine]
-        assert TaskLog.objects.for_user(staff).count() == 2
-        assert TaskLog.objects.for_user(None).count() == 0
-
-    def test_active_terminal_and_stale(self) -> None:
-        fresh, old, done = factories.task(), factories.task(), factories.task()
-        started(fresh)
-        started(old)
-        lifecycle.mark_completed(done.celery_task_id, result=None)
-        TaskLog.objects.filter(pk=old.pk).update(heartbeat_at=timezone.now() - timedelta(hours=2))
-        assert set(TaskLog.objects.active()) == {fresh, old}
-        assert list(TaskLog.objects.terminal()) == [done]
-        assert list(TaskLog.objects.stale(timedelta(hours=1))) == [old]
-        annotated: Any = TaskLog.objects.with_last_seen().get(pk=old.pk)
-        last_seen = annotated.last_seen
-        assert last_seen < timezone.now() - timedelta(hours=1)
-
-
-class TestSignals:
-    def test_status_changed_is_sent_after_commit(
-        self, django_capture_on_commit_callbacks: Any
-    ) -> None:
-        received: list[dict[str, Any]] = []
-
-        def receiver(**kwargs: Any) -> None:
-            received.append(kwargs)
-
-        task_status_changed.connect(receiver)
-        try:
-            log = factories.task()
-            with django_capture_on_commit_callbacks(execute=False) as callbacks:
-                started(log)
-            assert received == []
-            for callback in callbacks:
-                callback()
-        finally:
-            task_status_changed.disconnect(receiver)
-        assert len(received) == 1
-        assert received[0]["status"] == "processing"
-        assert received[0]["event_type"] == "started"
-        assert received[0]["task_log"].pk == log.pk
-
-    def test_progress_signal(self, django_capture_on_commit_callbacks: Any) -> None:
-        received: list[dict[str, Any]] = []
-
-        def receiver(**kwargs: Any) -> None:
-            received.append(kwargs)
-
-        task_progress.connect(receiver)
-        try:
-            log = factories.task()
-            with django_capture_on_commit_callbacks(execute=True):
-                lifecycle.record_progress(ProgressWrite(10, "m", None, True), pk=log.pk)
-        finally:
-            task_progress.disconnect(receiver)
-        assert [(r["task_log_id"], r["progress"], r["message"]) for r in received] == [
-            (log.pk, 10, "m")
-        ]
-
-    def test_no_listener_no_extra_query(self) -> None:
-        log = factories.task()
-        with CaptureQueriesContext(connection) as queries:
-            lifecycle.mark_completed(log.celery_task_id, result=None, pk=log.pk)
-        statements = [
-            q["sql"].split()[0].upper()
-            for q in queries
-            if q["sql"].split()[0].upper() not in ("SAVEPOINT", "RELEASE", "SET")
-        ]
-        # The same two statements on every backend: the conditional UPDATE, its event.
-        assert statements == ["UPDATE", "INSERT"]
-
-    def test_receivers_see_the_same_sequence_on_every_backend(
-        self, django_capture_on_commit_callbacks: Any
-    ) -> None:
-        received: list[tuple[str, str | None, str]] = []
-        progress: list[int] = []
-
-        def on_status(**kwargs: Any) -> None:
-            previous = kwargs["previous_status"]
-            received.append(
-                (str(kwargs["status"]), previous and str(previous), str(kwargs["event_type"]))
-            )
-
-        def on_progress(**kwargs: Any) -> None:
-            progress.append(kwargs["progress"])
-
-        task_status_changed.connect(on_status)
-        task_progress.connect(on_progress)
-        try:
-            with django_capture_on_commit_callbacks(execute=True):
-                log = factories.task()
-                started(log)
-                lifecycle.record_progress(ProgressWrite(40, "m", None, True), pk=log.pk)
-                lifecycle.mark_retrying(log.celery_task_id, pk=log.pk, next_attempt=1)
-                started(log, attempt=1)
-                started(log, attempt=0)  # an older attempt, delivered again
-                lifecycle.mark_completed(log.celery_task_id, result=1, pk=log.pk)
-                # A late failure report changes nothing: nothing is sent.
-                lifecycle.mark_failed(log.celery_task_id, pk=log.pk, error_message="late")
-                other = factories.task()
-                actions.cancel(other, revoke=False)
-        finally:
-            task_status_changed.disconnect(on_status)
-            task_progress.disconnect(on_progress)
-        assert received == [
-            ("processing", None, "started"),
-            ("retrying", None, "retried"),
-            ("processing", None, "started"),
-            # The body of an older attempt runs too: its start is recorded (again).
-            ("processing", None, "started"),
-            ("completed", None, "completed"),
-            ("cancelled", None, "cancelled"),
-        ]
-        assert progress == [40]
-
-    def test_post_save_is_sent_for_a_new_row_and_not_for_transitions(self) -> None:
-        from django.db.models.signals import post_save
-
-        saved: list[bool] = []
-
-        def receiver(**kwargs: Any) -> None:
-            saved.append(kwargs["created"])
-
-        post_save.connect(receiver, sender=TaskLog)
-        try:
-            log = factories.task()
-            started(log)
-            lifecycle.mark_completed(log.celery_task_id, result=1, pk=log.pk)
-        finally:
-            post_save.disconnect(receiver, sender=TaskLog)
-        # create_task_log saves the row (post_save, created=True) on every backend;
-        # transitions are conditional QuerySet.update() calls, which send no post_save.
-        assert saved == [True]
-
-
-class TestObservability:
-    """Every write goes through Django's cursor, where logging and instrumentation see it."""
-
-    @staticmethod
-    def life() -> TaskLog:
-        log = factories.task()
-        started(log)
-        lifecycle.record_progress(ProgressWrite(50, "half", None, True), pk=log.pk)
-        lifecycle.mark_completed(log.celery_task_id, result={"n": 1}, pk=log.pk)
-        return log
-
-    @staticmethod
-    def writes(statements: list[str]) -> list[str]:
-        """``INSERT``/``UPDATE`` statements as ``"VERB table"``."""
-        out = []
-        for sql in statements:
-            words = sql.replace('"', "").split()
-            verb = words[0].upper()
-            if verb == "INSERT":
-                out.append(f"INSERT {words[2]}")
-            elif verb == "UPDATE":
-                out.append(f"UPDATE {words[1]}")
-        return out
-
-    expected: ClassVar[list[str]] = [
-        "INSERT django_taskqueue_tasklog",
-        "INSERT django_taskqueue_taskeventlog",
-        "UPDATE django_taskqueue_tasklog",
-        "INSERT django_taskqueue_taskeventlog",
-        "UPDATE django_taskqueue_tasklog",
-        "INSERT django_taskqueue_taskprogress",
-        "INSERT django_taskqueue_taskeventlog",
-        "UPDATE django_taskqueue_tasklog",
-        "INSERT django_taskqueue_taskeventlog",
-    ]
-
-    def test_execute_wrapper_and_captured_queries_see_every_write(self) -> None:
-        wrapped: list[str] = []
-
-        def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-            wrapped.append(sql)
-            return execute(sql, params, many, context)
-
-        with (
-            connection.execute_wrapper(wrapper),
-            CaptureQueriesContext(connection) as queries,
-        ):
-            self.life()
-        assert self.writes(wrapped) == self.expected
-        assert self.writes([q["sql"] for q in queries]) == self.expected
-
-    def test_instrumentation_of_djangos_cursor_sees_every_write(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        # What APM agents do: patch Django's cursor class, no execute_wrapper, no
-        # query logging. The lifecycle's writes must not take a path around it.
-        from django.db.backends.utils import CursorWrapper
-
-        seen: list[str] = []
-        original = CursorWrapper.execute
-
-        def execute(self: CursorWrapper, sql: str, params: Any = None) -> Any:
-            seen.append(sql)
-            return original(self, sql, params)
-
-        monkeypatch.setattr(CursorWrapper, "execute", execute)
-        assert not connection.queries_logged
-        log = self.life()
-        assert self.writes(seen) == self.expected
-        assert TaskLog.objects.get(pk=log.pk).status == "completed"
 
 
 class TestQueue:

@@ -1,0 +1,1 @@
+"""Tests of the lifecycle package (django_taskqueue.lifecycle), one file per module."""
