@@ -692,11 +692,14 @@ class TrackedTask(_TaskBase):
         setattr(self.request, _STATE_ATTR, state)
         _thread_runs.last = state
         delivery = self.request.delivery_info or {}
+        in_worker = self._in_worker()
+        found = self._read_row(task_id, state) if in_worker else None
         start = lifecycle.starting(
             task_id,
             attempt=int(self.request.retries or 0),
             worker=str(self.request.hostname or ""),
             run=state.run,
+            pk=state.pk,
             defaults={
                 "task_name": self.name,
                 "task_type": self.task_type,
@@ -707,8 +710,12 @@ class TrackedTask(_TaskBase):
                 **canvas.from_request(self.request).fields(),
             },
         )
-        if self._in_worker() and self._queue_start(task_id, start):
-            heartbeat.start(task_id, None)
+        # A cancelled task takes the synchronous path: its start is refused, and
+        # the run revoked. Any other start is written with the marks of the next
+        # few milliseconds (see lifecycle.write_marks).
+        cancelled = found is not None and found.status == TaskStatus.CANCELLED
+        if in_worker and not cancelled and _queue_mark("start", task_id, start):
+            heartbeat.start(task_id, state.pk)
             return
         outcome = record_safely("start", task_id, start.write, hold=True)
         if outcome is None:
@@ -727,19 +734,19 @@ class TrackedTask(_TaskBase):
         """Whether this run is a worker's (not ``apply()``, eager mode or a direct call)."""
         return not (self.request.is_eager or self.request.called_directly)
 
-    def _queue_start(self, task_id: str, start: lifecycle.Mark) -> bool:
-        """Hand a worker's start to the recorder thread, unless the task was cancelled.
+    def _read_row(self, task_id: str, state: _RunState) -> lifecycle.RowState | None:
+        """Read the task's row before its body runs (one ``SELECT``); ``None`` when there is none.
 
-        One ``SELECT`` of the status keeps the promise that a task cancelled
-        before it started never runs its body: a cancelled one (``False``) takes
-        the synchronous path, which records the refused start and revokes it.
-        The start itself is written with the marks of the next few milliseconds
-        (see :func:`~django_taskqueue.lifecycle.write_marks`).
+        The status keeps the promise that a task cancelled before it started
+        never runs its body; the row's id and parent, kept in ``state``, spare
+        the run's writes their look-ups by Celery id.
         """
-        status = record_safely("cancel check", task_id, lifecycle.status_of, celery_task_id=task_id)
-        if status == TaskStatus.CANCELLED:
-            return False
-        return _queue_mark("start", task_id, start)
+        found: lifecycle.RowState | None = record_safely(
+            "cancel check", task_id, lifecycle.row_state, celery_task_id=task_id
+        )
+        if found is not None:
+            state.pk, state.parent_id, state.parent_known = found.pk, found.parent_id, True
+        return found
 
     def _revoke_cancelled(self, task_id: str) -> None:
         """Revoke a run whose task was cancelled before it started, as Celery's revoke does.

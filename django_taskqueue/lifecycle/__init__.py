@@ -54,6 +54,7 @@ from django_taskqueue.lifecycle.records import (
 from django_taskqueue.lifecycle.recovery import mark_lost, mark_stale, requeue_stale, touch_many
 from django_taskqueue.lifecycle.transitions import (
     Mark,
+    RowState,
     cancel_with_children,
     completion,
     failure,
@@ -67,6 +68,7 @@ from django_taskqueue.lifecycle.transitions import (
     record_event,
     record_progress,
     record_revoked,
+    row_state,
     starting,
     status_of,
     touch,
@@ -83,6 +85,7 @@ __all__ = [
     "Outcome",
     "ProgressBuffer",
     "ProgressWrite",
+    "RowState",
     "cancel_with_children",
     "check_rerun_status",
     "completion",
@@ -113,6 +116,7 @@ __all__ = [
     "record_unpublished",
     "recorded_at",
     "requeue_stale",
+    "row_state",
     "starting",
     "status_of",
     "stored_arguments",

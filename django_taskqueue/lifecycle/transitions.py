@@ -481,8 +481,12 @@ def starting(
     worker: str = "",
     defaults: Mapping[str, Any] | None = None,
     run: str = "",
+    pk: uuid.UUID | None = None,
 ) -> Mark:
     """A worker's start of the task (attempt ``attempt``), prepared: see :func:`mark_started`.
+
+    ``pk``, when the caller has read the row (:func:`row_state`), saves the
+    write its look-up by Celery id.
 
     ``run`` is the worker's id of this run (any string unique to it): its end,
     given the same ``run``, is then recorded even when another run of the task
@@ -536,7 +540,7 @@ def starting(
     mark = Mark(
         TaskStatus.PROCESSING,
         celery_task_id,
-        None,
+        pk,
         updates,
         event,
         now,
@@ -636,10 +640,30 @@ def record_progress(
     return Outcome(True, None, pk)
 
 
+@dataclass(frozen=True)
+class RowState:
+    """What one read of a task's row says: its id, its status and its parent."""
+
+    pk: uuid.UUID
+    status: str
+    parent_id: uuid.UUID | None
+
+
+def row_state(*, celery_task_id: str | None = None, pk: uuid.UUID | None = None) -> RowState | None:
+    """The task's row as it is now (one ``SELECT``), or ``None`` when there is none.
+
+    A worker reads it before a task's body runs: the status says whether the
+    task was cancelled, and the id and the parent spare the later writes their
+    look-ups.
+    """
+    found = rows_of(celery_task_id, pk).values_list("pk", "status", "parent_id").first()
+    return RowState(*found) if found is not None else None
+
+
 def status_of(*, celery_task_id: str | None = None, pk: uuid.UUID | None = None) -> str | None:
     """The task's current status (one ``SELECT``), or ``None`` when there is no row."""
-    status: str | None = rows_of(celery_task_id, pk).values_list("status", flat=True).first()
-    return status
+    found = row_state(celery_task_id=celery_task_id, pk=pk)
+    return found.status if found is not None else None
 
 
 def record_event(
