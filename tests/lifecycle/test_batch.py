@@ -215,3 +215,35 @@ def test_starts_and_ends_in_one_batch_as_one_by_one() -> None:
     assert [o.applied for o in outcomes] == [True, True, True, True, False, False, True, True, True]
     created = TaskLog.objects.get(celery_task_id="not-recorded-yet")
     assert (created.status, created.task_name) == (TaskStatus.PROCESSING, "x.y")
+
+
+def test_row_state_is_what_a_worker_reads_before_the_body() -> None:
+    parent, children = lifecycle.create_bulk(
+        "tests.process_file", [{"file_path": "/tmp/a"}], task_type="file"
+    )
+    child = children[0]
+    assert lifecycle.row_state(celery_task_id=child.celery_task_id) == lifecycle.RowState(
+        child.pk, TaskStatus.PENDING, parent.pk
+    )
+    assert lifecycle.row_state(pk=parent.pk) == lifecycle.RowState(parent.pk, parent.status, None)
+    assert lifecycle.row_state(celery_task_id="no-such-task") is None
+
+
+def test_marks_keyed_by_pk_look_no_row_up_by_celery_id() -> None:
+    """A worker's start and end carry the pk it read (row_state): the batch needs no look-up."""
+    logs = [_pending() for _ in range(5)]
+    marks = [
+        mark
+        for n, log in enumerate(logs)
+        for mark in (
+            lifecycle.starting(log.celery_task_id, worker="w@h", run=f"r{n}", pk=log.pk),
+            _success(log, run=f"r{n}", pk=log.pk),
+        )
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = lifecycle.write_marks(marks)
+    assert all(o.applied for o in outcomes)
+    column = connection.ops.quote_name("celery_task_id")
+    lookups = [q["sql"] for q in queries.captured_queries if column in q["sql"]]
+    assert lookups == []
+    assert TaskLog.objects.filter(status=TaskStatus.COMPLETED).count() == 5
